@@ -1,0 +1,138 @@
+"""Model configuration: one dataclass tree shared by every stage (teacher, student, export, generate).
+
+Each field's docstring is what `fada recipes --explain` style help and the recipe README are written from.
+Validation (types, ranges, choices) happens in `fada.config.validate`; field metadata carries the limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+def _f(default, **meta):
+    """A dataclass field with validation metadata (ge/le/gt/choices/path)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class VAEConfig:
+    kind: Literal["pixel", "sd"] = "pixel"
+    """'sd': the SD1.5 AutoencoderKL loaded from `path` (a local diffusers folder with vae/);
+    'pixel': the weight-free, exactly invertible space-to-depth codec used at CPU scale."""
+    path: Optional[str] = _f(None, path="dir")
+    """Local Stable Diffusion 1.5 folder (diffusers layout) for kind 'sd'."""
+    factor: int = _f(2, ge=1, le=16)
+    """Spatial downsampling factor of the pixel codec (latent channels = 3·factor²)."""
+    scaling_factor: float = _f(0.18215, gt=0.0)
+    """Latent scaling of the SD VAE (SD1.5: 0.18215)."""
+
+    def check(self) -> list[str]:
+        return ["path: required when kind is 'sd' (a local SD1.5 folder)"] if self.kind == "sd" and not self.path else []
+
+
+@dataclass
+class UNetConfig:
+    pretrained: Optional[str] = _f(None, path="dir")
+    """Local SD1.5 folder (diffusers layout, with unet/): both nets start from its UNet. None: random init
+    from the shape fields below (tiny recipes)."""
+    block_out_channels: list[int] = _f([320, 640, 1280, 1280])
+    """Channels per resolution level (ignored when `pretrained` is set)."""
+    down_block_types: list[str] = _f(
+        ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])
+    """diffusers down-block class names, one per level."""
+    up_block_types: list[str] = _f(
+        ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
+    """diffusers up-block class names, one per level."""
+    layers_per_block: int = _f(2, ge=1, le=8)
+    """ResNet/attention layers per level."""
+    attention_head_dim: int = _f(8, ge=1)
+    """Attention heads per level in diffusers' (historically misnamed) convention: SD1.5 uses 8 heads."""
+    cross_attention_dim: int = _f(768, ge=1)
+    """Width of the audio tokens read by the cross-attention (SD1.5: 768)."""
+    norm_num_groups: int = _f(32, ge=1)
+    """GroupNorm groups (must divide every entry of block_out_channels)."""
+    temporal_heads: int = _f(8, ge=1)
+    """Heads of the temporal self-attention layers."""
+    max_frames: int = _f(32, ge=1)
+    """Longest frame sequence the temporal position encoding covers."""
+
+    def check(self) -> list[str]:
+        if self.pretrained:
+            return []
+        out = []
+        n = len(self.block_out_channels)
+        if len(self.down_block_types) != n or len(self.up_block_types) != n:
+            out.append(f"down_block_types/up_block_types: need {n} entries each (one per block_out_channels level)")
+        bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+        if bad:
+            out.append(f"norm_num_groups: {self.norm_num_groups} does not divide channels {bad}")
+        return out
+
+
+@dataclass
+class AudioConfig:
+    kind: Literal["mel", "wav2vec2"] = "mel"
+    """'wav2vec2': transformers Wav2Vec2Model from `path` (all hidden states); 'mel': weight-free log-mel front end."""
+    path: Optional[str] = _f(None, path="dir")
+    """Local wav2vec2 folder (transformers layout: config.json + weights) for kind 'wav2vec2'."""
+    sample_rate: int = _f(16000, ge=8000)
+    """Audio is resampled to this rate (wav2vec2 needs 16000)."""
+    n_mels: int = _f(80, ge=8)
+    """Mel bands of the log-mel front end."""
+    window: int = _f(2, ge=0, le=8)
+    """Each frame sees the audio features of ±window frames around it (paper: 2)."""
+    n_tokens: int = _f(32, ge=1)
+    """Audio tokens per frame produced by the projection."""
+    hidden_dim: int = _f(512, ge=8)
+    """Width of the projection MLP."""
+
+    def check(self) -> list[str]:
+        out = []
+        if self.kind == "wav2vec2" and not self.path:
+            out.append("path: required when kind is 'wav2vec2' (a local wav2vec2 folder)")
+        if self.kind == "wav2vec2" and self.sample_rate != 16000:
+            out.append("sample_rate: wav2vec2 needs 16000")
+        return out
+
+
+@dataclass
+class CFGConfig:
+    mode: Literal["none", "time_embed", "layer", "tokens"] = "none"
+    """How the student is told the CFG scales: 'tokens' (learnable γ_a, γ_r, γ_b, Eq. 10, read by CFG layers),
+    'layer' (CFG layers reading an MLP embedding of the scales, no tokens), 'time_embed' (scales added to the
+    timestep embedding, ω-conditioning), 'none' (no CFG conditioning; the teacher and the Balanced student)."""
+    n_tokens: int = _f(4, ge=1)
+    """Tokens per learnable set γ (and per CFG embedding)."""
+
+
+@dataclass
+class ModelConfig:
+    resolution: int = _f(512, ge=8)
+    """Square frame size in pixels (paper: 512)."""
+    fps: int = _f(25, ge=1, le=120)
+    """Video frame rate the model is trained and run at."""
+    num_frames: int = _f(16, ge=1)
+    """Frames generated per clip (paper setting: 16)."""
+    motion_frames: int = _f(2, ge=0)
+    """Last frames of the previous clip fed to the ReferenceNet with the reference image."""
+    attention_backend: Literal["auto", "sdpa", "xformers"] = "auto"
+    """'auto': xformers when CUDA and xformers are present, else PyTorch SDPA."""
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    cfg: CFGConfig = field(default_factory=CFGConfig)
+
+    def check(self) -> list[str]:
+        out = []
+        if self.resolution % self.vae_downsample:
+            out.append(f"resolution: {self.resolution} is not a multiple of the VAE downsampling {self.vae_downsample}")
+        if self.num_frames > self.unet.max_frames:
+            out.append(f"num_frames: {self.num_frames} exceeds unet.max_frames {self.unet.max_frames}")
+        return out
+
+    @property
+    def vae_downsample(self) -> int:
+        return 8 if self.vae.kind == "sd" else self.vae.factor

@@ -1,0 +1,218 @@
+"""Recipe schemas: one dataclass per section, one recipe class per command.
+
+A recipe YAML names its ``stage``; ``fada train-teacher`` takes 'teacher' recipes, ``fada distill`` 'distill'
+recipes, ``fada curate`` 'curate' recipes. Defaults are the full-scale paper settings; the tiny-*.yaml recipes
+override the sizes so that everything runs on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from fada.config.model import ModelConfig, _f
+
+
+@dataclass
+class DataConfig:
+    manifest: Optional[str] = _f(None, path="file")
+    """Curated manifest to train on: A.jsonl for the teacher, B.jsonl for distillation (from `fada curate`)."""
+    batch_size: int = _f(4, ge=1)
+    """Clips per optimiser step per process."""
+    num_workers: int = _f(2, ge=0)
+    """DataLoader worker processes."""
+    cache_dir: Optional[str] = None
+    """Where latents and audio features are cached once (safetensors); None: next to the run's outputs."""
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/fada"
+    """Run folder: checkpoints (step-XXXXXXX/), metrics.jsonl, samples, the resolved recipe."""
+    max_steps: int = _f(30000, ge=1)
+    """Optimiser steps to train for."""
+    learning_rate: float = _f(1e-5, gt=0.0)
+    """AdamW learning rate after warm-up."""
+    lr_warmup_steps: int = _f(500, ge=0)
+    """Linear warm-up steps."""
+    weight_decay: float = _f(1e-2, ge=0.0)
+    """AdamW weight decay."""
+    gradient_accumulation_steps: int = _f(1, ge=1)
+    """Micro-batches per optimiser step."""
+    max_grad_norm: float = _f(1.0, gt=0.0)
+    """Gradient clipping norm."""
+    ema_decay: float = _f(0.9999, ge=0.0, lt=1.0)
+    """EMA decay of the trained weights (0 disables EMA)."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
+    """accelerate mixed precision."""
+    gradient_checkpointing: bool = True
+    """Trade compute for memory in the UNets."""
+    seed: int = 42
+    """Seed for weights init, data order and noise."""
+    checkpoint_every: int = _f(1000, ge=1)
+    """Write step-XXXXXXX/ every N steps (and at the end)."""
+    keep_last: int = _f(3, ge=1)
+    """Checkpoints kept on disk."""
+    log_every: int = _f(10, ge=1)
+    """Metrics line every N steps."""
+    validate_every: int = _f(2000, ge=0)
+    """A short validation clip every N steps (0: never)."""
+    resume: str = "auto"
+    """'auto' (latest checkpoint in output_dir if any), 'none', or a checkpoint folder."""
+
+
+@dataclass
+class TeacherConfig:
+    stage: Literal[1, 2] = 2
+    """1: single frames, ReferenceNet + spatial layers trainable; 2: clips, audio + temporal layers trainable."""
+    init_from: Optional[str] = _f(None, path="dir")
+    """Checkpoint or model folder to start from (stage 2 starts from stage 1's output)."""
+    audio_drop: float = _f(0.05, ge=0.0, le=1.0)
+    """P(audio dropped): learns the reference-only branch ε_r of multi-CFG."""
+    ref_drop: float = _f(0.05, ge=0.0, le=1.0)
+    """P(audio and reference dropped together): learns the unconditional branch ε_b."""
+    motion_zero: float = _f(0.1, ge=0.0, le=1.0)
+    """P(motion frames zeroed), as for the first clip of a video."""
+
+
+@dataclass
+class MixedSupervisionConfig:
+    mode: Literal["off", "fixed", "adaptive_unlimited", "adaptive"] = "adaptive"
+    """Weight W of the ground-truth loss (Eq. 7-8): off, fixed (W = fixed), adaptive without peak/dead, adaptive."""
+    s: float = _f(0.25, ge=0.0)
+    """Exponent s of Eq. 8."""
+    w0: float = _f(0.2, ge=0.0)
+    """W0 of Eq. 8."""
+    r_peak: float = _f(30.0, gt=0.0)
+    """Peak threshold R_p of Eq. 8."""
+    r_dead: float = _f(100.0, gt=0.0)
+    """Dead threshold R_d of Eq. 8."""
+    fixed: float = _f(0.2, ge=0.0)
+    """W for mode 'fixed'."""
+
+    def check(self) -> list[str]:
+        return [f"r_dead: must exceed r_peak ({self.r_peak})"] if self.r_dead <= self.r_peak else []
+
+
+@dataclass
+class DistillConfig:
+    teacher: Optional[str] = _f(None, path="dir")
+    """Teacher checkpoint or exported model folder (from `fada train-teacher` / `fada export`)."""
+    variant: Literal["balanced", "fast", "rflow"] = "fast"
+    """balanced: teacher at guidance 1 on the student's dropped conditions (student keeps multi-CFG);
+    fast: teacher with multi-CFG (Eq. 9) at sampled scales, student told the scales (model.cfg.mode);
+    rflow: plain rectified-flow baseline (one window, velocity target)."""
+    num_windows: int = _f(4, ge=1, le=50)
+    """PeRFlow windows K (paper: 4)."""
+    solver_steps: int = _f(8, ge=1)
+    """Teacher DDIM steps inside one window to reach its end."""
+    inference_steps: int = _f(6, ge=1)
+    """Student steps at inference (paper: 6 → t = 1, .875, .75, .625, .5, .25)."""
+    cfg_audio_range: list[float] = _f([1.0, 8.0], ge=0.0)
+    """Range cfg_a is drawn from per sample (covers the inference value 6.5)."""
+    cfg_ref_range: list[float] = _f([1.0, 4.0], ge=0.0)
+    """Range cfg_r is drawn from per sample (covers 2.0 and 2.5)."""
+    audio_drop: float = _f(0.05, ge=0.0, le=1.0)
+    """Balanced: P(audio dropped) for the student's own conditions."""
+    ref_drop: float = _f(0.05, ge=0.0, le=1.0)
+    """Balanced: P(audio and reference dropped)."""
+    mixed: MixedSupervisionConfig = field(default_factory=MixedSupervisionConfig)
+
+    def check(self) -> list[str]:
+        out = []
+        for name in ("cfg_audio_range", "cfg_ref_range"):
+            r = getattr(self, name)
+            if len(r) != 2 or r[0] > r[1]:
+                out.append(f"{name}: needs [low, high] with low <= high, got {r}")
+        return out
+
+
+@dataclass
+class FilterThresholds:
+    min_sharpness: float = _f(60.0, ge=0.0)
+    """Variance of the Laplacian of the face crop (higher = sharper)."""
+    min_brightness: float = _f(40.0, ge=0.0, le=255.0)
+    """Mean luma lower bound."""
+    max_brightness: float = _f(220.0, ge=0.0, le=255.0)
+    """Mean luma upper bound."""
+    min_face_size: int = _f(256, ge=1)
+    """Smallest face box side in source pixels."""
+    max_sync_offset: int = _f(2, ge=0)
+    """Largest |audio-video offset| in frames."""
+    min_sync_confidence: float = _f(0.3, ge=0.0)
+    """Smallest sync confidence."""
+    max_background_motion: float = _f(2.0, ge=0.0)
+    """Largest mean absolute frame difference outside the face region (0-255 scale)."""
+    min_mouth_motion: float = _f(0.5, ge=0.0)
+    """Smallest mouth-region motion (static faces fail)."""
+    max_head_motion: float = _f(0.08, ge=0.0)
+    """Largest head-box motion per frame, as a fraction of the box size."""
+    sources: list[str] = _f([])
+    """Allowed data-source tags (empty: any)."""
+
+
+@dataclass
+class CurateConfig:
+    resolution: int = _f(512, ge=16)
+    """Square crop size of the curated clips."""
+    fps: int = _f(25, ge=1)
+    """Frame rate of the curated clips."""
+    sample_rate: int = _f(16000, ge=8000)
+    """Audio rate of the curated clips."""
+    min_clip_seconds: float = _f(2.0, gt=0.0)
+    """Shortest clip."""
+    max_clip_seconds: float = _f(10.0, gt=0.0)
+    """Longest clip; longer face tracks are sliced."""
+    face_margin: float = _f(0.4, ge=0.0)
+    """Extra margin around the detected face box, as a fraction of its size."""
+    workers: int = _f(0, ge=0)
+    """Parallel worker processes (0: number of cores)."""
+    metadata: Optional[str] = _f(None, path="file")
+    """Optional JSON/JSONL with per-video data-source tags."""
+    syncnet_weights: Optional[str] = _f(None, path="file")
+    """SyncNet weights (syncnet_v2.model); without them a weight-free sync measure is used."""
+    strict: FilterThresholds = field(default_factory=FilterThresholds)
+    """Thresholds of set A (teacher)."""
+    lenient: FilterThresholds = field(default_factory=lambda: FilterThresholds(
+        min_sharpness=20.0, min_brightness=25.0, max_brightness=235.0, min_face_size=128, max_sync_offset=5,
+        min_sync_confidence=0.1, max_background_motion=6.0, min_mouth_motion=0.2, max_head_motion=0.2))
+    """Thresholds of set B (student), looser than strict."""
+
+    def check(self) -> list[str]:
+        return ["max_clip_seconds: must be >= min_clip_seconds"] if self.max_clip_seconds < self.min_clip_seconds else []
+
+
+@dataclass
+class TeacherRecipe:
+    stage: Literal["teacher"] = "teacher"
+    """Which command this recipe is for."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+
+@dataclass
+class DistillRecipe:
+    stage: Literal["distill"] = "distill"
+    """Which command this recipe is for."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def check(self) -> list[str]:
+        if self.distill.variant == "balanced" and self.model.cfg.mode != "none":
+            return ["model.cfg.mode: a balanced student keeps multi-CFG at inference and takes no CFG conditioning; "
+                    "use 'none'"]
+        return []
+
+
+@dataclass
+class CurateRecipe:
+    stage: Literal["curate"] = "curate"
+    """Which command this recipe is for."""
+    curate: CurateConfig = field(default_factory=CurateConfig)
+
+
+RECIPE_TYPES = {"teacher": TeacherRecipe, "distill": DistillRecipe, "curate": CurateRecipe}

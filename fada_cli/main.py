@@ -1,0 +1,233 @@
+"""The ``fada`` command: a thin Typer layer over ``fada.stages``.
+
+Each command parses its options, loads the recipe where it takes one, and calls one stage function.
+A FadaError becomes one line on stderr and exit code 2; ``fada --debug ...`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+import fada
+from fada.errors import ConfigError, FadaError
+
+app = typer.Typer(
+    name="fada",
+    help="FADA: fast audio-driven talking-portrait diffusion. Curate data, train a teacher, distill a 6-step "
+         "student, export it, generate video from one portrait and one audio file, and evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class _State:
+    debug = False
+
+
+STATE = _State()
+
+RECIPE_HELP = "Shipped recipe name (see `fada recipes`) or path to a YAML recipe."
+OVERRIDES_HELP = "Recipe overrides after the options, as key.sub=value (e.g. train.max_steps=100)."
+
+
+def _fail(msg: str, code: int) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def guard():
+    """Map errors to one-line messages and exit codes (2: user error, 1: internal error, 130: interrupted)."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except ConfigError as e:
+        if STATE.debug:
+            traceback.print_exc()
+        where = f"{e.source}: " if e.source else ""
+        for problem in e.problems:
+            typer.echo(f"error: {where}{problem}", err=True)
+        raise typer.Exit(2)
+    except FadaError as e:
+        if STATE.debug:
+            traceback.print_exc()
+        _fail(str(e), 2)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as e:  # a bug, not the user's input
+        if STATE.debug:
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e} (run `fada --debug ...` for the traceback)", 1)
+
+
+def run_stage(name: str, **kwargs):
+    """Import ``fada.stages.<name>`` and call its ``run``; a stage that is not built yet is a clear exit 2."""
+    module_name = f"fada.stages.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        raise FadaError(f"`fada {name.replace('_', '-')}` is not implemented yet in fada {fada.__version__}") from None
+    return module.run(**kwargs)
+
+
+def load(recipe: str, overrides: Optional[List[str]], stage: str):
+    from fada.config import load_recipe
+
+    return load_recipe(recipe, overrides, stage=stage)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"fada {fada.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                           help="Print the version and exit."),
+):
+    STATE.debug = debug
+
+
+@app.command("recipes")
+def recipes_cmd(
+    show: Optional[str] = typer.Argument(None, help="A recipe to print fully resolved (defaults filled in)."),
+):
+    """List the shipped recipes, or print one fully resolved."""
+    with guard():
+        from fada.config import recipe_to_yaml, shipped_recipes
+        from fada.config.recipes import resolve_recipe
+
+        if show:
+            import yaml
+
+            from fada.config import load_recipe
+
+            text, _ = resolve_recipe(show)
+            stage = (yaml.safe_load(text) or {}).get("stage")
+            typer.echo(recipe_to_yaml(load_recipe(show, stage=stage)), nl=False)
+            return
+        for name, stage in shipped_recipes().items():
+            typer.echo(f"{name:<16} {stage}")
+
+
+@app.command("curate")
+def curate_cmd(
+    input_dir: Path = typer.Argument(..., help="Folder of talking videos (mp4/mov/mkv/webm/avi with audio)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: clips/, manifest.jsonl, A.jsonl, B.jsonl, report."),
+    recipe: str = typer.Option("curate", "--recipe", "-r", help=RECIPE_HELP),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+):
+    """Curate talking videos into face-cropped clips, score them, and split them into strict set A and lenient set B."""
+    with guard():
+        run_stage("curate", input_dir=input_dir, out=out, recipe=load(recipe, overrides, "curate"))
+
+
+@app.command("train-teacher")
+def train_teacher_cmd(
+    recipe: str = typer.Option("teacher", "--recipe", "-r", help=RECIPE_HELP),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+):
+    """Train the dual-UNet teacher (ReferenceNet + denoising net) on set A; resumes from its last checkpoint."""
+    with guard():
+        run_stage("train_teacher", recipe=load(recipe, overrides, "teacher"))
+
+
+@app.command("distill")
+def distill_cmd(
+    recipe: str = typer.Option("fast", "--recipe", "-r", help=RECIPE_HELP + " balanced, fast, or tiny-*."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+):
+    """Distill the teacher into a 6-step PeRFlow student on set B (Balanced or Fast), with mixed supervision."""
+    with guard():
+        run_stage("distill", recipe=load(recipe, overrides, "distill"))
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="A training checkpoint (step-XXXXXXX/) or run folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
+    dtype: str = typer.Option("fp16", "--dtype", help="fp16, bf16 or fp32."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA weights (default) or the raw ones."),
+):
+    """Export a checkpoint as a self-contained model folder (configs + safetensors) that `generate` loads."""
+    with guard():
+        if dtype not in ("fp16", "bf16", "fp32"):
+            raise FadaError(f"--dtype: {dtype!r} is not one of fp16, bf16, fp32")
+        run_stage("export", checkpoint=checkpoint, out=out, dtype=dtype, ema=ema)
+
+
+@app.command("generate")
+def generate_cmd(
+    portrait: Optional[Path] = typer.Argument(None, help="Portrait image (png/jpg/webp)."),
+    audio: Optional[Path] = typer.Argument(None, help="Driving audio (wav/mp3/flac/ogg/m4a), any length."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m",
+                                         help="Exported model folder (default: $FADA_MODEL, else the last demo's Fast model)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="teacher (DDIM 25 steps, multi-CFG), balanced or fast."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: 25 teacher, 6 students)."),
+    cfg_audio: Optional[float] = typer.Option(None, "--cfg-audio", help="Audio guidance scale (default 6.5)."),
+    cfg_ref: Optional[float] = typer.Option(None, "--cfg-ref", help="Reference guidance scale (default 2.5; 2.0 CFG-distilled)."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output mp4 (default: <portrait>_<audio>.mp4)."),
+    no_crop: bool = typer.Option(False, "--no-crop", help="Use the portrait as is; no face detection and crop."),
+    fps: int = typer.Option(25, "--fps", help="Output frame rate."),
+    batch: Optional[Path] = typer.Option(None, "--batch", help="JSONL of {portrait, audio, out} pairs; the model loads once."),
+):
+    """Generate a talking-portrait mp4 from one portrait and one audio file."""
+    with guard():
+        if batch is None and (portrait is None or audio is None):
+            raise FadaError("give PORTRAIT and AUDIO, or --batch LIST.jsonl")
+        run_stage("generate", portrait=portrait, audio=audio, model=model, mode=mode, steps=steps,
+                  cfg_audio=cfg_audio, cfg_ref=cfg_ref, seed=seed, out=out, no_crop=no_crop, fps=fps, batch=batch)
+
+
+@app.command("eval")
+def eval_cmd(
+    metrics: str = typer.Option("fid,fvd,sync", "--metrics", help="Comma list of fid, fvd, sync, efid, iqa."),
+    generated: Optional[Path] = typer.Option(None, "--generated", help="Folder of generated videos."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Folder of reference videos (paired by name)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model folder to generate with (with --testset)."),
+    testset: Optional[Path] = typer.Option(None, "--testset", help="JSONL test list for --model."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Folder with the metric networks' weights."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="e.g. cfg_audio=1:8:0.5 (plots each metric vs the scale)."),
+    out: Path = typer.Option(Path("report.json"), "--out", "-o", help="JSON report (a CSV is written beside it)."),
+):
+    """Evaluate videos: FID, FVD, Sync-C/D, E-FID, IQA, NFE and wall time."""
+    with guard():
+        run_stage("evaluate", metrics=[m.strip() for m in metrics.split(",") if m.strip()], generated=generated,
+                  reference=reference, model=model, testset=testset, weights_dir=weights_dir, sweep=sweep, out=out)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("fada-demo"), "--out", "-o", help="Output folder."),
+    quick: bool = typer.Option(False, "--quick", help="Same stages, smaller (about 2 minutes on 2 cores)."),
+    ablations: bool = typer.Option(False, "--ablations", help="Also distill the paper's Table 3/4 variants."),
+):
+    """The whole paper in miniature on a CPU: synthesise data, curate, train, distill, export, generate, evaluate."""
+    with guard():
+        run_stage("demo", out=out, quick=quick, ablations=ablations)
+
+
+def main() -> None:
+    # ``--debug`` must take effect before Typer parses anything else (errors while parsing need it too).
+    STATE.debug = "--debug" in sys.argv[1:]
+    app()
+
+
+if __name__ == "__main__":
+    main()

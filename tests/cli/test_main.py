@@ -1,0 +1,72 @@
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import fada
+from fada_cli.main import app
+
+runner = CliRunner()
+
+
+def run_cli(*args):
+    """The real entry point in a subprocess: exit codes and stderr as a user sees them."""
+    return subprocess.run([sys.executable, "-m", "fada_cli.main", *args], capture_output=True, text=True)
+
+
+def test_help_lists_every_stage():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("curate", "train-teacher", "distill", "export", "generate", "eval", "demo", "recipes"):
+        assert cmd in res.output
+
+
+@pytest.mark.parametrize("cmd", ["curate", "train-teacher", "distill", "export", "generate", "eval", "demo"])
+def test_every_command_has_real_help(cmd):
+    res = runner.invoke(app, [cmd, "--help"])
+    assert res.exit_code == 0
+    assert len(res.output.strip().splitlines()) > 5
+
+
+def test_version():
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and fada.__version__ in res.output
+
+
+def test_recipes_lists_and_shows():
+    res = runner.invoke(app, ["recipes"])
+    assert res.exit_code == 0 and "tiny-fast" in res.output and "distill" in res.output
+    res = runner.invoke(app, ["recipes", "tiny-teacher"])
+    assert res.exit_code == 0 and "max_steps: 600" in res.output
+
+
+def test_unknown_recipe_is_one_line_exit_2():
+    res = run_cli("train-teacher", "--recipe", "nope")
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0
+    assert "recipe 'nope' not found" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bad_override_is_one_line_exit_2():
+    res = run_cli("distill", "--recipe", "tiny-fast.yaml", "bogus.key=1")
+    assert res.returncode == 2
+    assert res.stderr.strip() == "error: recipes/tiny-fast.yaml: bogus: unknown key (from override bogus.key=1)"
+
+
+def test_debug_shows_traceback():
+    res = run_cli("--debug", "train-teacher", "--recipe", "nope")
+    assert res.returncode == 2 and "Traceback" in res.stderr
+
+
+def test_generate_without_inputs_is_a_user_error():
+    res = runner.invoke(app, ["generate"])
+    assert res.exit_code == 2
+
+
+def test_a_stage_not_built_is_a_clear_user_error():
+    from fada.errors import FadaError
+    from fada_cli.main import run_stage
+
+    with pytest.raises(FadaError, match="`fada no-such-stage` is not implemented yet"):
+        run_stage("no_such_stage")

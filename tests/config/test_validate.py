@@ -1,0 +1,76 @@
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import pytest
+
+from fada.config.model import ModelConfig, _f
+from fada.config.validate import from_dict, to_dict
+from fada.errors import ConfigError
+
+
+@dataclass
+class Inner:
+    n: int = _f(1, ge=0, le=10)
+    ratio: float = _f(0.5, gt=0.0)
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    mode: Literal["a", "b"] = "a"
+    sizes: list[int] = _f([1, 2])
+    path: Optional[str] = _f(None, path="file")
+    inner: Inner = field(default_factory=Inner)
+
+    def check(self):
+        return ["sizes: must not be empty"] if not self.sizes else []
+
+
+def problems_of(data):
+    with pytest.raises(ConfigError) as e:
+        from_dict(Outer, data, "r.yaml")
+    return e.value.problems
+
+
+def test_defaults_and_round_trip():
+    obj = from_dict(Outer, {"inner": {"n": 3}, "sizes": [4]})
+    assert obj.inner.n == 3 and obj.sizes == [4] and obj.inner.ratio == 0.5
+    assert from_dict(Outer, to_dict(obj)) == obj
+
+
+def test_int_accepted_as_float_and_integral_float_as_int():
+    obj = from_dict(Outer, {"inner": {"n": 2.0, "ratio": 1}})
+    assert obj.inner.n == 2 and isinstance(obj.inner.n, int) and obj.inner.ratio == 1.0
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    probs = problems_of({"nmae": "y", "mode": "c", "sizes": [1, "z"], "path": str(tmp_path / "none.txt"),
+                         "inner": {"n": 11, "ratio": 0, "extra": 1}})
+    text = "\n".join(probs)
+    assert "nmae: unknown key (did you mean 'name'?)" in text
+    assert "mode: 'c' is not one of a, b" in text
+    assert "sizes[1]: expected int" in text
+    assert "path: file not found" in text
+    assert "inner.n: 11 is out of range (must be <= 10)" in text
+    assert "inner.ratio: 0.0 is out of range (must be > 0.0)" in text
+    assert "inner.extra: unknown key" in text
+    assert len(probs) == 7
+
+
+def test_bool_is_not_an_int():
+    assert "inner.n: expected int, got bool True" in problems_of({"inner": {"n": True}})
+
+
+def test_cross_field_check_runs_with_type_errors():
+    probs = problems_of({"sizes": [], "mode": "zz"})
+    assert any(p.startswith("sizes: must not be empty") for p in probs)
+    assert any(p.startswith("mode:") for p in probs)
+
+
+def test_model_config_checks():
+    with pytest.raises(ConfigError) as e:
+        from_dict(ModelConfig, {"vae": {"kind": "sd"}, "resolution": 36, "vae_extra": 1})
+    text = "\n".join(e.value.problems)
+    assert "vae.path: required when kind is 'sd'" in text
+    assert "resolution: 36 is not a multiple of the VAE downsampling 8" in text
+    assert "vae_extra: unknown key" in text
