@@ -1,0 +1,204 @@
+"""The one training loop shared by teacher training and distillation, on accelerate.
+
+A stage supplies a ``TrainTask`` (model, data, loss); the loop owns everything else: optimiser and LR warm-up,
+mixed precision, gradient accumulation and clipping, EMA, seeding, resumable data order, atomic checkpoints with
+keep-last-N and ``resume=auto|none|PATH``, a NaN/inf stop that keeps the last good checkpoint, metrics to JSONL
+(and TensorBoard when installed), a progress bar, and periodic validation.
+One process on a CPU; ``accelerate launch`` for several GPUs or nodes (DDP).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fada.config.schema import TrainConfig
+from fada.errors import FadaError
+from fada.training.checkpoint import EMAWeights, latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
+from fada.training.sampler import ResumableBatchSampler
+
+
+class TrainTask(Protocol):
+    model: torch.nn.Module
+    """Everything that is checkpointed (frozen parts included, so a checkpoint is self-contained)."""
+
+    def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """Named parameters the optimiser updates (names as in ``model.named_parameters()``)."""
+
+    def dataset(self) -> Dataset:
+        """Map-style dataset indexed by ``(index, epoch)`` tuples (see ResumableBatchSampler)."""
+
+    def collate(self, items: list) -> Any: ...
+
+    def loss(self, model: torch.nn.Module, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Scalar loss and float metrics for logging; all randomness from ``generator``."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    run_dir: Path
+    last_checkpoint: Path | None
+    metrics: list[dict]
+
+
+def _lr_lambda(warmup: int) -> Callable[[int], float]:
+    return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def _move(batch, device):
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _move(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_move(v, device) for v in batch)
+    return batch
+
+
+class MetricsLog:
+    """metrics.jsonl (rewritten on resume so it never holds steps past the checkpoint) + optional TensorBoard."""
+
+    def __init__(self, run_dir: Path, resume_step: int, enabled: bool):
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
+
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+        except Exception:
+            self.tb = None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str | None = None, progress: bool = True,
+          validate: Callable[[torch.nn.Module, int, Path], dict | None] | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Run (or resume) training until ``cfg.max_steps``; ``stop_after`` ends the session early (tests, budgets)."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    run_dir = Path(cfg.output_dir)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
+                              gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                              cpu=not torch.cuda.is_available())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    torch.manual_seed(cfg.seed + rank)
+    generator = torch.Generator(device=accelerator.device).manual_seed(cfg.seed * 7919 + rank)
+
+    model = task.model
+    named = task.trainable_parameters()
+    trainable_ids = {id(p) for _, p in named}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable_ids)
+    optimizer = torch.optim.AdamW([p for _, p in named], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.lr_warmup_steps))
+    ema = EMAWeights(named, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    step = 0
+    resume_from = resolve_resume(cfg.resume, run_dir)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, optimizer, scheduler, ema, generator)
+        step = int(state["step"])
+        if accelerator.is_main_process and progress:
+            tqdm.write(f"resuming from {resume_from} (step {step})")
+    if step >= cfg.max_steps:
+        return TrainResult(step, run_dir, resume_from, [])
+
+    dataset = task.dataset()
+    sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed,
+                                    start_step=step * cfg.gradient_accumulation_steps, rank=rank, world_size=world)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate,
+                        num_workers=getattr(task, "num_workers", 0))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(run_dir, step, accelerator.is_main_process)
+    last_ckpt = latest_checkpoint(run_dir)
+    end = cfg.max_steps if stop_after is None else min(cfg.max_steps, step + stop_after)
+    bar = tqdm(total=end, initial=step, desc="train", disable=not (progress and accelerator.is_main_process),
+               dynamic_ncols=True)
+    history: list[dict] = []
+    sums: dict[str, float] = {}
+    count = 0
+    t0 = time.perf_counter()
+    batches = iter(loader)
+    model.train()
+    try:
+        while step < end:
+            with accelerator.accumulate(model):
+                batch = _move(next(batches), accelerator.device)
+                with accelerator.autocast():
+                    loss, metrics = task.loss(model, batch, generator)
+                bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=accelerator.device)
+                if accelerator.gather(bad.reshape(1)).sum() > 0:
+                    where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else ""
+                    raise FadaError(f"loss became {loss.item()} at step {step + 1}: training stopped{where}")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_([p for _, p in named], cfg.max_grad_norm)
+                    metrics = {**metrics, "grad_norm": float(grad_norm)}
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            for k, v in {"loss": float(loss.detach()), **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            count += 1
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            if ema is not None:
+                ema.update()
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == end:
+                rate = count / max(time.perf_counter() - t0, 1e-9)
+                record = {"step": step, **{k: v / count for k, v in sums.items()},
+                          "lr": scheduler.get_last_lr()[0], "it_per_s": rate}
+                history.append(record)
+                log.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", it_s=f"{rate:.2f}")
+                sums, count, t0 = {}, 0, time.perf_counter()
+            if step % cfg.checkpoint_every == 0 or step == end:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    last_ckpt = save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
+                                                ema, generator, recipe_yaml, keep_last=cfg.keep_last)
+            if validate is not None and cfg.validate_every and step % cfg.validate_every == 0 \
+                    and accelerator.is_main_process:
+                out = validate(accelerator.unwrap_model(model), step, run_dir)
+                if out:
+                    log.write({"step": step, **{f"val/{k}": v for k, v in out.items()}})
+                model.train()
+    finally:
+        bar.close()
+        log.close()
+    accelerator.wait_for_everyone()
+    return TrainResult(step, run_dir, last_ckpt, history)
+
