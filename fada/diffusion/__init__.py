@@ -1,0 +1,58 @@
+"""Diffusion math of FADA: schedule, DDIM, multi-CFG (Eq. 9), PeRFlow (Eq. 2–5), mixed supervision (Eq. 6–8).
+
+Pure tensor code: no file I/O (beyond the scheduler's diffusers save/load), no fada.models / fada.data imports.
+Samplers take ``eps_fn(z, t) -> eps``; `conditional` / `guided` build one from the models' shared contract
+``model_fn(z, t_index, keep_audio, keep_ref) -> eps``.
+"""
+
+from .ddim import Callback, EpsFn, ddim_solve, ddim_step, ddim_timesteps, sample_ddim, solve_indices
+from .guidance import (
+    DISTILLED_GUIDANCE,
+    NO_GUIDANCE,
+    TEACHER_GUIDANCE,
+    Guidance,
+    ModelFn,
+    conditional,
+    conditional_eps,
+    guided,
+    guided_eps,
+    multi_cfg,
+)
+from .mixed_supervision import MODES as MIXED_MODES
+from .mixed_supervision import ground_truth_endpoint, mixed_loss, mixed_weight, per_sample_mse
+from .perflow import (
+    PeRFlowScheduler,
+    PeRFlowSchedulerOutput,
+    PerflowWindow,
+    perflow_step,
+    perflow_target,
+    perflow_window,
+    sample_perflow,
+    sample_t,
+    step_times,
+    student_input,
+    window_coefficients,
+    window_of,
+    window_target,
+)
+from .schedule import (
+    NUM_TRAIN_TIMESTEPS,
+    ab_at_index,
+    add_noise,
+    alpha_bar,
+    make_alphas_cumprod,
+    sd15_alphas_cumprod,
+    t_to_index,
+)
+
+__all__ = [
+    "Callback", "EpsFn", "ModelFn", "ddim_solve", "ddim_step", "ddim_timesteps", "sample_ddim", "solve_indices",
+    "Guidance", "TEACHER_GUIDANCE", "DISTILLED_GUIDANCE", "NO_GUIDANCE", "multi_cfg", "guided_eps",
+    "conditional_eps", "guided", "conditional",
+    "MIXED_MODES", "ground_truth_endpoint", "mixed_weight", "mixed_loss", "per_sample_mse",
+    "PeRFlowScheduler", "PeRFlowSchedulerOutput", "PerflowWindow", "perflow_window", "perflow_target",
+    "perflow_step", "sample_perflow", "sample_t", "step_times", "student_input", "window_coefficients",
+    "window_of", "window_target",
+    "NUM_TRAIN_TIMESTEPS", "make_alphas_cumprod", "sd15_alphas_cumprod", "t_to_index", "alpha_bar",
+    "ab_at_index", "add_noise",
+]

@@ -1,0 +1,209 @@
+"""PeRFlow (piecewise rectified flow) windows, targets, sampler and scheduler — DESIGN §5, paper Eq. 2–5.
+
+Time t ∈ [0, 1], 1 = noise; K equal windows (t_e, t_s] = (1 − k/K, 1 − (k−1)/K]. Inside a window the student
+learns the straight line from z_s (at t_s) to the teacher's endpoint ẑ_e (at t_e), parameterised as an ε so that
+an ε-prediction teacher initialises it. The model's timestep input is T·t (T = 1000) as a float.
+
+Training composes: t = sample_t(B) → w = perflow_window(x0, ε, t, K, ᾱ) → ẑ_e = ddim_solve(teacher, w.z_s,
+w.index_s, w.index_e, N, ᾱ) → z_t, ε̂ = perflow_target(w, ẑ_e) → loss ‖ε̂ − ε_stu(z_t, w.timestep)‖².
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
+
+from .ddim import Callback, EpsFn
+from .schedule import add_noise, alpha_bar, expand_as_batch, make_alphas_cumprod, per_sample, t_to_index
+
+# A tenth of the 1/1000 time grid: absorbs float error so that t = 0.75 (or 0.75 + 1e-9) falls in (.5, .75]
+# and not in (.75, 1] — the same tolerance as the PeRFlow reference code.
+_WINDOW_TOL = 1e-4
+
+
+# ---- windows and the two formulas ---------------------------------------------------------------------------
+
+def window_of(t: Tensor | float, K: int) -> tuple[Tensor, Tensor]:
+    """The window (t_e, t_s] containing t: t_s = ⌈tK⌉/K, t_e = t_s − 1/K (same shape/dtype as t)."""
+    t = torch.as_tensor(t)
+    t = t if t.is_floating_point() else t.double()
+    k = torch.ceil((t - _WINDOW_TOL) * K).clamp(1, K)
+    return k / K, (k - 1) / K
+
+
+def window_coefficients(ab_s: Tensor, ab_e: Tensor) -> tuple[Tensor, Tensor]:
+    """Eq. 4 (corrected): λ = √(ᾱ_e/ᾱ_s), η = √(1−ᾱ_e) − √(1−ᾱ_s)·λ, so that ẑ_e = λ·z_s + η·ε̂."""
+    lam = (ab_e / ab_s).sqrt()
+    eta = (1 - ab_e).sqrt() - (1 - ab_s).sqrt() * lam
+    return lam, eta
+
+
+def student_input(z_s: Tensor, z_e: Tensor, t, t_s, t_e) -> Tensor:
+    """Eq. 3 (corrected: the printed form omits z_s): z_t = z_s + (t − t_s)/(t_e − t_s)·(z_e − z_s)."""
+    r = expand_as_batch(torch.as_tensor((t - t_s) / (t_e - t_s)), z_s).to(z_s.dtype)
+    return z_s + r * (z_e - z_s)
+
+
+def window_target(z_e: Tensor, z_s: Tensor, lam, eta) -> Tensor:
+    """Eq. 4: ε̂ = (z_e − λ·z_s)/η — the ε that carries z_s to z_e in one DDIM-like jump."""
+    lam = expand_as_batch(lam, z_s).to(z_s.dtype)
+    eta = expand_as_batch(eta, z_s).to(z_s.dtype)
+    return (z_e - lam * z_s) / eta
+
+
+def sample_t(batch: int, generator: Optional[torch.Generator] = None, device=None,
+             num_train_timesteps: int = 1000) -> Tensor:
+    """t uniform on {1/T, 2/T, …, 1} (DESIGN §5 step 1), float32 (B,)."""
+    k = torch.randint(1, num_train_timesteps + 1, (batch,), generator=generator, device=device)
+    return k.float() / num_train_timesteps
+
+
+# ---- training side --------------------------------------------------------------------------------------------
+
+@dataclass
+class PerflowWindow:
+    """Per-sample window of a training batch; everything the teacher solve and the targets need."""
+
+    t: Tensor          # (B,) sampled time
+    t_s: Tensor        # (B,) window start (noisier end)
+    t_e: Tensor        # (B,) window end
+    index_s: Tensor    # (B,) long train index of t_s: DDIM solve start
+    index_e: Tensor    # (B,) long train index of t_e: DDIM solve end (t_e = 0 ↦ 0, i.e. ᾱ[0])
+    ab_s: Tensor       # (B,) ᾱ(t_s)
+    ab_e: Tensor       # (B,) ᾱ(t_e)
+    lam: Tensor        # (B,) λ (Eq. 4)
+    eta: Tensor        # (B,) η (Eq. 4)
+    z_s: Tensor        # window start point √ᾱ_s·x0 + √(1−ᾱ_s)·ε
+    timestep: Tensor   # (B,) student timestep input T·t (float)
+
+
+def perflow_window(x0: Tensor, eps: Tensor, t: Tensor, K: int, alphas_cumprod: Tensor) -> PerflowWindow:
+    """DESIGN §5 step 1: the window of each t and its start point z_s on the ground-truth marginal."""
+    ac = alphas_cumprod.to(x0.device)
+    T = ac.shape[0]
+    t = t.to(x0.device)
+    t_s, t_e = window_of(t, K)
+    ab_s, ab_e = alpha_bar(t_s, ac), alpha_bar(t_e, ac)
+    lam, eta = window_coefficients(ab_s, ab_e)
+    return PerflowWindow(t=t, t_s=t_s, t_e=t_e, index_s=t_to_index(t_s, T), index_e=t_to_index(t_e, T),
+                         ab_s=ab_s, ab_e=ab_e, lam=lam, eta=eta, z_s=add_noise(x0, eps, ab_s),
+                         timestep=(t * T).float())
+
+
+def perflow_target(w: PerflowWindow, z_e: Tensor) -> tuple[Tensor, Tensor]:
+    """DESIGN §5 steps 3–4: student input z_t (Eq. 3) and target ε̂ (Eq. 4) for an endpoint z_e — the teacher's
+    ẑ_e (L_distill) or the ground truth z_e (L_GT, Eq. 6)."""
+    return student_input(w.z_s, z_e, w.t, w.t_s, w.t_e), window_target(z_e, w.z_s, w.lam, w.eta)
+
+
+# ---- inference ------------------------------------------------------------------------------------------------
+
+def step_times(n: int, K: int = 4) -> Tensor:
+    """The n inference times (float64, from 1 down): window i gets ⌊n/K⌋ steps, +1 for i < n mod K, at
+    linspace(t_s, t_e, m, endpoint=False). n = 6, K = 4 → 1, .875, .75, .625, .5, .25 (paper §4.1)."""
+    if n < K:
+        # A window without a step would be crossed by extrapolating another window's line: refuse.
+        raise ValueError(f"PeRFlow needs at least one step per window: n_steps={n} < num_windows={K}")
+    times = []
+    for i in range(K):
+        m = n // K + (1 if i < n % K else 0)
+        t_s, t_e = 1 - i / K, 1 - (i + 1) / K
+        times.append(np.linspace(t_s, t_e, m, endpoint=False))
+    return torch.from_numpy(np.concatenate(times))
+
+
+def perflow_step(z: Tensor, eps: Tensor, t_c, t_next, K: int, alphas_cumprod: Tensor) -> Tensor:
+    """One PeRFlow step from t_c (in its window (t_e, t_s]) to t_next (DESIGN §5 step 5).
+
+    Inverts Eq. 3–4 for the current point: D = λ(t_c−t_s) + (t_e−t_c), λ_t = λ(t_e−t_s)/D, η_t = η(t_e−t_c)/D,
+    ẑ_e = λ_t·z + η_t·ε; then moves along the straight line: z ← z + (t_next − t_c)(ẑ_e − z)/(t_e − t_c).
+    t_c, t_next: floats or per-sample (B,) tensors.
+    """
+    t_c = torch.as_tensor(t_c, dtype=torch.float64, device=z.device)
+    t_next = torch.as_tensor(t_next, dtype=torch.float64, device=z.device)
+    t_s, t_e = window_of(t_c, K)
+    ac = alphas_cumprod.to(z.device)
+    lam, eta = window_coefficients(alpha_bar(t_s, ac).double(), alpha_bar(t_e, ac).double())
+    d = lam * (t_c - t_s) + (t_e - t_c)
+    lam_t, eta_t = lam * (t_e - t_s) / d, eta * (t_e - t_c) / d
+    zf = z.float()
+    z_e = expand_as_batch(lam_t.float(), z) * zf + expand_as_batch(eta_t.float(), z) * eps.float()
+    rate = expand_as_batch(((t_next - t_c) / (t_e - t_c)).float(), z)
+    return (zf + rate * (z_e - zf)).to(z.dtype)
+
+
+def sample_perflow(eps_fn: EpsFn, z: Tensor, n_steps: int, alphas_cumprod: Tensor, K: int = 4,
+                   callback: Optional[Callback] = None) -> Tensor:
+    """n-step PeRFlow sampling from noise z (t = 1) to t = 0; eps_fn(z, T·t) is the student's ε."""
+    T = alphas_cumprod.shape[0]
+    times = step_times(n_steps, K).tolist() + [0.0]
+    for i in range(n_steps):
+        t_c, t_next = times[i], times[i + 1]
+        eps = eps_fn(z, per_sample(T * t_c, z, torch.float32))
+        z = perflow_step(z, eps, t_c, t_next, K, alphas_cumprod)
+        if callback is not None:
+            callback(i, torch.tensor(t_next), z)
+    return z
+
+
+# ---- diffusers-style scheduler --------------------------------------------------------------------------------
+
+@dataclass
+class PeRFlowSchedulerOutput(BaseOutput):
+    prev_sample: torch.Tensor
+
+
+class PeRFlowScheduler(SchedulerMixin, ConfigMixin):
+    """diffusers-style wrapper of `perflow_step`; timesteps are in model units (T·t, float)."""
+
+    config_name = "scheduler_config.json"
+    _compatibles: list = []
+    order = 1
+
+    @register_to_config
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
+                 beta_schedule: str = "scaled_linear", num_windows: int = 4):
+        self.alphas_cumprod = make_alphas_cumprod(num_train_timesteps, beta_start, beta_end, beta_schedule)
+        self.init_noise_sigma = 1.0
+        self.num_inference_steps: Optional[int] = None
+        self.times: Optional[Tensor] = None  # float64 t ∈ (0, 1]: exact, so step() matches sample_perflow
+        self.timesteps: Optional[Tensor] = None
+
+    def set_timesteps(self, num_inference_steps: int, device=None) -> None:
+        self.num_inference_steps = num_inference_steps
+        self.times = step_times(num_inference_steps, self.config.num_windows)
+        self.timesteps = (self.times * self.config.num_train_timesteps).float().to(device)
+
+    def scale_model_input(self, sample: Tensor, timestep=None) -> Tensor:
+        return sample
+
+    def _times_around(self, timestep) -> tuple[float, float]:
+        if self.timesteps is None:
+            raise ValueError("call set_timesteps before step")
+        gap = (self.timesteps.cpu() - float(timestep)).abs()
+        i = int(gap.argmin())
+        if gap[i] > 0.5:
+            raise ValueError(f"timestep {float(timestep)} is not one of this scheduler's timesteps")
+        t_next = float(self.times[i + 1]) if i + 1 < len(self.times) else 0.0
+        return float(self.times[i]), t_next
+
+    def step(self, model_output: Tensor, timestep, sample: Tensor, return_dict: bool = True):
+        t_c, t_next = self._times_around(timestep)
+        prev = perflow_step(sample, model_output, t_c, t_next, self.config.num_windows, self.alphas_cumprod)
+        return PeRFlowSchedulerOutput(prev_sample=prev) if return_dict else (prev,)
+
+    def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps) -> Tensor:
+        """Forward process at model-unit timesteps (T·t), via the same ᾱ(t) rule as training."""
+        t = torch.as_tensor(timesteps, device=original_samples.device).double() / self.config.num_train_timesteps
+        return add_noise(original_samples, noise, alpha_bar(t, self.alphas_cumprod.to(original_samples.device)))
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps

@@ -1,0 +1,80 @@
+"""The SD1.5 noise schedule and the continuous-time ↔ train-index rule shared by every sampler.
+
+Time ``t`` runs over [0, 1] with 1 = pure noise (PeRFlow's convention); train indices run over 0..T-1
+(T = 1000) as in DDPM/diffusers. One rule links them (DESIGN §5, PeRFlow reference code):
+``index(t) = max(round(T·t) − 1, 0)``, so t = 1 ↦ 999 and t = 0 ("clean") ↦ 0, i.e. ᾱ(0) = alphas_cumprod[0]
+(not 1: SD1.5 uses ``set_alpha_to_one=False``). Every ᾱ lookup in this package goes through `ab_at_index`
+so that a DDIM end index of −1 (diffusers' "past the last step") and t = 0 give the same ᾱ.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+NUM_TRAIN_TIMESTEPS = 1000
+BETA_START = 0.00085
+BETA_END = 0.012
+BETA_SCHEDULE = "scaled_linear"
+
+
+def make_alphas_cumprod(
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
+    beta_start: float = BETA_START,
+    beta_end: float = BETA_END,
+    beta_schedule: str = BETA_SCHEDULE,
+) -> Tensor:
+    """ᾱ_i = ∏_{j≤i} (1 − β_j), float32, computed exactly as diffusers does (so values match bit for bit)."""
+    if beta_schedule == "scaled_linear":
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
+    elif beta_schedule == "linear":
+        betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
+    else:
+        raise ValueError(f"beta_schedule must be 'scaled_linear' or 'linear', got {beta_schedule!r}")
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def sd15_alphas_cumprod() -> Tensor:
+    """The SD1.5 schedule: 1000 steps, scaled-linear betas 0.00085 → 0.012."""
+    return make_alphas_cumprod()
+
+
+def t_to_index(t: Tensor | float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> Tensor:
+    """Continuous time t ∈ [0, 1] → train index max(round(T·t) − 1, 0), as a long tensor (DESIGN §5)."""
+    t = torch.as_tensor(t)
+    t = t if t.is_floating_point() else t.float()
+    return (torch.round(t * num_train_timesteps).long() - 1).clamp(min=0)
+
+
+def ab_at_index(index: Tensor | int, alphas_cumprod: Tensor) -> Tensor:
+    """ᾱ at train index; negative indices (−1 = past the last DDIM step) read ᾱ[0], like diffusers'
+    ``final_alpha_cumprod`` with ``set_alpha_to_one=False``."""
+    index = torch.as_tensor(index, device=alphas_cumprod.device).long()
+    return alphas_cumprod[index.clamp(min=0)]
+
+
+def alpha_bar(t: Tensor | float, alphas_cumprod: Tensor) -> Tensor:
+    """ᾱ(t) = alphas_cumprod[max(round(T·t) − 1, 0)] for t ∈ [0, 1] (scalar or any-shaped tensor)."""
+    return ab_at_index(t_to_index(t, alphas_cumprod.shape[0]), alphas_cumprod)
+
+
+def expand_as_batch(v: Tensor | float, x: Tensor) -> Tensor:
+    """A scalar or per-sample (B,) value shaped (B, 1, …, 1) to broadcast over x's trailing dims."""
+    v = torch.as_tensor(v, device=x.device)
+    if v.dim() == 0:
+        return v
+    if v.shape[0] != x.shape[0] or v.dim() != 1:
+        raise ValueError(f"per-sample value of shape {tuple(v.shape)} does not match batch {x.shape[0]}")
+    return v.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def per_sample(v: Tensor | float, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """A scalar or (B,) value as a (B,) tensor on x's device: the timestep / mask argument of a model call."""
+    v = torch.as_tensor(v, device=x.device, dtype=dtype)
+    return v.expand(x.shape[0]) if v.dim() == 0 else v
+
+
+def add_noise(x0: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
+    """z = √ᾱ·x0 + √(1−ᾱ)·ε; ᾱ is a scalar or per-sample (B,). Result keeps x0's dtype."""
+    ab = expand_as_batch(alpha_bar, x0).to(torch.float32)
+    return (ab.sqrt() * x0 + (1 - ab).sqrt() * eps).to(x0.dtype)

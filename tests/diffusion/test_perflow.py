@@ -1,0 +1,164 @@
+import numpy as np
+import pytest
+import torch
+
+from fada.diffusion import (
+    PeRFlowScheduler,
+    add_noise,
+    alpha_bar,
+    perflow_step,
+    perflow_target,
+    perflow_window,
+    sample_perflow,
+    sample_t,
+    step_times,
+    student_input,
+    window_coefficients,
+    window_of,
+    window_target,
+)
+
+
+def np_coefficients(ac_np, t_s, t_e):
+    """λ, η re-derived in numpy from the float64 schedule (index rule max(round(1000t) − 1, 0))."""
+    ab = lambda t: ac_np[max(round(1000 * t) - 1, 0)]
+    lam = np.sqrt(ab(t_e) / ab(t_s))
+    return lam, np.sqrt(1 - ab(t_e)) - np.sqrt(1 - ab(t_s)) * lam
+
+
+def test_window_of():
+    t = torch.tensor([1.0, 0.751, 0.75, 0.501, 0.5, 0.25, 0.001])
+    t_s, t_e = window_of(t, 4)
+    assert t_s.tolist() == [1.0, 1.0, 0.75, 0.75, 0.5, 0.25, 0.25]
+    assert t_e.tolist() == [0.75, 0.75, 0.5, 0.5, 0.25, 0.0, 0.0]
+    # every grid time m/1000 lies in (t_e, t_s]; window number by integer arithmetic: ⌈mK/1000⌉
+    for K in (1, 3, 4, 5, 8):
+        m = torch.arange(1, 1001)
+        t_s, t_e = window_of(m.float() / 1000, K)
+        k = -(-m * K // 1000)
+        torch.testing.assert_close(t_s, k.float() / K)
+        torch.testing.assert_close(t_e, (k - 1).float() / K)
+
+
+def test_window_coefficients_against_numpy(ac, ac_np):
+    for k in range(4):
+        t_s, t_e = 1 - k / 4, 1 - (k + 1) / 4
+        lam, eta = window_coefficients(alpha_bar(t_s, ac), alpha_bar(t_e, ac))
+        lam_np, eta_np = np_coefficients(ac_np, t_s, t_e)
+        assert lam.item() == pytest.approx(lam_np, rel=1e-5)
+        assert eta.item() == pytest.approx(eta_np, rel=1e-4, abs=1e-6)
+
+
+def test_window_target_and_student_input_endpoints(gen):
+    z_s, z_e = torch.randn(3, 2, 4, generator=gen), torch.randn(3, 2, 4, generator=gen)
+    lam, eta = torch.tensor([2.0, 1.5, 1.1]), torch.tensor([-0.5, 0.3, 0.7])
+    eps_hat = window_target(z_e, z_s, lam, eta)
+    torch.testing.assert_close(lam[:, None, None] * z_s + eta[:, None, None] * eps_hat, z_e)  # Eq. 4 inverted
+    t_s, t_e = torch.tensor([1.0, 0.75, 0.25]), torch.tensor([0.75, 0.5, 0.0])
+    torch.testing.assert_close(student_input(z_s, z_e, t_s, t_s, t_e), z_s)
+    torch.testing.assert_close(student_input(z_s, z_e, t_e, t_s, t_e), z_e)
+    mid = student_input(z_s, z_e, (t_s + t_e) / 2, t_s, t_e)
+    torch.testing.assert_close(mid, (z_s + z_e) / 2)
+
+
+def test_step_times_paper_and_allocation():
+    assert step_times(6, 4).tolist() == [1.0, 0.875, 0.75, 0.625, 0.5, 0.25]  # paper §4.1: 2, 2, 1, 1
+    assert step_times(4, 4).tolist() == [1.0, 0.75, 0.5, 0.25]
+    for n in range(1, 13):
+        if n < 4:
+            with pytest.raises(ValueError):
+                step_times(n, 4)
+            continue
+        t = step_times(n, 4)
+        assert len(t) == n and t[0] == 1.0 and bool((t[1:] < t[:-1]).all())
+        for i in range(4):
+            m = n // 4 + (i < n % 4)
+            in_win = t[(t <= 1 - i / 4) & (t > 1 - (i + 1) / 4)]
+            np.testing.assert_allclose(in_win.numpy(), 1 - i / 4 - np.arange(m) * 0.25 / m)
+
+
+def test_sample_t(gen):
+    t = sample_t(200_000, gen)
+    assert t.dtype == torch.float32 and t.shape == (200_000,)
+    m = torch.round(t * 1000)
+    assert torch.equal(m / 1000, t) and m.min() == 1 and m.max() == 1000
+    assert torch.equal(sample_t(8, torch.Generator().manual_seed(3)), sample_t(8, torch.Generator().manual_seed(3)))
+
+
+def test_perflow_window_fields(ac, gen):
+    x0, eps = torch.randn(4, 2, 3, generator=gen), torch.randn(4, 2, 3, generator=gen)
+    w = perflow_window(x0, eps, torch.tensor([0.3, 0.75, 1.0, 0.001]), 4, ac)
+    assert w.index_s.tolist() == [499, 749, 999, 249] and w.index_e.tolist() == [249, 499, 749, 0]
+    assert w.timestep.tolist() == pytest.approx([300.0, 750.0, 1000.0, 1.0])
+    torch.testing.assert_close(w.z_s, add_noise(x0, eps, ac[w.index_s]))
+    z_t, eps_hat = perflow_target(w, w.z_s)  # degenerate endpoint z_e = z_s: the input stays put
+    torch.testing.assert_close(z_t, w.z_s)
+
+
+class ExactStudent:
+    """Returns the exact window target ε̂_k = (e_k − λ_k e_{k−1})/η_k of independently chosen window ends e_k
+    (λ, η from numpy), whatever z: the straight path through e_0 → e_1 → … → e_K."""
+
+    def __init__(self, ends, ac_np, K):
+        self.ends, self.ac_np, self.K = ends, ac_np, K
+
+    def __call__(self, z, timestep):
+        m = int(round(float(timestep[0])))
+        k = -(-m * self.K // 1000)  # window number counted from t = 0; window (k−1)/K < t ≤ k/K
+        j = self.K - k + 1  # e_{j−1} at t_s = k/K → e_j at t_e
+        lam, eta = np_coefficients(self.ac_np, k / self.K, (k - 1) / self.K)
+        return ((self.ends[j] - lam * self.ends[j - 1]) / eta).float()
+
+
+@pytest.mark.parametrize("n", [4, 6, 9])
+def test_exact_student_follows_piecewise_linear_path(n, ac, ac_np, gen):
+    K = 4
+    ends = [torch.randn(2, 3, 4, 4, generator=gen, dtype=torch.float64) for _ in range(K + 1)]
+    seen = {}
+    out = sample_perflow(ExactStudent(ends, ac_np, K), ends[0].float(), n, ac, K,
+                         callback=lambda i, t, z: seen.__setitem__(float(t), z))
+    for t, z in seen.items():
+        j = min(int(np.floor((1 - t) * K + 1e-9)), K - 1) if t > 0 else K - 1  # window holding t (t_e inclusive)
+        t_s, t_e = 1 - j / K, 1 - (j + 1) / K
+        expect = ends[j] + (t - t_s) / (t_e - t_s) * (ends[j + 1] - ends[j])
+        torch.testing.assert_close(z.double(), expect, atol=2e-5, rtol=1e-5)
+    for j in range(1, K + 1):  # lands on every window end
+        torch.testing.assert_close(seen[1 - j / K].double(), ends[j], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(out.double(), ends[K], atol=2e-5, rtol=1e-5)
+
+
+def test_scheduler_step_equals_pure_sampler(ac, gen):
+    s = PeRFlowScheduler()
+    s.set_timesteps(6)
+    assert s.timesteps.tolist() == [1000.0, 875.0, 750.0, 625.0, 500.0, 250.0]
+    assert s.init_noise_sigma == 1.0 and s.timesteps.dtype == torch.float32
+    toy = lambda z, t: 0.3 * torch.tanh(z) + (t / 1000).reshape(-1, 1, 1, 1)
+    z = torch.randn(2, 3, 4, 4, generator=gen)
+    x = z.clone()
+    for t in s.timesteps:
+        x_in = s.scale_model_input(x, t)
+        assert x_in is x
+        x = s.step(toy(x_in, t.expand(2)), t, x).prev_sample
+    assert torch.equal(x, sample_perflow(toy, z, 6, ac))
+    (tup,) = s.step(toy(z, torch.full((2,), 1000.0)), s.timesteps[0], z, return_dict=False)
+    with pytest.raises(ValueError):
+        s.step(z, 333.0, z)
+    assert torch.equal(tup, perflow_step(z, toy(z, torch.full((2,), 1000.0)), 1.0, 0.875, 4, ac))
+
+
+def test_scheduler_add_noise_and_round_trip(tmp_path, ac, gen):
+    s = PeRFlowScheduler(num_windows=4)
+    x0, eps = torch.randn(3, 2, 2, generator=gen), torch.randn(3, 2, 2, generator=gen)
+    ts = torch.tensor([1000.0, 750.0, 1.0])
+    torch.testing.assert_close(s.add_noise(x0, eps, ts), add_noise(x0, eps, ac[[999, 749, 0]]))
+    s.save_pretrained(tmp_path)
+    assert (tmp_path / "scheduler_config.json").exists()
+    r = PeRFlowScheduler.from_pretrained(tmp_path)
+    public = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}
+    assert public(r.config) == public(s.config) and r.config.num_windows == 4
+    r.set_timesteps(7)
+    s.set_timesteps(7)
+    assert torch.equal(r.timesteps, s.timesteps) and torch.equal(r.alphas_cumprod, ac)
+    other = PeRFlowScheduler(num_windows=2)
+    other.save_pretrained(tmp_path / "k2")
+    assert PeRFlowScheduler.from_pretrained(tmp_path / "k2").config.num_windows == 2

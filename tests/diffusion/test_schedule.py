@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from fada.diffusion import ab_at_index, add_noise, alpha_bar, make_alphas_cumprod, sd15_alphas_cumprod, t_to_index
+
+SD15 = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
+
+
+def test_alphas_cumprod_equals_diffusers_sd15():
+    ref = DDIMScheduler(**SD15).alphas_cumprod
+    ours = sd15_alphas_cumprod()
+    assert ours.dtype == torch.float32 and ours.shape == (1000,)
+    assert torch.equal(ours, ref)
+
+
+def test_alphas_cumprod_matches_numpy(ac, ac_np):
+    np.testing.assert_allclose(ac.numpy(), ac_np, rtol=1e-5)
+
+
+def test_linear_schedule_equals_diffusers():
+    ref = DDIMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02).alphas_cumprod
+    assert torch.equal(make_alphas_cumprod(1000, 1e-4, 0.02, "linear"), ref)
+    with pytest.raises(ValueError):
+        make_alphas_cumprod(beta_schedule="cosine")
+
+
+def test_t_to_index_rule():
+    t = torch.tensor([0.0, 0.0004, 0.001, 0.0016, 0.25, 0.5, 0.75, 0.999, 1.0])
+    assert t_to_index(t).tolist() == [0, 0, 0, 1, 249, 499, 749, 998, 999]
+    assert t_to_index(1.0).item() == 999
+
+
+def test_alpha_bar_rule_and_shapes(ac, ac_np):
+    t = torch.tensor([[0.0, 0.25], [0.5, 1.0]])
+    ab = alpha_bar(t, ac)
+    assert ab.shape == (2, 2)
+    # ᾱ(t) = ᾱ[max(round(1000t) − 1, 0)]: t = 0 ("clean") reads ᾱ[0], not 1 (set_alpha_to_one=False)
+    np.testing.assert_allclose(ab.numpy(), ac_np[[[0, 249], [499, 999]]], rtol=1e-5)
+    assert alpha_bar(0.0, ac) == ac[0] and alpha_bar(0.0, ac) < 1
+    # DDIM's "−1 = past the last step" reads the same ᾱ[0]
+    assert ab_at_index(-1, ac) == alpha_bar(0.0, ac)
+
+
+def test_add_noise_broadcasts_per_sample(gen):
+    x0, eps = torch.randn(3, 2, 4, 4, generator=gen), torch.randn(3, 2, 4, 4, generator=gen)
+    ab = torch.tensor([0.1, 0.5, 0.9])
+    z = add_noise(x0, eps, ab)
+    for i in range(3):
+        a = float(ab[i])
+        torch.testing.assert_close(z[i], a**0.5 * x0[i] + (1 - a) ** 0.5 * eps[i])
+    torch.testing.assert_close(add_noise(x0, eps, 0.5), 0.5**0.5 * (x0 + eps))
