@@ -1,0 +1,321 @@
+"""Attention backend, reference bank, and the diffusers attention processors of both UNets.
+
+Backend
+    ``attention(q, k, v, mask=None, backend=...)`` on (B, heads, L, d) tensors: 'xformers'
+    (``xformers.ops.memory_efficient_attention``, imported lazily and only where CUDA is available), 'sdpa'
+    (``F.scaled_dot_product_attention``) and 'naive' (explicit softmax; the reference the tests compare with).
+    ``resolve_backend('auto'|'sdpa'|'xformers')``: 'auto' = xformers when CUDA and xformers are present, else sdpa;
+    asking for xformers where it cannot run is a FadaError. Nothing here imports xformers at module import time.
+
+Bank (paper §3.1, DESIGN §2)
+    The ReferenceNet's spatial self-attention layers (``attn1``) write their input hidden states -- the
+    LayerNorm-ed tokens -- into a dict keyed by the layer's module path inside the UNet
+    (``down_blocks.0.attentions.0.transformer_blocks.0.attn1`` ...). Both nets are built from the same UNet config,
+    so the denoising net's ``attn1`` of the same path reads them: its keys/values are its own tokens concatenated
+    with the bank tokens of its sample (reference + motion frames, the same for every frame of the clip).
+
+Dropped reference (``keep_ref`` False)
+    The per-sample choice is made inside one batched forward (the three multi-CFG branches run as one batch of
+    3B): samples that keep the reference attend over [own tokens, bank tokens]; the others over their own tokens
+    only. Rather than an additive -inf mask over the bank part (which on xformers needs a materialised
+    (B·F, heads, L, L+S) bias -- tens of GB at 64×64 latents), the processor partitions the batch into the two
+    groups and runs one attention call per group; the result is identical to the masked attention and, for the
+    dropped group, exactly the plain self-attention an SD1.5 UNet computes.
+
+Per-forward context
+    Bank, frame count and the keep/drop partition travel in an ``AttnContext`` passed as
+    ``cross_attention_kwargs={"fada_ctx": ctx}``: diffusers hands these kwargs to every processor and (by
+    reference) to its gradient-checkpointing calls, so a recomputation during backward sees the context of the
+    forward it belongs to even when other forwards ran in between (two student passes, then one backward).
+    A fresh context is made per forward; nothing is global or cleared.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fada.errors import FadaError
+
+BACKENDS = ("auto", "sdpa", "xformers")
+CTX_KEY = "fada_ctx"
+
+_XOPS = None
+
+
+def xformers_available() -> bool:
+    """True when CUDA is available and the xformers package is importable (without importing it)."""
+    return bool(torch.cuda.is_available()) and importlib.util.find_spec("xformers") is not None
+
+
+def _xformers_ops():
+    global _XOPS
+    if _XOPS is None:
+        if not xformers_available():
+            raise FadaError("attention_backend: 'xformers' needs CUDA and the xformers package")
+        import xformers.ops as xops  # lazy: only ever imported where it can run
+
+        _XOPS = xops
+    return _XOPS
+
+
+def resolve_backend(name: str = "auto") -> str:
+    """'auto' | 'sdpa' | 'xformers' (and 'naive', for tests) -> the concrete backend this machine runs."""
+    name = str(name or "auto").lower()
+    if name == "auto":
+        return "xformers" if xformers_available() else "sdpa"
+    if name in ("sdpa", "naive"):
+        return name
+    if name == "xformers":
+        if not torch.cuda.is_available():
+            raise FadaError("attention_backend: 'xformers' needs a CUDA GPU; use 'sdpa' or 'auto'")
+        if importlib.util.find_spec("xformers") is None:
+            raise FadaError("attention_backend: 'xformers' is not installed; use 'sdpa' or 'auto'")
+        return "xformers"
+    raise FadaError(f"attention_backend: unknown backend {name!r} (choose 'auto', 'sdpa' or 'xformers')")
+
+
+def _float_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def naive_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """softmax(q kᵀ/√d + mask) v in float32 arithmetic, the reference implementation."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores + _float_mask(mask, torch.float32)
+    return torch.matmul(scores.softmax(dim=-1), v.float()).to(q.dtype)
+
+
+def _xformers_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tensor:
+    xops = _xformers_ops()
+    bias = None
+    if mask is not None:
+        b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+        pad = (-lk) % 8  # xformers wants the bias' last dim 8-aligned in memory
+        buf = torch.zeros(b, h, lq, lk + pad, dtype=q.dtype, device=q.device)
+        buf[..., :lk] = _float_mask(mask, q.dtype).expand(b, h, lq, lk)
+        bias = buf[..., :lk]
+    out = xops.memory_efficient_attention(q.transpose(1, 2).contiguous(), k.transpose(1, 2).contiguous(),
+                                          v.transpose(1, 2).contiguous(), attn_bias=bias)
+    return out.transpose(1, 2)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, backend: str = "sdpa") -> Tensor:
+    """Scaled dot-product attention on (B, heads, L, d) tensors -> (B, heads, Lq, d).
+
+    ``mask``: bool (True = attend) or additive float, broadcastable to (B, heads, Lq, Lk). ``backend`` is a
+    resolved name ('sdpa', 'xformers', 'naive'); 'auto' is resolved here. xformers falls back to sdpa for
+    tensors that are not on a CUDA device.
+    """
+    if backend == "auto":
+        backend = resolve_backend("auto")
+    if backend == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if backend == "xformers":
+        if not q.is_cuda:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return _xformers_attention(q, k, v, mask)
+    if backend == "naive":
+        return naive_attention(q, k, v, mask)
+    raise FadaError(f"attention_backend: unknown backend {backend!r}")
+
+
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """(B, L, heads·d) -> (B, heads, L, d)."""
+    b, n, c = x.shape
+    return x.view(b, n, heads, c // heads).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(B, heads, L, d) -> (B, L, heads·d)."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bank and per-forward context
+
+
+@dataclass(eq=False)
+class Bank:
+    """ReferenceNet output: per attn1 layer path, tokens (B, V·L, C) of the V = 1 + M reference/motion views."""
+
+    tokens: dict[str, Tensor]
+    batch_size: int
+    views: int = 1
+
+    def repeat(self, n: int) -> "Bank":
+        """Tile the batch n times (torch.cat([bank]*n)), matching fada.diffusion's stacked CFG branches."""
+        if n == 1:
+            return self
+        return Bank({k: torch.cat([v] * n) for k, v in self.tokens.items()}, self.batch_size * n, self.views)
+
+    def to(self, *args, **kwargs) -> "Bank":
+        return Bank({k: v.to(*args, **kwargs) for k, v in self.tokens.items()}, self.batch_size, self.views)
+
+    def detach(self) -> "Bank":
+        return Bank({k: v.detach() for k, v in self.tokens.items()}, self.batch_size, self.views)
+
+
+@dataclass(eq=False)
+class AttnContext:
+    """What one forward tells its processors and wrapper layers (see module docstring)."""
+
+    num_frames: int = 1
+    # ReferenceNet (writing): where to write, and views per sample
+    bank_out: Optional[dict] = None
+    views: int = 1
+    # DenoisingNet (reading)
+    bank: Optional[Bank] = None
+    keep_idx: Optional[Tensor] = None  # (K,) rows of the B·F batch that attend to the bank
+    keep_bank_idx: Optional[Tensor] = None  # (K,) their sample index in the bank
+    drop_idx: Optional[Tensor] = None  # (B·F − K,) rows that do not; None when every row keeps it
+    cfg_tokens: Optional[Tensor] = None  # (B·F, n, d) CFG embedding tokens, repeated per frame
+
+
+def make_read_context(bank: Optional[Bank], keep_ref: Optional[Tensor], batch: int, num_frames: int,
+                      device) -> AttnContext:
+    """Context for a denoising forward over ``batch`` clips of ``num_frames`` frames."""
+    ctx = AttnContext(num_frames=num_frames)
+    if bank is None:
+        return ctx
+    if bank.batch_size != batch:
+        raise ValueError(f"bank holds {bank.batch_size} samples but the batch has {batch}")
+    if keep_ref is None:
+        keep = torch.ones(batch, dtype=torch.bool, device=device)
+    else:
+        keep = torch.as_tensor(keep_ref, device=device).bool().reshape(-1).expand(batch)
+    keep_f = keep.repeat_interleave(num_frames)
+    keep_idx = torch.nonzero(keep_f).flatten()
+    if keep_idx.numel() == 0:
+        return ctx  # nobody reads the bank: plain self-attention everywhere
+    ctx.bank = bank
+    ctx.keep_idx = keep_idx
+    ctx.keep_bank_idx = torch.div(keep_idx, num_frames, rounding_mode="floor")
+    if keep_idx.numel() < keep_f.numel():
+        ctx.drop_idx = torch.nonzero(~keep_f).flatten()
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processors (diffusers ``Attention`` processors; signature as diffusers' AttnProcessor2_0 plus ``fada_ctx``)
+
+
+class _BaseProcessor:
+    def __init__(self, name: str = "", backend: str = "sdpa"):
+        self.name = name
+        self.backend = backend
+
+    def _prep_mask(self, attn, attention_mask, seq_len, batch):
+        if attention_mask is None:
+            return None
+        attention_mask = attn.prepare_attention_mask(attention_mask, seq_len, batch)
+        return attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+
+    def _finish(self, attn, out: Tensor, residual: Tensor) -> Tensor:
+        out = attn.to_out[0](out)
+        out = attn.to_out[1](out)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    def _plain(self, attn, hidden_states, encoder_hidden_states, attention_mask):
+        if hidden_states.ndim != 3 or attn.spatial_norm is not None or attn.group_norm is not None:
+            raise NotImplementedError("fada processors support token-sequence (B, L, C) attention only")
+        residual = hidden_states
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        mask = self._prep_mask(attn, attention_mask, context.shape[1], context.shape[0])
+        q = split_heads(attn.to_q(hidden_states), attn.heads)
+        k = split_heads(attn.to_k(context), attn.heads)
+        v = split_heads(attn.to_v(context), attn.heads)
+        out = merge_heads(attention(q, k, v, mask, self.backend)).to(q.dtype)
+        return self._finish(attn, out, residual)
+
+
+class PlainAttnProcessor(_BaseProcessor):
+    """Self- or cross-attention through ``attention()`` (audio cross-attention of both nets)."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 fada_ctx: Optional[AttnContext] = None):
+        return self._plain(attn, hidden_states, encoder_hidden_states, attention_mask)
+
+
+class BankWriteProcessor(_BaseProcessor):
+    """ReferenceNet attn1: writes its input (normed tokens) to ``fada_ctx.bank_out[name]``, then self-attends."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 fada_ctx: Optional[AttnContext] = None):
+        if fada_ctx is not None and fada_ctx.bank_out is not None:
+            n, length, c = hidden_states.shape
+            fada_ctx.bank_out[self.name] = hidden_states.reshape(n // fada_ctx.views, fada_ctx.views * length, c)
+        return self._plain(attn, hidden_states, encoder_hidden_states, attention_mask)
+
+
+class BankReadProcessor(_BaseProcessor):
+    """DenoisingNet attn1: keys/values = own tokens ++ bank tokens for rows that keep the reference."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 fada_ctx: Optional[AttnContext] = None):
+        bank = None if fada_ctx is None else fada_ctx.bank
+        if bank is None or encoder_hidden_states is not None or attention_mask is not None:
+            return self._plain(attn, hidden_states, encoder_hidden_states, attention_mask)
+        if self.name not in bank.tokens:
+            raise KeyError(f"reference bank has no tokens for layer {self.name!r}")
+        residual = hidden_states
+        h = attn.heads
+        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        ref = bank.tokens[self.name].to(hidden_states.dtype)
+        kb = attn.to_k(ref).index_select(0, fada_ctx.keep_bank_idx)  # (K, S, inner): projected once per sample
+        vb = attn.to_v(ref).index_select(0, fada_ctx.keep_bank_idx)
+        ki = fada_ctx.keep_idx
+        if fada_ctx.drop_idx is None:
+            out = attention(split_heads(q, h), split_heads(torch.cat([k, kb], 1), h),
+                            split_heads(torch.cat([v, vb], 1), h), None, self.backend)
+            out = merge_heads(out)
+        else:
+            di = fada_ctx.drop_idx
+            o_keep = attention(split_heads(q.index_select(0, ki), h),
+                               split_heads(torch.cat([k.index_select(0, ki), kb], 1), h),
+                               split_heads(torch.cat([v.index_select(0, ki), vb], 1), h), None, self.backend)
+            o_drop = attention(split_heads(q.index_select(0, di), h), split_heads(k.index_select(0, di), h),
+                               split_heads(v.index_select(0, di), h), None, self.backend)
+            o_keep, o_drop = merge_heads(o_keep), merge_heads(o_drop)
+            out = o_keep.new_zeros(q.shape[0], q.shape[1], o_keep.shape[-1])
+            out = out.index_copy(0, ki, o_keep).index_copy(0, di, o_drop)
+        return self._finish(attn, out.to(q.dtype), residual)
+
+
+def install_processors(unet, attn1_cls, backend: str = "sdpa") -> None:
+    """Give every Attention of a UNet2DConditionModel a fada processor (attn1: ``attn1_cls``; others: plain).
+
+    Processor names are the module paths inside ``unet`` at install time (before any wrapping), so the
+    ReferenceNet's writers and the DenoisingNet's readers agree on bank keys.
+    """
+    from diffusers.models.attention_processor import Attention
+
+    for name, module in unet.named_modules():
+        if isinstance(module, Attention):
+            cls = attn1_cls if name.endswith("attn1") else PlainAttnProcessor
+            module.set_processor(cls(name, backend))
+
+
+def set_processor_backend(module: torch.nn.Module, backend: str) -> None:
+    """Set the (resolved) backend on every fada processor and fada layer below ``module``."""
+    for m in module.modules():
+        proc = getattr(m, "processor", None)
+        if isinstance(proc, _BaseProcessor):
+            proc.backend = backend
+        if getattr(m, "_fada_attention_layer", False):
+            m.attention_backend = backend

@@ -1,0 +1,341 @@
+"""Per-frame audio features and their projection to audio tokens (DESIGN §2).
+
+- `load_audio`: any file librosa reads (wav/flac/ogg/mp3/m4a…), resampled, mono float32.
+- `frames_for_duration`: THE number of video frames for an audio (floor: every frame is fully covered by audio).
+  Every stage uses it so that a generated video has exactly the audio's length at the chosen fps.
+- Front ends (`AudioFrontEnd`): ``features(waveform (S,), num_frames, fps) -> Tensor (F, 2w+1, L, D)``; row f
+  holds the features of frames f-w..f+w (indices clamped: edge replication). Video frame f covers the audio
+  interval [f/fps, (f+1)/fps).
+    * `MelFrontEnd`: weight-free log-mel (librosa), L = 1, D = n_mels, fixed dB normalisation (silence -> -1).
+    * `Wav2Vec2FrontEnd`: transformers `Wav2Vec2Model` from a local folder, all hidden states (L = layers + 1,
+      D = hidden_size), linearly resampled from the wav2vec2 rate (50 Hz) to the video frame rate.
+- `AudioProjection`: (…, 2w+1, L, D) -> (…, n_tokens, out_dim): softmax-weighted sum of the layers, MLP over
+  the flattened window, LayerNorm (cf. Hallo's AudioProjModel). Saves/loads with diffusers' save_pretrained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+
+from fada.config.model import AudioConfig
+from fada.errors import FadaError, MissingFileError
+
+__all__ = [
+    "load_audio",
+    "frames_for_duration",
+    "window_features",
+    "AudioFrontEnd",
+    "MelFrontEnd",
+    "Wav2Vec2FrontEnd",
+    "build_audio_frontend",
+    "AudioProjection",
+    "build_audio_projection",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# audio files and lengths
+
+
+def load_audio(path, sample_rate: int = 16000) -> np.ndarray:
+    """Read an audio file, mix to mono, resample to ``sample_rate``: float32 array (S,).
+
+    Missing file -> MissingFileError; unreadable or empty -> FadaError naming the file.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise MissingFileError(p, "audio file")
+    import librosa
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # librosa's audioread fallback warnings
+            y, _ = librosa.load(str(p), sr=sample_rate, mono=True)
+    except Exception as e:
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        raise FadaError(f"cannot read audio file {p}: {msg}") from e
+    if y.size == 0:
+        raise FadaError(f"audio file {p} is empty (no samples)")
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if not np.all(np.isfinite(y)):
+        raise FadaError(f"audio file {p} contains non-finite samples")
+    return y
+
+
+def frames_for_duration(num_samples: int, sample_rate: int, fps: int) -> int:
+    """Number of video frames an audio of ``num_samples`` samples gives at ``fps``: floor(S·fps / sr).
+
+    Floor, so that every frame [f/fps, (f+1)/fps) lies inside the audio; exact integer arithmetic.
+    """
+    return int(num_samples) * int(fps) // int(sample_rate)
+
+
+def window_features(feats: torch.Tensor, window: int) -> torch.Tensor:
+    """(F, L, D) per-frame features -> (F, 2w+1, L, D): row f holds frames f-w..f+w, indices clamped to [0, F-1]."""
+    n = feats.shape[0]
+    if n == 0:
+        return feats.new_zeros((0, 2 * window + 1, *feats.shape[1:]))
+    offsets = torch.arange(-window, window + 1, device=feats.device)
+    idx = (torch.arange(n, device=feats.device)[:, None] + offsets[None, :]).clamp_(0, n - 1)
+    return feats[idx]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# front ends
+
+
+class AudioFrontEnd:
+    """Interface: ``features(waveform, num_frames, fps) -> (F, 2w+1, L, D)`` float32 tensor on the CPU."""
+
+    name: str = "audio"
+    sample_rate: int
+    window: int
+    num_layers: int
+    feature_dim: int
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        """(2w+1, L, D) of one frame's features."""
+        return (2 * self.window + 1, self.num_layers, self.feature_dim)
+
+    def frame_features(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:  # pragma: no cover
+        """(F, L, D) features of each frame, before windowing."""
+        raise NotImplementedError
+
+    def features(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:
+        wav = np.asarray(waveform, dtype=np.float32)
+        if wav.ndim != 1:
+            raise ValueError(f"waveform must be mono (S,), got shape {wav.shape}")
+        if num_frames < 0 or fps <= 0:
+            raise ValueError(f"need num_frames >= 0 and fps > 0, got {num_frames}, {fps}")
+        if num_frames == 0:
+            return torch.zeros((0, *self.feature_shape))
+        feats = self.frame_features(wav, int(num_frames), int(fps))
+        assert feats.shape == (num_frames, self.num_layers, self.feature_dim), feats.shape
+        return window_features(feats.float().cpu(), self.window)
+
+    def to(self, device) -> "AudioFrontEnd":
+        return self
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class MelFrontEnd(AudioFrontEnd):
+    """Weight-free log-mel front end: L = 1, D = n_mels.
+
+    STFT (Hann window of the largest power of two <= one frame's samples, at most 512, zero-padded to n_fft=512;
+    hop = window/4; zero padding). Frame f averages the mel power of the STFT columns centred in
+    [f/fps, (f+1)/fps) (centres offset by hop/2 so none sits on a boundary), so energy leaks at most half an STFT
+    window into a neighbouring frame. Power is scaled so
+    a full-scale sine is about 0 dB; the feature is ``(clip(dB, -100) + 50) / 50``, a fixed map: silence is
+    exactly -1, loud speech around 0..1.
+    """
+
+    N_FFT = 512
+    FLOOR_DB = -100.0
+
+    def __init__(self, sample_rate: int = 16000, n_mels: int = 80, window: int = 2):
+        self.sample_rate = int(sample_rate)
+        self.n_mels = int(n_mels)
+        self.window = int(window)
+        self.num_layers = 1
+        self.feature_dim = self.n_mels
+        self.name = f"log-mel({self.n_mels})"
+        import librosa
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "empty filters" for many mels at low rates
+            self._mel = librosa.filters.mel(sr=self.sample_rate, n_fft=self.N_FFT, n_mels=self.n_mels,
+                                            norm=None).astype(np.float64)
+
+    def frame_features(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:
+        import librosa
+
+        sr = self.sample_rate
+        spf = sr / fps
+        win = min(self.N_FFT, 2 ** int(math.floor(math.log2(max(spf, 4)))))
+        hop = max(1, win // 4)
+        need = -(-num_frames * sr // fps)  # ceil: samples covering all frames
+        # Column j is centred at j*hop - shift (shift = hop/2 rounded up): the columns of a frame sit symmetrically
+        # inside it, none on a frame boundary. Span: the frames plus lookahead; silence past the audio's end.
+        shift = hop - hop // 2
+        y = np.zeros(shift + need + win, np.float64)
+        n = min(need + win, waveform.shape[0])
+        y[shift:shift + n] = waveform[:n]
+        spec = librosa.stft(y, n_fft=self.N_FFT, hop_length=hop, win_length=win, window="hann",
+                            center=True, pad_mode="constant")
+        wsum = np.hanning(win + 1)[:-1].sum() if win > 1 else 1.0
+        power = (np.abs(spec) ** 2) * (4.0 / wsum ** 2)  # full-scale sine peak bin ~ 1
+        mel = self._mel @ power  # (n_mels, T)
+        centers = np.arange(mel.shape[1]) * hop - shift
+        fidx = np.floor_divide(centers * fps, sr)  # frame whose interval holds the column centre (exact integers)
+        keep = (centers >= 0) & (fidx < num_frames)
+        fidx, mel = fidx[keep], mel[:, keep]
+        acc = np.zeros((num_frames, self.n_mels))
+        np.add.at(acc, fidx, mel.T)
+        counts = np.bincount(fidx, minlength=num_frames)[:num_frames].astype(np.float64)
+        acc /= np.maximum(counts, 1.0)[:, None]
+        db = 10.0 * np.log10(np.maximum(acc, 10.0 ** (self.FLOOR_DB / 10.0)))
+        feat = (db + 50.0) / 50.0
+        return torch.from_numpy(feat.astype(np.float32))[:, None, :]
+
+
+class Wav2Vec2FrontEnd(AudioFrontEnd):
+    """transformers `Wav2Vec2Model` from a local folder (config.json + weights), frozen, all hidden states.
+
+    The waveform is normalised per utterance (zero mean, unit variance, as `Wav2Vec2FeatureExtractor` does when
+    ``do_normalize`` is true in preprocessor_config.json, the default), cut to the span of the requested frames
+    (plus one receptive field), run in chunks of ``chunk_seconds`` with ``context_seconds`` of context on each side,
+    and the hidden states (output j centred at (j·R + K/2)/sr, R = conv stride product, K = receptive field) are
+    linearly interpolated at the video frame centres (f + 0.5)/fps, clamped at the ends: exactly ``num_frames``.
+    """
+
+    def __init__(self, path, window: int = 2, device="cpu", sample_rate: int = 16000,
+                 chunk_seconds: float = 30.0, context_seconds: float = 2.0):
+        root = Path(path).expanduser()
+        cfg_file = root / "config.json"
+        if not cfg_file.is_file():
+            raise MissingFileError(cfg_file, "wav2vec2 config",
+                                   "audio.path must be a local wav2vec2 folder in transformers layout")
+        from transformers import Wav2Vec2Model
+
+        try:
+            model = Wav2Vec2Model.from_pretrained(str(root))
+        except (OSError, EnvironmentError) as e:
+            raise MissingFileError(root / "model.safetensors", "wav2vec2 weights",
+                                   " ".join(str(e).split())[:300]) from e
+        except Exception as e:
+            raise FadaError(f"cannot load wav2vec2 from {root}: {' '.join(str(e).split())[:300]}") from e
+        model.requires_grad_(False)
+        model.eval()
+        self.model = model.to(device)
+        self.device = torch.device(device)
+        self.path = str(root)
+        self.sample_rate = int(sample_rate)
+        self.window = int(window)
+        cfg = model.config
+        self.num_layers = int(cfg.num_hidden_layers) + 1
+        self.feature_dim = int(cfg.hidden_size)
+        self.do_normalize = True
+        pre = root / "preprocessor_config.json"
+        if pre.is_file():
+            try:
+                self.do_normalize = bool(json.loads(pre.read_text()).get("do_normalize", True))
+            except (ValueError, OSError) as e:
+                raise FadaError(f"cannot read {pre}: {e}") from e
+        self.stride = int(np.prod(cfg.conv_stride))
+        rf, jump = 1, 1
+        for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
+            rf += (k - 1) * jump
+            jump *= s
+        self.receptive_field = rf
+        self.chunk_frames = max(1, int(chunk_seconds * self.sample_rate) // self.stride)
+        self.context_frames = max(0, int(context_seconds * self.sample_rate) // self.stride)
+        self.name = f"wav2vec2({self.num_layers}x{self.feature_dim})"
+
+    def to(self, device) -> "Wav2Vec2FrontEnd":
+        self.model.to(device)
+        self.device = torch.device(device)
+        return self
+
+    @torch.no_grad()
+    def hidden_states(self, wav: np.ndarray) -> torch.Tensor:
+        """All hidden states of a (normalised) waveform: (T, L, D), T = floor((S-K)/R) + 1 (S >= K)."""
+        R, K = self.stride, self.receptive_field
+        if wav.shape[0] < K:
+            wav = np.pad(wav, (0, K - wav.shape[0]))
+        total = (wav.shape[0] - K) // R + 1
+        out = []
+        for a in range(0, total, self.chunk_frames):
+            b = min(total, a + self.chunk_frames)
+            a0, b0 = max(0, a - self.context_frames), min(total, b + self.context_frames)
+            seg = torch.from_numpy(np.ascontiguousarray(wav[a0 * R:(b0 - 1) * R + K]))
+            res = self.model(seg[None].to(self.device), output_hidden_states=True)
+            hs = torch.stack(res.hidden_states, dim=2)[0]  # (T_chunk, L, D)
+            out.append(hs[a - a0:b - a0].float().cpu())
+        return torch.cat(out)
+
+    def frame_features(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:
+        sr, R, K = self.sample_rate, self.stride, self.receptive_field
+        need = -(-num_frames * sr // fps)
+        wav = waveform[:need + K].astype(np.float64)
+        if self.do_normalize and wav.size:
+            wav = (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
+        if wav.shape[0] < need:
+            wav = np.pad(wav, (0, need - wav.shape[0]))
+        hs = self.hidden_states(wav.astype(np.float32))  # (T, L, D)
+        t = hs.shape[0]
+        pos = ((np.arange(num_frames) + 0.5) * sr / fps - K / 2.0) / R
+        pos = np.clip(pos, 0.0, t - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, t - 1)
+        frac = torch.from_numpy((pos - lo).astype(np.float32))[:, None, None]
+        return hs[lo] * (1.0 - frac) + hs[hi] * frac
+
+
+def build_audio_frontend(cfg: AudioConfig, device="cpu") -> AudioFrontEnd:
+    """The front end a recipe asks for: ``kind='mel'`` -> `MelFrontEnd`, ``kind='wav2vec2'`` -> `Wav2Vec2FrontEnd`."""
+    if cfg.kind == "mel":
+        return MelFrontEnd(cfg.sample_rate, cfg.n_mels, cfg.window)
+    if cfg.kind == "wav2vec2":
+        if not cfg.path:
+            raise FadaError("audio.path: required for audio.kind 'wav2vec2' (a local wav2vec2 folder)")
+        if cfg.sample_rate != 16000:
+            raise FadaError(f"audio.sample_rate: wav2vec2 needs 16000, got {cfg.sample_rate}")
+        return Wav2Vec2FrontEnd(cfg.path, window=cfg.window, device=device, sample_rate=cfg.sample_rate)
+    raise FadaError(f"audio.kind: unknown front end {cfg.kind!r} (choose 'mel' or 'wav2vec2')")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# projection
+
+
+class AudioProjection(ModelMixin, ConfigMixin):
+    """(…, 2w+1, L, D) window features -> (…, n_tokens, out_dim) audio tokens.
+
+    Softmax-weighted sum over the L layers (weights learned, start uniform), then an MLP over the flattened
+    window ((2w+1)·D -> hidden -> hidden -> n_tokens·out_dim, SiLU), then LayerNorm(out_dim).
+    """
+
+    @register_to_config
+    def __init__(self, feature_layers: int, feature_dim: int, window: int = 2, n_tokens: int = 32,
+                 hidden_dim: int = 512, out_dim: int = 768):
+        super().__init__()
+        self.layer_logits = nn.Parameter(torch.zeros(feature_layers))
+        in_dim = (2 * window + 1) * feature_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.SiLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.SiLU(),
+            nn.Linear(hidden_dim, n_tokens * out_dim),
+        )
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        expect = (2 * c.window + 1, c.feature_layers, c.feature_dim)
+        if tuple(features.shape[-3:]) != expect:
+            raise ValueError(f"audio features must end in {expect}, got {tuple(features.shape)}")
+        lead = features.shape[:-3]
+        w = torch.softmax(self.layer_logits, dim=0).to(features.dtype)
+        x = torch.einsum("...wld,l->...wd", features, w)  # (…, 2w+1, D)
+        x = self.mlp(x.reshape(*lead, -1))
+        return self.norm(x.reshape(*lead, c.n_tokens, c.out_dim))
+
+
+def build_audio_projection(cfg: AudioConfig, feature_shape: tuple[int, int, int], out_dim: int) -> AudioProjection:
+    """Projection sized for a front end's ``feature_shape`` (2w+1, L, D) and the UNet's cross-attention width."""
+    win, layers, dim = feature_shape
+    if win != 2 * cfg.window + 1:
+        raise ValueError(f"feature window {win} does not match audio.window={cfg.window}")
+    return AudioProjection(feature_layers=layers, feature_dim=dim, window=cfg.window, n_tokens=cfg.n_tokens,
+                           hidden_dim=cfg.hidden_dim, out_dim=out_dim)

@@ -1,0 +1,382 @@
+"""AvatarNet: the trainable model bundle (ReferenceNet, denoising net, audio projection, CFG conditioning).
+
+Shapes (DESIGN §2): latents z (B, C, F, h, w); reference (B, C, h, w); motion frames (B, M, C, h, w); audio
+features (B, F, 2w+1, L, D) -> audio tokens (B, F, N, cross_attention_dim); eps (B, C, F, h, w).
+
+Folder format (``save_pretrained`` / ``from_pretrained``), safetensors only, never pickle::
+
+    avatar_config.json                 format, version, student, latent_channels, audio_feature_shape
+    reference_net/config.json          {"unet": diffusers UNet2DConditionModel config}
+    reference_net/model.safetensors
+    denoising_net/config.json          {"unet": ..., "temporal_heads", "max_frames", "cfg_dim", "time_cond_dim"}
+    denoising_net/model.safetensors
+    audio_proj/config.json             AudioProjection arguments
+    audio_proj/model.safetensors
+    cfg/config.json                    {"mode", "n_tokens", "dim", "time_cond_dim"}
+    cfg/model.safetensors              (γ tokens / MLP; empty for modes without parameters)
+
+Loading is strict: a missing file, unreadable JSON or safetensors, a missing/extra key or a wrong shape is a
+one-line FadaError naming the file.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from fada.errors import FadaError, MissingFileError
+
+from .attention import Bank, resolve_backend
+from .cfg_tokens import CFG_MODES, TIME_COND_DIM, CFGConditioning
+from .denoising_net import DenoisingNet
+from .loading import (CONFIG_NAME, build_unet, load_sd_unet, load_weights, read_config, read_json, save_part,
+                      unet_config_dict, unet_from_config_dict)
+from .reference_net import ReferenceNet
+
+FORMAT = "fada-avatar"
+VERSION = 1
+TOP_CONFIG = "avatar_config.json"
+PARTS = ("reference_net", "denoising_net", "audio_proj", "cfg")
+
+
+def default_latent_channels(vae_cfg) -> int:
+    return 4 if vae_cfg.kind == "sd" else 3 * int(vae_cfg.factor) ** 2
+
+
+def default_audio_feature_shape(audio_cfg) -> tuple[int, int, int]:
+    """(2w+1, L, D) of the weight-free mel front end; wav2vec2's depends on the checkpoint (pass it explicitly)."""
+    if audio_cfg.kind == "mel":
+        return (2 * int(audio_cfg.window) + 1, 1, int(audio_cfg.n_mels))
+    raise FadaError("audio.kind 'wav2vec2': pass audio_feature_shape (2w+1, layers, dim) of the front end")
+
+
+def _audio_projection(config: dict):
+    from .audio import AudioProjection  # written beside this module; imported when a model is built
+
+    return AudioProjection(**config)
+
+
+def _audio_config(audio_proj) -> dict:
+    keys = ("feature_layers", "feature_dim", "window", "n_tokens", "hidden_dim", "out_dim")
+    return {k: int(audio_proj.config[k]) for k in keys}
+
+
+def _mask(m, n: int, device) -> Tensor:
+    if m is None:
+        return torch.ones(n, dtype=torch.bool, device=device)
+    return torch.as_tensor(m, device=device).bool().reshape(-1).expand(n)
+
+
+class AvatarNet(nn.Module):
+    """Trainable parts of the avatar model. Build with ``build_avatar_net``, ``from_teacher`` or
+    ``from_pretrained``."""
+
+    def __init__(self, reference_net: ReferenceNet, denoising_net: DenoisingNet, audio_proj: nn.Module,
+                 cfg: CFGConditioning, *, student: bool, latent_channels: int,
+                 audio_feature_shape: tuple[int, int, int], attention_backend: str = "auto"):
+        super().__init__()
+        self.reference_net = reference_net
+        self.denoising_net = denoising_net
+        self.audio_proj = audio_proj
+        self.cfg = cfg
+        self.student = bool(student)
+        self.latent_channels = int(latent_channels)
+        self.audio_feature_shape = tuple(int(x) for x in audio_feature_shape)
+        self._check_consistency()
+        self.attention_backend = resolve_backend(attention_backend)
+        self.set_attention_backend(self.attention_backend)
+        self.frozen_reference_parameters = self.reference_net.unused_parameter_names()
+        self.freeze_unused_()
+
+    # ----------------------------------------------------------------------------------------------------------
+    @property
+    def cfg_mode(self) -> str:
+        return self.cfg.mode
+
+    @property
+    def cross_attention_dim(self) -> int:
+        return self.denoising_net.cross_attention_dim
+
+    @property
+    def n_audio_tokens(self) -> int:
+        return int(self.audio_proj.config["n_tokens"])
+
+    def _check_consistency(self) -> None:
+        d = self.cross_attention_dim
+        rc, dc = unet_config_dict(self.reference_net.unet), unet_config_dict(self.denoising_net.unet)
+        dc["time_cond_proj_dim"] = rc.get("time_cond_proj_dim")
+        if rc != dc:
+            diff = sorted(k for k in set(rc) | set(dc) if rc.get(k) != dc.get(k))
+            raise FadaError(f"reference_net and denoising_net UNets differ in {', '.join(diff)}")
+        if int(self.audio_proj.config["out_dim"]) != d:
+            raise FadaError(f"audio projection width {self.audio_proj.config['out_dim']} != UNet cross-attention "
+                            f"width {d}")
+        if self.cfg.mode not in CFG_MODES:
+            raise FadaError(f"cfg.mode: unknown mode {self.cfg.mode!r}")
+        if not self.student and self.cfg.mode != "none":
+            raise FadaError(f"cfg.mode: the teacher takes no CFG conditioning, got {self.cfg.mode!r}")
+        if self.cfg.uses_layers and (self.cfg.dim != d or self.denoising_net.cfg_dim != d):
+            raise FadaError(f"CFG conditioning width {self.cfg.dim} / layers {self.denoising_net.cfg_dim} != {d}")
+        if self.cfg.mode == "time_embed" and self.denoising_net.time_cond_dim != self.cfg.time_cond_dim:
+            raise FadaError("cfg.mode 'time_embed': the UNet's time_cond_proj_dim does not match the CFG embedding")
+        if self.cfg.mode != "time_embed" and self.denoising_net.time_cond_dim is not None:
+            raise FadaError(f"cfg.mode {self.cfg.mode!r}: the denoising UNet has an unexpected time_cond_proj")
+        if not self.cfg.uses_layers and self.denoising_net.cfg_dim:
+            raise FadaError(f"cfg.mode {self.cfg.mode!r}: the denoising net has unexpected CFG layers")
+        if int(self.denoising_net.unet.config.in_channels) != self.latent_channels:
+            raise FadaError(f"UNet in_channels {self.denoising_net.unet.config.in_channels} != latent channels "
+                            f"{self.latent_channels}")
+
+    def freeze_unused_(self) -> "AvatarNet":
+        """requires_grad False on ReferenceNet parameters that cannot reach the bank (they would never get a
+        gradient; DDP without find_unused_parameters rejects such parameters)."""
+        params = dict(self.named_parameters())
+        for n in self.frozen_reference_parameters:
+            params["reference_net." + n].requires_grad_(False)
+        return self
+
+    def set_attention_backend(self, backend: str = "auto") -> None:
+        self.attention_backend = resolve_backend(backend)
+        self.reference_net.set_attention_backend(self.attention_backend)
+        self.denoising_net.set_attention_backend(self.attention_backend)
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.reference_net.unet.enable_gradient_checkpointing()
+        self.denoising_net.unet.enable_gradient_checkpointing()  # also reaches the CFG/temporal wrappers
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.reference_net.unet.disable_gradient_checkpointing()
+        self.denoising_net.unet.disable_gradient_checkpointing()
+
+    # ----------------------------------------------------------------------------------------------------------
+    def encode_bank(self, ref_latents: Tensor, motion_latents: Optional[Tensor] = None) -> Bank:
+        """Run the ReferenceNet once per clip (t = 0, clean latents) -> Bank reused at every denoising step."""
+        return self.reference_net(ref_latents, motion_latents)
+
+    def audio_tokens(self, audio_features: Tensor, keep_audio: Optional[Tensor] = None) -> Tensor:
+        """(B, F, 2w+1, L, D) -> (B, F, N, D_cross); all-zero tokens for samples with keep_audio False."""
+        if audio_features.ndim != 5 or tuple(audio_features.shape[2:]) != self.audio_feature_shape:
+            raise ValueError(f"audio_features must be (B, F, {', '.join(map(str, self.audio_feature_shape))}), "
+                             f"got {tuple(audio_features.shape)}")
+        p = next(self.audio_proj.parameters())
+        tokens = self.audio_proj(audio_features.to(device=p.device, dtype=p.dtype))
+        if keep_audio is not None:
+            keep = _mask(keep_audio, tokens.shape[0], tokens.device)[:, None, None, None]
+            tokens = torch.where(keep, tokens, torch.zeros_like(tokens))
+        return tokens
+
+    def cfg_inputs(self, cfg_scales, batch: int, device) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        if self.cfg.mode == "none":
+            return None, None
+        if cfg_scales is None:
+            raise ValueError(f"this student (cfg.mode {self.cfg.mode!r}) needs cfg_scales (B, 2) = (cfg_a, cfg_r)")
+        s = torch.as_tensor(cfg_scales, dtype=torch.float32, device=device).reshape(-1, 2)
+        if s.shape[0] == 1:
+            s = s.expand(batch, 2)
+        if s.shape[0] != batch:
+            raise ValueError(f"cfg_scales must be (B={batch}, 2), got {tuple(s.shape)}")
+        return self.cfg(s)
+
+    def denoise(self, z: Tensor, t, audio_tokens: Tensor, bank: Optional[Bank], keep_ref=None,
+                cfg_scales=None) -> Tensor:
+        """The denoising pass from already projected audio tokens."""
+        cfg_tokens, tcond = self.cfg_inputs(cfg_scales, z.shape[0], z.device)
+        return self.denoising_net(z, t, audio_tokens, bank, keep_ref, cfg_tokens, tcond)
+
+    def forward(self, z: Tensor, t: Tensor, audio_features: Tensor, bank: Optional[Bank],
+                keep_audio: Optional[Tensor] = None, keep_ref: Optional[Tensor] = None,
+                cfg_scales: Optional[Tensor] = None) -> Tensor:
+        """z (B, C, F, h, w), t (B,) train timesteps (float), audio_features (B, F, 2w+1, L, D), bank (batch B) or
+        None, keep_audio / keep_ref (B,) bool (None = keep), cfg_scales (B, 2) for CFG students -> eps like z."""
+        if audio_features.shape[:2] != (z.shape[0], z.shape[2]):
+            raise ValueError(f"audio_features (B, F, …) {tuple(audio_features.shape[:2])} do not match z "
+                             f"(B, C, F, …) {tuple(z.shape)}")
+        return self.denoise(z, t, self.audio_tokens(audio_features, keep_audio), bank, keep_ref, cfg_scales)
+
+    def model_fn(self, bank: Optional[Bank], audio_features: Tensor,
+                 cfg_scales: Optional[Tensor] = None) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+        """fada.diffusion's ``model_fn(z, t_index, keep_audio, keep_ref) -> eps`` with bank, audio and CFG scales
+        bound. When z's batch is k× the bank's (the stacked Eq. 9 branches, torch.cat order), bank, audio and
+        scales are tiled k times. Under no_grad the projected audio tokens and tiled banks are cached."""
+        base = audio_features.shape[0]
+        cache: dict = {}
+
+        def fn(z: Tensor, t_index, keep_audio=None, keep_ref=None) -> Tensor:
+            n = z.shape[0]
+            if n % base:
+                raise ValueError(f"model_fn: batch {n} is not a multiple of the bound batch {base}")
+            rep = n // base
+            caching = not torch.is_grad_enabled()
+            if caching and rep in cache:
+                tokens, bk = cache[rep]
+            else:
+                tokens = self.audio_tokens(audio_features)
+                tokens = torch.cat([tokens] * rep) if rep > 1 else tokens
+                bk = None if bank is None else bank.repeat(rep)
+                if caching:
+                    cache[rep] = (tokens, bk)
+            ka = _mask(keep_audio, n, tokens.device)[:, None, None, None]
+            tok = torch.where(ka, tokens, torch.zeros_like(tokens))
+            scales = None
+            if cfg_scales is not None:
+                scales = torch.as_tensor(cfg_scales, dtype=torch.float32, device=z.device).reshape(-1, 2)
+                if rep > 1 and scales.shape[0] == base:
+                    scales = torch.cat([scales] * rep)
+            t = torch.as_tensor(t_index, device=z.device).float()
+            t = t.expand(n) if t.ndim == 0 else t.reshape(n)
+            return self.denoise(z, t, tok, bk, _mask(keep_ref, n, z.device), scales)
+
+        return fn
+
+    # ----------------------------------------------------------------------------------------------------------
+    def part_configs(self) -> dict:
+        dn = self.denoising_net
+        dn_unet = unet_config_dict(dn.unet)
+        dn_unet["time_cond_proj_dim"] = None  # the cond_proj is added by DenoisingNet from time_cond_dim
+        return {
+            "reference_net": {"unet": unet_config_dict(self.reference_net.unet)},
+            "denoising_net": {"unet": dn_unet, "temporal_heads": dn.temporal_heads, "max_frames": dn.max_frames,
+                              "cfg_dim": dn.cfg_dim, "time_cond_dim": dn.time_cond_dim},
+            "audio_proj": _audio_config(self.audio_proj),
+            "cfg": self.cfg.config,
+        }
+
+    def top_config(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "student": self.student, "cfg_mode": self.cfg.mode,
+                "latent_channels": self.latent_channels, "audio_feature_shape": list(self.audio_feature_shape),
+                "parts": list(PARTS)}
+
+    @classmethod
+    def from_configs(cls, top: dict, parts: dict, attention_backend: str = "auto",
+                     sources: Optional[dict] = None) -> "AvatarNet":
+        """Randomly initialised AvatarNet from ``top_config()`` / ``part_configs()`` dicts."""
+        src = sources or {}
+
+        def where(part):
+            return src.get(part, part)
+
+        try:
+            rc, dc, ac, cc = (parts[p] for p in PARTS)
+            ref = ReferenceNet(unet_from_config_dict(rc["unet"], where("reference_net")))
+            den = DenoisingNet(unet_from_config_dict(dc["unet"], where("denoising_net")), dc["temporal_heads"],
+                               dc["max_frames"], dc.get("cfg_dim"), dc.get("time_cond_dim"))
+        except (KeyError, TypeError) as e:
+            raise FadaError(f"model config is incomplete or malformed ({type(e).__name__}: {e})") from None
+        try:
+            audio = _audio_projection(ac)
+        except TypeError as e:
+            raise FadaError(f"{where('audio_proj')}: bad audio projection config ({e})") from None
+        try:
+            cfg = CFGConditioning(cc["mode"], cc["n_tokens"], cc["dim"], cc.get("time_cond_dim", TIME_COND_DIM))
+        except (KeyError, TypeError) as e:
+            raise FadaError(f"{where('cfg')}: bad CFG config ({type(e).__name__}: {e})") from None
+        try:
+            return cls(ref, den, audio, cfg, student=bool(top["student"]), latent_channels=top["latent_channels"],
+                       audio_feature_shape=tuple(top["audio_feature_shape"]), attention_backend=attention_backend)
+        except (KeyError, TypeError) as e:
+            raise FadaError(f"{where('top')}: bad model config ({type(e).__name__}: {e})") from None
+
+    def save_pretrained(self, directory, dtype: Optional[torch.dtype] = None) -> Path:
+        """Write the folder described in the module docstring (``dtype``: cast floating tensors, e.g. fp16)."""
+        import json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        configs = self.part_configs()
+        for part in PARTS:
+            save_part(directory / part, configs[part], getattr(self, part), dtype)
+        (directory / TOP_CONFIG).write_text(json.dumps(self.top_config(), indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory, attention_backend: str = "auto",
+                        dtype: Optional[torch.dtype] = None) -> "AvatarNet":
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise MissingFileError(directory, "model folder")
+        top_path = directory / TOP_CONFIG
+        top = read_json(top_path, "model config")
+        if top.get("format") != FORMAT:
+            raise FadaError(f"{top_path}: not a FADA model config (format {top.get('format')!r})")
+        if int(top.get("version", -1)) > VERSION:
+            raise FadaError(f"{top_path}: format version {top.get('version')} is newer than this fada ({VERSION})")
+        parts = {p: read_config(directory / p, f"{p} config") for p in PARTS}
+        sources = {p: directory / p / CONFIG_NAME for p in PARTS}
+        sources["top"] = top_path
+        model = cls.from_configs(top, parts, attention_backend, sources)
+        for p in PARTS:
+            load_weights(getattr(model, p), directory / p)
+        if dtype is not None:
+            model.to(dtype)
+        return model.eval()
+
+    @classmethod
+    def from_teacher(cls, teacher: "AvatarNet", cfg_mode: str, n_tokens: Optional[int] = None) -> "AvatarNet":
+        """A student with the teacher's weights; its new CFG layers / tokens / cond_proj start at their init
+        (CFG layer and cond_proj outputs zero, so the student initially equals the teacher)."""
+        if cfg_mode not in CFG_MODES:
+            raise FadaError(f"cfg.mode: unknown mode {cfg_mode!r} (choose one of {', '.join(CFG_MODES)})")
+        top, parts = teacher.top_config(), copy.deepcopy(teacher.part_configs())
+        d = teacher.cross_attention_dim
+        top["student"], top["cfg_mode"] = True, cfg_mode
+        parts["denoising_net"]["cfg_dim"] = d if cfg_mode in ("tokens", "layer") else None
+        parts["denoising_net"]["time_cond_dim"] = TIME_COND_DIM if cfg_mode == "time_embed" else None
+        parts["cfg"] = {"mode": cfg_mode, "n_tokens": int(n_tokens or teacher.cfg.n_tokens), "dim": d,
+                        "time_cond_dim": TIME_COND_DIM}
+        student = cls.from_configs(top, parts, teacher.attention_backend)
+        p = next(teacher.parameters())
+        student.to(device=p.device, dtype=p.dtype)
+        for name in ("reference_net", "audio_proj"):
+            getattr(student, name).load_state_dict(getattr(teacher, name).state_dict(), strict=True)
+        res = student.denoising_net.load_state_dict(teacher.denoising_net.state_dict(), strict=False)
+        new = set(student.denoising_net.new_layer_names())
+        if res.unexpected_keys or set(res.missing_keys) - new:
+            raise FadaError(f"teacher and student do not match: missing {sorted(set(res.missing_keys) - new)[:3]}, "
+                            f"unexpected {sorted(res.unexpected_keys)[:3]}")
+        return student.train(teacher.training)
+
+
+def build_avatar_net(model_cfg, student: bool = False, latent_channels: Optional[int] = None,
+                     audio_feature_shape: Optional[tuple[int, int, int]] = None,
+                     attention_backend: Optional[str] = None) -> AvatarNet:
+    """AvatarNet for a ``ModelConfig``: both UNets from ``unet.pretrained`` (a local SD1.5 folder) or from the
+    shape fields; student=True adds the CFG conditioning of ``cfg.mode`` (the teacher needs mode 'none').
+
+    latent_channels: default from ``vae`` (sd: 4; pixel: 3·factor²). audio_feature_shape: (2w+1, L, D) of the
+    audio front end (default: the mel front end's).
+    """
+    from .audio import build_audio_projection
+
+    mode = model_cfg.cfg.mode
+    if mode not in CFG_MODES:
+        raise FadaError(f"cfg.mode: unknown mode {mode!r} (choose one of {', '.join(CFG_MODES)})")
+    if not student and mode != "none":
+        raise FadaError(f"cfg.mode: the teacher takes no CFG conditioning; set cfg.mode=none (got {mode!r})")
+    backend = resolve_backend(attention_backend or model_cfg.attention_backend)
+    lc = int(latent_channels or default_latent_channels(model_cfg.vae))
+    afs = tuple(audio_feature_shape or default_audio_feature_shape(model_cfg.audio))
+    ucfg = model_cfg.unet
+    if ucfg.pretrained:
+        base = load_sd_unet(ucfg.pretrained)
+        if int(base.config.in_channels) != lc:
+            raise FadaError(f"unet.pretrained: the UNet takes {base.config.in_channels} latent channels but the "
+                            f"codec (vae.kind={model_cfg.vae.kind!r}) gives {lc}")
+    else:
+        down = 8 if model_cfg.vae.kind == "sd" else int(model_cfg.vae.factor)
+        base = build_unet(ucfg, lc, sample_size=max(1, int(model_cfg.resolution) // down))
+    d = int(base.config.cross_attention_dim)
+    ref = ReferenceNet(copy.deepcopy(base))
+    den = DenoisingNet(base, ucfg.temporal_heads, ucfg.max_frames,
+                       cfg_dim=d if student and mode in ("tokens", "layer") else None,
+                       time_cond_dim=TIME_COND_DIM if student and mode == "time_embed" else None)
+    try:
+        audio = build_audio_projection(model_cfg.audio, afs, out_dim=d)
+    except ValueError as e:
+        raise FadaError(f"audio: {e}") from None
+    cfg = CFGConditioning(mode if student else "none", model_cfg.cfg.n_tokens, d)
+    return AvatarNet(ref, den, audio, cfg, student=student, latent_channels=lc, audio_feature_shape=afs,
+                     attention_backend=backend)

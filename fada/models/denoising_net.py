@@ -1,0 +1,216 @@
+"""Denoising net (DESIGN §2): the SD1.5 UNet run on every frame of a clip, extended per spatial transformer with
+
+1. spatial self-attention whose keys/values are its own tokens ++ the bank tokens (reference + motion frames)
+   of its clip (``attn1``; dropped for samples with ``keep_ref`` False) -- ``BankReadProcessor``;
+2. audio cross-attention: SD1.5's text cross-attention (``attn2``) reads per-frame audio tokens (B·F, N, D) as
+   its ``encoder_hidden_states``; dropped audio = all-zero tokens. Re-using ``attn2`` keeps an SD1.5 init
+   undisturbed: given the same ``encoder_hidden_states`` the net computes exactly what SD1.5 computes;
+3. CFG layer (student, cfg.mode 'tokens' or 'layer'): cross-attention to the CFG embedding tokens, zero-initialised
+   output projection, residual;
+4. temporal self-attention across the F frames of each spatial position (sinusoidal frame position added to the
+   normed tokens), zero-initialised output projection, residual.
+
+3 and 4 live in ``SpatialTemporalBlock``, which wraps each ``Transformer2DModel`` (down, mid and up blocks): they
+run after the spatial transformer (attn1 → attn2 → FF), i.e. after each audio layer, as the paper places them.
+All new layers start as the identity, so the net equals the SD1.5 UNet frame by frame at init.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.utils.checkpoint
+from torch import Tensor, nn
+
+from fada.errors import FadaError
+
+from .attention import (AttnContext, Bank, BankReadProcessor, attention, install_processors, make_read_context,
+                        merge_heads, set_processor_backend, split_heads)
+
+
+def sinusoidal_positions(n: int, dim: int) -> Tensor:
+    """(n, dim) transformer position encoding: sin on even channels, cos on odd ones."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(n, dim)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
+    return pe
+
+
+def _zero_linear(i: int, o: int) -> nn.Linear:
+    lin = nn.Linear(i, o)
+    nn.init.zeros_(lin.weight)
+    nn.init.zeros_(lin.bias)
+    return lin
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention across frames at each spatial position; zero-initialised output; residual."""
+
+    _fada_attention_layer = True
+
+    def __init__(self, channels: int, heads: int = 8, max_frames: int = 32):
+        super().__init__()
+        if channels % heads:
+            raise FadaError(f"unet.temporal_heads: {heads} heads do not divide a level's {channels} channels")
+        self.heads, self.max_frames = int(heads), int(max_frames)
+        self.attention_backend = "sdpa"
+        self.norm = nn.LayerNorm(channels)
+        self.to_q = nn.Linear(channels, channels, bias=False)
+        self.to_k = nn.Linear(channels, channels, bias=False)
+        self.to_v = nn.Linear(channels, channels, bias=False)
+        self.to_out = _zero_linear(channels, channels)
+        self.register_buffer("pos", sinusoidal_positions(max_frames, channels), persistent=False)
+
+    def forward(self, h: Tensor, num_frames: int) -> Tensor:
+        bf, c, hh, ww = h.shape
+        f = int(num_frames)
+        if f > self.max_frames:
+            raise FadaError(f"unet.max_frames: {f} frames exceed the temporal position encoding ({self.max_frames})")
+        b = bf // f
+        x = h.reshape(b, f, c, hh * ww).permute(0, 3, 1, 2).reshape(b * hh * ww, f, c)
+        y = self.norm(x) + self.pos[:f].to(x.dtype)
+        q, k, v = (split_heads(lin(y), self.heads) for lin in (self.to_q, self.to_k, self.to_v))
+        y = self.to_out(merge_heads(attention(q, k, v, None, self.attention_backend)))
+        y = y.reshape(b, hh * ww, f, c).permute(0, 2, 3, 1).reshape(bf, c, hh, ww)
+        return h + y
+
+
+class CFGCrossAttention(nn.Module):
+    """CFG layer: cross-attention from the spatial tokens to the CFG embedding tokens; zero-init output; residual."""
+
+    _fada_attention_layer = True
+
+    def __init__(self, channels: int, heads: int, cfg_dim: int):
+        super().__init__()
+        self.heads = int(heads)
+        self.attention_backend = "sdpa"
+        self.norm = nn.LayerNorm(channels)
+        self.norm_cfg = nn.LayerNorm(cfg_dim)
+        self.to_q = nn.Linear(channels, channels, bias=False)
+        self.to_k = nn.Linear(cfg_dim, channels, bias=False)
+        self.to_v = nn.Linear(cfg_dim, channels, bias=False)
+        self.to_out = _zero_linear(channels, channels)
+
+    def forward(self, h: Tensor, tokens: Tensor) -> Tensor:
+        bf, c, hh, ww = h.shape
+        x = h.reshape(bf, c, hh * ww).transpose(1, 2)
+        ctx = self.norm_cfg(tokens.to(x.dtype))
+        q = split_heads(self.to_q(self.norm(x)), self.heads)
+        k, v = split_heads(self.to_k(ctx), self.heads), split_heads(self.to_v(ctx), self.heads)
+        y = self.to_out(merge_heads(attention(q, k, v, None, self.attention_backend)))
+        return h + y.transpose(1, 2).reshape(bf, c, hh, ww)
+
+
+class SpatialTemporalBlock(nn.Module):
+    """A UNet ``Transformer2DModel`` (``spatial``) followed by the optional CFG layer and the temporal layer.
+
+    Called by diffusers' blocks exactly like the transformer it wraps; reads ``fada_ctx`` (frame count,
+    CFG tokens) from ``cross_attention_kwargs``.
+    """
+
+    def __init__(self, spatial: nn.Module, temporal_heads: int, max_frames: int, cfg_dim: Optional[int]):
+        super().__init__()
+        channels = int(spatial.config.in_channels)
+        attn1 = spatial.transformer_blocks[0].attn1
+        self.spatial = spatial
+        self.cfg = CFGCrossAttention(channels, attn1.heads, cfg_dim) if cfg_dim else None
+        self.temporal = TemporalAttention(channels, temporal_heads, max_frames)
+        self.gradient_checkpointing = False
+
+    @property
+    def config(self):
+        return self.spatial.config
+
+    def _ckpt(self, fn, *args):
+        func = getattr(self, "_gradient_checkpointing_func", None)
+        if func is not None:
+            return func(fn, *args)
+        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+
+    def forward(self, hidden_states, encoder_hidden_states=None, cross_attention_kwargs=None, return_dict=True,
+                **kwargs):
+        from diffusers.models.transformers.transformer_2d import Transformer2DModelOutput
+
+        h = self.spatial(hidden_states, encoder_hidden_states=encoder_hidden_states,
+                         cross_attention_kwargs=cross_attention_kwargs, return_dict=False, **kwargs)[0]
+        ctx: Optional[AttnContext] = (cross_attention_kwargs or {}).get("fada_ctx")
+        frames = 1 if ctx is None else ctx.num_frames
+        ckpt = self.gradient_checkpointing and torch.is_grad_enabled()
+        if self.cfg is not None and ctx is not None and ctx.cfg_tokens is not None:
+            h = self._ckpt(self.cfg, h, ctx.cfg_tokens) if ckpt else self.cfg(h, ctx.cfg_tokens)
+        h = self._ckpt(self.temporal, h, frames) if ckpt else self.temporal(h, frames)
+        return Transformer2DModelOutput(sample=h) if return_dict else (h,)
+
+
+def _transformer_lists(unet):
+    blocks = list(unet.down_blocks) + [unet.mid_block] + list(unet.up_blocks)
+    return [b.attentions for b in blocks if b is not None and hasattr(b, "attentions")]
+
+
+class DenoisingNet(nn.Module):
+    """The per-frame UNet with bank attention, audio cross-attention, CFG layers and temporal layers."""
+
+    def __init__(self, unet, temporal_heads: int = 8, max_frames: int = 32, cfg_dim: Optional[int] = None,
+                 time_cond_dim: Optional[int] = None, attention_backend: str = "sdpa"):
+        super().__init__()
+        self.temporal_heads, self.max_frames = int(temporal_heads), int(max_frames)
+        self.cfg_dim = int(cfg_dim) if cfg_dim else None
+        if time_cond_dim and unet.time_embedding.cond_proj is None:
+            # 'time_embed' mode: LCM-style ω-conditioning through diffusers' timestep_cond, starting at zero
+            te = unet.time_embedding
+            te.cond_proj = nn.Linear(int(time_cond_dim), te.linear_1.in_features, bias=False)
+            nn.init.zeros_(te.cond_proj.weight)
+            unet.register_to_config(time_cond_proj_dim=int(time_cond_dim))
+        self.unet = unet
+        install_processors(self.unet, BankReadProcessor, attention_backend)
+        for attentions in _transformer_lists(unet):
+            for i, tr in enumerate(attentions):
+                attentions[i] = SpatialTemporalBlock(tr, temporal_heads, max_frames, self.cfg_dim)
+        self.set_attention_backend(attention_backend)
+
+    @property
+    def time_cond_dim(self) -> Optional[int]:
+        cp = self.unet.time_embedding.cond_proj
+        return None if cp is None else int(cp.in_features)
+
+    @property
+    def cross_attention_dim(self) -> int:
+        return int(self.unet.config.cross_attention_dim)
+
+    def set_attention_backend(self, backend: str) -> None:
+        set_processor_backend(self, backend)
+
+    def new_layer_names(self) -> list[str]:
+        """Parameter names of the layers SD1.5 does not have (temporal, CFG, cond_proj)."""
+        return [n for n, _ in self.named_parameters()
+                if ".temporal." in n or ".cfg." in n or "time_embedding.cond_proj" in n]
+
+    def forward(self, z: Tensor, t: Tensor, audio_tokens: Tensor, bank: Optional[Bank] = None,
+                keep_ref: Optional[Tensor] = None, cfg_tokens: Optional[Tensor] = None,
+                timestep_cond: Optional[Tensor] = None) -> Tensor:
+        """z (B, C, F, h, w); t (B,) train timesteps; audio_tokens (B, F, N, D) (zeros where audio is dropped);
+        bank from the ReferenceNet (batch B) or None; keep_ref (B,) bool; cfg_tokens (B, n, d);
+        timestep_cond (B, k) -> eps (B, C, F, h, w)."""
+        if z.ndim != 5:
+            raise ValueError(f"z must be (B, C, F, h, w), got {tuple(z.shape)}")
+        b, c, f, h, w = z.shape
+        if audio_tokens.shape[:2] != (b, f):
+            raise ValueError(f"audio_tokens must be (B={b}, F={f}, N, D), got {tuple(audio_tokens.shape)}")
+        x = z.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        t = torch.as_tensor(t, device=z.device)
+        t = (t.expand(b) if t.ndim == 0 else t.reshape(b)).repeat_interleave(f)
+        enc = audio_tokens.reshape(b * f, *audio_tokens.shape[2:]).to(z.dtype)
+        ctx = make_read_context(bank, keep_ref, b, f, z.device)
+        if cfg_tokens is not None and self.cfg_dim:
+            ctx.cfg_tokens = cfg_tokens.to(z.dtype).repeat_interleave(f, dim=0)
+        if timestep_cond is not None:
+            if self.time_cond_dim is None:
+                raise ValueError("this denoising net has no time_cond_proj (cfg.mode is not 'time_embed')")
+            timestep_cond = timestep_cond.to(device=z.device, dtype=z.dtype).repeat_interleave(f, dim=0)
+        out = self.unet(x, t, encoder_hidden_states=enc, timestep_cond=timestep_cond,
+                        cross_attention_kwargs={"fada_ctx": ctx}, return_dict=False)[0]
+        return out.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)

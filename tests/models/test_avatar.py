@@ -1,0 +1,211 @@
+"""AvatarNet: DESIGN §2 shapes for teacher and students, model_fn contract, teacher->student, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fada.config.model import AudioConfig, CFGConfig, ModelConfig, UNetConfig, VAEConfig
+from fada.errors import FadaError, MissingFileError
+from fada.models.attention import Bank
+from fada.models.avatar import AvatarNet, build_avatar_net
+
+from .test_nets import randomize_
+
+B, F, M, HW, C, WIN, MELS = 2, 4, 2, 16, 12, 2, 8
+FEAT = (2 * WIN + 1, 1, MELS)
+
+
+def tiny_cfg(mode="none", pretrained=None) -> ModelConfig:
+    return ModelConfig(
+        resolution=32, num_frames=F, motion_frames=M, attention_backend="sdpa",
+        vae=VAEConfig(kind="pixel", factor=2),
+        unet=UNetConfig(pretrained=pretrained, block_out_channels=[32, 64],
+                        down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+                        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"], layers_per_block=1,
+                        attention_head_dim=2, cross_attention_dim=32, norm_num_groups=8, temporal_heads=4,
+                        max_frames=8),
+        audio=AudioConfig(kind="mel", n_mels=MELS, window=WIN, n_tokens=4, hidden_dim=32),
+        cfg=CFGConfig(mode=mode, n_tokens=2),
+    )
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    return randomize_(build_avatar_net(tiny_cfg()), std=0.02).eval()
+
+
+def _inputs(b=B, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(z=torch.randn(b, C, F, HW, HW, generator=g), t=torch.tensor([10.0, 700.0, 400.0][:b]),
+                audio=torch.randn(b, F, *FEAT, generator=g), ref=torch.randn(b, C, HW, HW, generator=g),
+                motion=torch.randn(b, M, C, HW, HW, generator=g))
+
+
+def test_shapes_teacher(teacher):
+    x = _inputs()
+    assert teacher.latent_channels == C and teacher.audio_feature_shape == FEAT and not teacher.student
+    with torch.no_grad():
+        bank = teacher.encode_bank(x["ref"], x["motion"])
+        assert isinstance(bank, Bank) and bank.batch_size == B and bank.views == 1 + M
+        assert teacher.audio_tokens(x["audio"]).shape == (B, F, 4, 32)
+        eps = teacher(x["z"], x["t"], x["audio"], bank, torch.tensor([True, False]), torch.tensor([True, True]))
+        assert eps.shape == (B, C, F, HW, HW)
+        # first clip: no motion frames
+        bank0 = teacher.encode_bank(x["ref"], None)
+        assert bank0.views == 1
+        assert teacher(x["z"], x["t"], x["audio"], bank0).shape == eps.shape
+    with pytest.raises(ValueError, match="audio_features"):
+        teacher(x["z"], x["t"], x["audio"][:, :2], bank)
+
+
+def test_teacher_rejects_cfg_mode():
+    with pytest.raises(FadaError, match="cfg.mode"):
+        build_avatar_net(tiny_cfg("tokens"), student=False)
+
+
+@pytest.mark.parametrize("mode", ["tokens", "layer", "time_embed", "none"])
+def test_student_from_teacher_equals_teacher_at_init(teacher, mode):
+    student = AvatarNet.from_teacher(teacher, mode).eval()
+    assert student.student and student.cfg_mode == mode
+    x = _inputs()
+    scales = torch.tensor([[6.5, 2.0], [3.0, 1.5]])
+    with torch.no_grad():
+        bank = teacher.encode_bank(x["ref"], x["motion"])
+        want = teacher(x["z"], x["t"], x["audio"], bank)
+        got = student(x["z"], x["t"], x["audio"], student.encode_bank(x["ref"], x["motion"]),
+                      cfg_scales=scales if mode != "none" else None)
+    assert got.shape == (B, C, F, HW, HW)
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+    if mode != "none":
+        with pytest.raises(ValueError, match="cfg_scales"):
+            student(x["z"], x["t"], x["audio"], bank)
+
+
+def test_build_student_directly_and_count_parameters():
+    counts = {}
+    for mode in ["none", "tokens", "layer", "time_embed"]:
+        net = build_avatar_net(tiny_cfg(mode), student=True)
+        counts[mode] = {p: sum(q.numel() for q in getattr(net, p).parameters())
+                        for p in ("reference_net", "denoising_net", "audio_proj", "cfg")}
+    assert counts["none"]["cfg"] == 0 and counts["tokens"]["cfg"] == 3 * 2 * 32
+    assert counts["tokens"]["denoising_net"] == counts["layer"]["denoising_net"] > counts["none"]["denoising_net"]
+    assert counts["time_embed"]["denoising_net"] == counts["none"]["denoising_net"] + 256 * 32
+
+
+def test_model_fn_three_branch_batch(teacher):
+    x = _inputs()
+    with torch.no_grad():
+        bank = teacher.encode_bank(x["ref"], x["motion"])
+        fn = teacher.model_fn(bank, x["audio"])
+        on, off = torch.ones(B, dtype=torch.bool), torch.zeros(B, dtype=torch.bool)
+        z3 = torch.cat([x["z"]] * 3)
+        eps = fn(z3, torch.cat([x["t"]] * 3), torch.cat([on, off, off]), torch.cat([on, on, off]))
+        a = teacher(x["z"], x["t"], x["audio"], bank)
+        r = teacher(x["z"], x["t"], x["audio"], bank, keep_audio=off)
+        b = teacher(x["z"], x["t"], x["audio"], None, keep_audio=off)
+        assert torch.allclose(eps, torch.cat([a, r, b]), atol=1e-5)
+        assert (a - r).abs().max() > 1e-4 and (r - b).abs().max() > 1e-4
+        # scalar t and default masks, and the cached second call
+        assert torch.allclose(fn(x["z"], torch.tensor(10.0), None, None),
+                              teacher(x["z"], torch.tensor([10.0, 10.0]), x["audio"], bank), atol=1e-6)
+        assert torch.allclose(fn(z3, torch.cat([x["t"]] * 3), torch.cat([on, off, off]),
+                                 torch.cat([on, on, off])), eps)
+
+
+def test_keep_audio_false_is_zero_tokens(teacher):
+    x = _inputs()
+    tok = teacher.audio_tokens(x["audio"], torch.tensor([False, True]))
+    assert torch.equal(tok[0], torch.zeros_like(tok[0])) and tok[1].abs().sum() > 0
+
+
+def _outputs(net, x, scales=None):
+    with torch.no_grad():
+        bank = net.encode_bank(x["ref"], x["motion"])
+        return net(x["z"], x["t"], x["audio"], bank, torch.tensor([True, False]), None, scales)
+
+
+def test_save_load_round_trip_teacher_and_fast_student(teacher, tmp_path):
+    x = _inputs()
+    teacher.save_pretrained(tmp_path / "teacher")
+    loaded = AvatarNet.from_pretrained(tmp_path / "teacher", attention_backend="sdpa")
+    assert not loaded.student and torch.equal(_outputs(loaded, x), _outputs(teacher, x))
+
+    student = randomize_(AvatarNet.from_teacher(teacher, "tokens"), std=0.02).eval()
+    scales = torch.tensor([[6.5, 2.0], [4.0, 2.0]])
+    student.save_pretrained(tmp_path / "fast")
+    top = json.loads((tmp_path / "fast" / "avatar_config.json").read_text())
+    assert top["student"] and top["cfg_mode"] == "tokens"
+    s2 = AvatarNet.from_pretrained(tmp_path / "fast")
+    assert torch.equal(_outputs(s2, x, scales), _outputs(student, x, scales))
+    assert torch.equal(s2.cfg.tokens.gamma_a, student.cfg.tokens.gamma_a)
+    # no pickle anywhere
+    assert not list((tmp_path / "fast").rglob("*.bin")) and not list((tmp_path / "fast").rglob("*.pt"))
+    # fp16 export loads (as fp16 or cast back)
+    student.save_pretrained(tmp_path / "fast16", dtype=torch.float16)
+    s16 = AvatarNet.from_pretrained(tmp_path / "fast16")
+    assert torch.allclose(_outputs(s16, x, scales), _outputs(student, x, scales), atol=5e-2)
+
+
+def test_load_errors_name_the_file(teacher, tmp_path):
+    d = tmp_path / "m"
+    teacher.save_pretrained(d)
+    w = d / "denoising_net" / "model.safetensors"
+    good = w.read_bytes()
+    w.write_bytes(good[:1000])
+    with pytest.raises(FadaError, match=r"denoising_net/model\.safetensors") as e:
+        AvatarNet.from_pretrained(d)
+    assert "\n" not in str(e.value)
+    w.write_bytes(good)
+    a = d / "audio_proj" / "model.safetensors"
+    state = load_file(str(a))
+    key = sorted(state)[0]
+    state[key] = torch.zeros(*[s + 1 for s in state[key].shape])
+    save_file(state, str(a))
+    with pytest.raises(FadaError, match=r"audio_proj/model\.safetensors: .* has shape"):
+        AvatarNet.from_pretrained(d)
+    (d / "cfg" / "config.json").unlink()
+    with pytest.raises(MissingFileError, match=r"cfg/config\.json"):
+        AvatarNet.from_pretrained(d)
+    (d / "avatar_config.json").write_text("[]")
+    with pytest.raises(FadaError, match=r"avatar_config\.json"):
+        AvatarNet.from_pretrained(d)
+    with pytest.raises(MissingFileError):
+        AvatarNet.from_pretrained(tmp_path / "absent")
+
+
+def test_build_from_local_sd_folder(tmp_path):
+    from .test_nets import tiny_unet
+
+    plain = tiny_unet().eval()
+    plain.save_pretrained(tmp_path / "sd" / "unet", safe_serialization=True)
+    net = build_avatar_net(tiny_cfg(pretrained=str(tmp_path / "sd")))
+    want = dict(plain.named_parameters())["down_blocks.0.attentions.0.proj_in.weight"]
+    assert torch.equal(dict(net.reference_net.unet.named_parameters())["down_blocks.0.attentions.0.proj_in.weight"],
+                       want)
+    got = dict(net.denoising_net.unet.named_parameters())["down_blocks.0.attentions.0.spatial.proj_in.weight"]
+    assert torch.equal(got, want)
+    with pytest.raises(MissingFileError, match=r"unet/config\.json"):
+        build_avatar_net(tiny_cfg(pretrained=str(tmp_path)))
+
+
+def test_gradient_checkpointing_training_step(teacher):
+    import copy
+
+    net = copy.deepcopy(teacher).train()
+    net.enable_gradient_checkpointing()
+    x = _inputs()
+    bank = net.encode_bank(x["ref"], x["motion"])
+    eps = net(x["z"], x["t"], x["audio"], bank, torch.tensor([True, False]), torch.tensor([True, False]))
+    loss = (eps - torch.randn_like(eps)).square().mean()
+    loss.backward()
+    grads = {n: p.grad for n, p in net.named_parameters() if p.requires_grad}
+    assert all(g is not None for g in grads.values()), [n for n, g in grads.items() if g is None][:5]
+    frozen = {"reference_net." + n for n in net.frozen_reference_parameters}
+    assert frozen and all(not p.requires_grad for n, p in net.named_parameters() if n in frozen)
+    assert all(p.requires_grad for n, p in net.named_parameters() if n not in frozen)
+    net.disable_gradient_checkpointing()
