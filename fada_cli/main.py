@@ -223,6 +223,33 @@ def demo_cmd(
         run_stage("demo", out=out, quick=quick, ablations=ablations)
 
 
+@app.command("synth")
+def synth_cmd(
+    out_dir: Path = typer.Argument(..., help="Output folder: videos/clip_XXXX.mp4 and labels.json (the answer key)."),
+    count: int = typer.Option(60, "--count", "-n", help="Number of clips."),
+    size: int = typer.Option(128, "--size", help="Frame width = height in pixels (even, >= 64; faces need >= 96)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same corpus."),
+    defect_fraction: float = typer.Option(0.4, "--defect-fraction",
+                                          help="Share of clips with one defect: out_of_sync, blur, shaky, static "
+                                               "or no_face (in turn)."),
+    seconds: str = typer.Option("3:5", "--seconds", help="Clip length range MIN:MAX in seconds (or one number)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Parallel processes (default: all cores)."),
+):
+    """Write a labelled synthetic talking-head corpus: drawn faces speaking synthetic speech, as mp4 with audio.
+
+    A share of the clips carries a known defect; labels.json lists each clip's defects (curation never reads it).
+    """
+    with guard():
+        try:
+            parts = [float(x) for x in seconds.split(":")]
+        except ValueError:
+            raise FadaError(f"--seconds {seconds!r}: expected MIN:MAX, e.g. 3:5") from None
+        if len(parts) not in (1, 2):
+            raise FadaError(f"--seconds {seconds!r}: expected MIN:MAX, e.g. 3:5")
+        run_stage("synth", out=out_dir, count=count, size=size, seed=seed, defect_fraction=defect_fraction,
+                  seconds=(parts[0], parts[-1]), workers=workers)
+
+
 def main() -> None:
     # ``--debug`` must take effect before Typer parses anything else (errors while parsing need it too).
     STATE.debug = "--debug" in sys.argv[1:]

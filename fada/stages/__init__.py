@@ -1,0 +1,1 @@
+"""Stages: one ``run(...)`` per ``fada`` command; the CLI is a thin layer over these."""

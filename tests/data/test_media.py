@@ -1,0 +1,107 @@
+"""Video/audio I/O: mp4 (H.264 + AAC) round trips, probing, streaming, atomic writes, and clear errors."""
+
+import numpy as np
+import pytest
+
+from fada.data import media
+from fada.errors import FadaError
+
+SR = 16000
+
+
+def smooth_frames(n, h=96, w=128):
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    out = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        out[i, ..., 0] = 60 + 120 * xx / w
+        out[i, ..., 1] = 50 + 100 * yy / h
+        out[i, ..., 2] = 40 + 2 * i
+    return out
+
+
+def speechy(seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t)
+    return (0.4 * env * np.sin(2 * np.pi * 220 * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def test_mp4_round_trip_with_audio(tmp_path):
+    frames, audio = smooth_frames(50), speechy(2.0)
+    path = media.write_video(tmp_path / "a.mp4", frames, 25, audio=audio)
+    info = media.video_info(path)
+    assert (info.frames, info.fps, info.width, info.height, info.has_audio) == (50, 25.0, 128, 96, True)
+    assert info.duration == pytest.approx(2.0, abs=0.05)
+    back, fps = media.read_video(path)
+    assert back.shape == frames.shape and back.dtype == np.uint8 and fps == pytest.approx(25.0)
+    assert np.abs(back.astype(int) - frames).mean() < 3.0
+    got = media.read_audio_track(path, SR)
+    assert got.dtype == np.float32 and got.ndim == 1
+    assert abs(len(got) - len(audio)) / SR < 0.07  # within one AAC frame
+    n = min(len(got), len(audio))
+    assert np.corrcoef(got[:n], audio[:n])[0, 1] > 0.95
+    got8k = media.read_audio_track(path, 8000)  # resampled by PyAV
+    assert abs(len(got8k) / 8000 - 2.0) < 0.07
+
+
+def test_iter_video_chunks_matches_read_video(tmp_path):
+    path = media.write_video(tmp_path / "c.mp4", smooth_frames(23, 64, 64), 25)
+    whole, _ = media.read_video(path)
+    chunks = list(media.iter_video_chunks(path, chunk=10))
+    assert [len(c) for c in chunks] == [10, 10, 3]
+    assert np.array_equal(np.concatenate(chunks), whole)
+
+
+def test_streaming_writer_many_frames_and_atomic(tmp_path):
+    target = tmp_path / "long.mp4"
+    frame = smooth_frames(1, 64, 64)[0]
+    with media.VideoWriter(target, 25, (64, 64), audio=speechy(24.0), crf=30, preset="ultrafast") as w:
+        for i in range(600):
+            w.write(frame)
+        assert not target.exists()  # appears only when closed
+    info = media.video_info(target)
+    assert info.frames == 600 and info.has_audio
+    assert abs(len(media.read_audio_track(target)) / SR - 24.0) < 0.07
+
+
+def test_writer_error_leaves_nothing(tmp_path):
+    target = tmp_path / "bad.mp4"
+    with pytest.raises(ValueError):
+        with media.VideoWriter(target, 25, (64, 64)) as w:
+            w.write(smooth_frames(2, 64, 64))
+            w.write(np.zeros((32, 32, 3), np.uint8))  # wrong size
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_odd_size_is_a_clear_error(tmp_path):
+    with pytest.raises(FadaError, match="even"):
+        media.VideoWriter(tmp_path / "odd.mp4", 25, (65, 64))
+
+
+def test_corrupt_file_is_a_fada_error_naming_it(tmp_path):
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    for fn in (media.read_video, media.video_info, media.read_audio_track):
+        with pytest.raises(FadaError, match="corrupt.mp4"):
+            fn(bad)
+    with pytest.raises(FadaError, match="corrupt.mp4"):
+        next(media.iter_video_chunks(bad))
+
+
+def test_missing_file_and_no_audio_track(tmp_path):
+    with pytest.raises(FadaError, match="nope.mp4"):
+        media.read_video(tmp_path / "nope.mp4")
+    silent = media.write_video(tmp_path / "silent.mp4", smooth_frames(10, 64, 64), 25)
+    assert media.video_info(silent).has_audio is False
+    with pytest.raises(FadaError, match=r"silent.mp4: no audio track"):
+        media.read_audio_track(silent)
+
+
+def test_write_wav_and_read_audio(tmp_path):
+    audio = speechy(1.0)
+    path = media.write_wav(tmp_path / "s.wav", audio, SR)
+    back = media.read_audio(path, SR)
+    assert len(back) == len(audio) and np.abs(back - audio).max() < 1e-3
+    half = media.read_audio(path, 8000)
+    assert abs(len(half) - 8000) <= 2
+    assert [p.name for p in tmp_path.iterdir()] == ["s.wav"]
