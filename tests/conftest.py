@@ -9,6 +9,10 @@ os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Tiny models gain nothing from intra-op threads, and on a shared 2-core machine spinning threads slow
+# everything down many times over. Benchmarks, not tests, measure speed.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

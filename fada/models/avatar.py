@@ -189,9 +189,17 @@ class AvatarNet(nn.Module):
 
     def forward(self, z: Tensor, t: Tensor, audio_features: Tensor, bank: Optional[Bank],
                 keep_audio: Optional[Tensor] = None, keep_ref: Optional[Tensor] = None,
-                cfg_scales: Optional[Tensor] = None) -> Tensor:
+                cfg_scales: Optional[Tensor] = None, ref_latents: Optional[Tensor] = None,
+                motion_latents: Optional[Tensor] = None) -> Tensor:
         """z (B, C, F, h, w), t (B,) train timesteps (float), audio_features (B, F, 2w+1, L, D), bank (batch B) or
-        None, keep_audio / keep_ref (B,) bool (None = keep), cfg_scales (B, 2) for CFG students -> eps like z."""
+        None, keep_audio / keep_ref (B,) bool (None = keep), cfg_scales (B, 2) for CFG students -> eps like z.
+
+        Training passes ``ref_latents`` (B, C, h, w) and ``motion_latents`` (B, M, C, h, w) instead of a bank, so
+        that the ReferenceNet runs inside this forward (what DistributedDataParallel needs to sync its grads)."""
+        if ref_latents is not None:
+            if bank is not None:
+                raise ValueError("pass either bank or ref_latents, not both")
+            bank = self.encode_bank(ref_latents, motion_latents)
         if audio_features.shape[:2] != (z.shape[0], z.shape[2]):
             raise ValueError(f"audio_features (B, F, …) {tuple(audio_features.shape[:2])} do not match z "
                              f"(B, C, F, …) {tuple(z.shape)}")

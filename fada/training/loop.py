@@ -99,7 +99,7 @@ class MetricsLog:
 
 def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str | None = None, progress: bool = True,
           validate: Callable[[torch.nn.Module, int, Path], dict | None] | None = None,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None, extra_state: dict | None = None) -> TrainResult:
     """Run (or resume) training until ``cfg.max_steps``; ``stop_after`` ends the session early (tests, budgets)."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -189,7 +189,8 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
                     last_ckpt = save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
-                                                ema, generator, recipe_yaml, keep_last=cfg.keep_last)
+                                                ema, generator, recipe_yaml, extra=extra_state,
+                                                keep_last=cfg.keep_last)
             if validate is not None and cfg.validate_every and step % cfg.validate_every == 0 \
                     and accelerator.is_main_process:
                 out = validate(accelerator.unwrap_model(model), step, run_dir)

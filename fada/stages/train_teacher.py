@@ -1,0 +1,115 @@
+"""`fada train-teacher`: the dual-UNet teacher on the strict set A (paper §3.1, Eq. 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fada.config import recipe_to_yaml, save_resolved
+from fada.config.schema import TeacherRecipe
+from fada.errors import FadaError
+from fada.training import TrainResult, train
+
+
+class TeacherTask:
+    """What the shared loop needs: model, trainable parameters, data, and the Eq. 1 loss."""
+
+    def __init__(self, net, dataset, stage, dropout, use_audio: bool):
+        from fada.diffusion import sd15_alphas_cumprod
+        from fada.training.teacher import teacher_trainable
+
+        self.model, self._dataset = net, dataset
+        self.stage, self.dropout, self.use_audio = stage, dropout, use_audio
+        self.alphas_cumprod = sd15_alphas_cumprod()
+        self._trainable = teacher_trainable(net, stage)
+        if not self._trainable:
+            raise FadaError(f"teacher.stage: stage {stage} leaves nothing to train in this model")
+
+    def trainable_parameters(self):
+        return self._trainable
+
+    def dataset(self):
+        return self._dataset
+
+    def collate(self, items):
+        from fada.data.dataset import collate
+
+        return collate(items)
+
+    def loss(self, model, batch, generator):
+        from fada.training.teacher import teacher_loss
+
+        return teacher_loss(model, batch, generator, self.alphas_cumprod, self.dropout, self.use_audio)
+
+
+def build_data(recipe, frontend, vae, progress: bool = True):
+    """Curated clips of ``data.manifest`` → a resumable window dataset (shared with distillation)."""
+    from fada.data.dataset import ClipStore, ClipWindowDataset, read_manifest
+
+    if not recipe.data.manifest:
+        raise FadaError("data.manifest: not set; point it at the manifest written by `fada curate` "
+                        "(A.jsonl for the teacher, B.jsonl for distillation)")
+    m = recipe.model
+    rows = read_manifest(recipe.data.manifest)
+    cache = recipe.data.cache_dir or str(Path(recipe.train.output_dir) / "cache")
+    store = ClipStore(rows, vae, frontend, m.resolution, m.fps, cache, min_frames=m.num_frames + 1,
+                      progress=progress)
+    if len(store) < recipe.data.batch_size:
+        raise FadaError(f"{recipe.data.manifest}: {len(store)} usable clip(s), fewer than data.batch_size "
+                        f"{recipe.data.batch_size}")
+    return ClipWindowDataset(store, m.num_frames, m.motion_frames, recipe.train.seed)
+
+
+def load_init(net, path: str) -> None:
+    """Start from a checkpoint, a run folder (its latest checkpoint) or an exported model folder."""
+    from fada.training.checkpoint import latest_checkpoint, load_model_weights
+
+    p = Path(path)
+    if (p / "state.json").is_file():
+        load_model_weights(p, net, use_ema=True)
+        return
+    latest = latest_checkpoint(p)
+    if latest is not None:
+        load_model_weights(latest, net, use_ema=True)
+        return
+    if (p / "net").is_dir():  # an exported model folder (fada export)
+        from fada.models.avatar import AvatarNet
+
+        src = AvatarNet.from_pretrained(p / "net")
+        missing = net.load_state_dict(src.state_dict(), strict=False)
+        if missing.unexpected_keys:
+            raise FadaError(f"{p}: does not fit this model (e.g. {missing.unexpected_keys[0]})")
+        return
+    raise FadaError(f"{path}: not a checkpoint, run folder or exported model")
+
+
+def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    from fada.models.audio import build_audio_frontend
+    from fada.models.avatar import build_avatar_net
+    from fada.models.vae import build_vae
+    from fada.training.teacher import ConditionDropout
+
+    m, tcfg = recipe.model, recipe.teacher
+    if tcfg.stage == 1 and m.num_frames != 1:
+        raise FadaError("model.num_frames: stage 1 trains on single frames; set model.num_frames=1")
+    torch.manual_seed(recipe.train.seed)  # weight init: a fresh run is reproducible
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    vae = build_vae(m.vae, device=device)
+    frontend = build_audio_frontend(m.audio, device=device)
+    dataset = build_data(recipe, frontend, vae, progress)
+    net = build_avatar_net(m, student=False, latent_channels=vae.latent_channels,
+                           audio_feature_shape=frontend.feature_shape)
+    if tcfg.init_from:
+        load_init(net, tcfg.init_from)
+    if recipe.train.gradient_checkpointing:
+        net.enable_gradient_checkpointing()
+    out = Path(recipe.train.output_dir)
+    save_resolved(recipe, out)
+    dropout = ConditionDropout(tcfg.audio_drop, tcfg.ref_drop, tcfg.motion_zero)
+    task = TeacherTask(net, dataset, tcfg.stage, dropout, use_audio=tcfg.stage != 1)
+    result = train(task, recipe.train, batch_size=recipe.data.batch_size, recipe_yaml=recipe_to_yaml(recipe),
+                   progress=progress, stop_after=stop_after, extra_state={"kind": "teacher"})
+    if progress:
+        print(f"teacher: step {result.step}, checkpoint {result.last_checkpoint}")
+    return result

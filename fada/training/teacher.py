@@ -1,0 +1,68 @@
+"""The teacher's training objective (paper Eq. 1) with the condition dropout that teaches multi-CFG's branches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from fada.diffusion import add_noise
+
+
+@dataclass
+class ConditionDropout:
+    audio_drop: float
+    """P(audio dropped, reference kept): the ε_r branch of Eq. 9."""
+    ref_drop: float
+    """P(audio and reference dropped together): the ε_b branch."""
+    motion_zero: float
+    """P(motion frames zeroed), as for the first clip of a video."""
+
+    def sample(self, batch: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor, Tensor]:
+        """keep_audio, keep_ref, zero_motion: (B,) bool each."""
+        u = torch.rand(batch, generator=generator, device=device)
+        drop_both = u < self.ref_drop
+        drop_audio = drop_both | (u < self.ref_drop + self.audio_drop)
+        zero_motion = torch.rand(batch, generator=generator, device=device) < self.motion_zero
+        return ~drop_audio, ~drop_both, zero_motion
+
+
+def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alphas_cumprod: Tensor,
+                 dropout: ConditionDropout, use_audio: bool = True) -> tuple[Tensor, dict]:
+    """Eq. 1: L = ‖ε − ε_tea(z_t, t, c)‖² with t uniform on the 1000 train steps and z_t = √ᾱ_t x0 + √(1−ᾱ_t) ε.
+
+    ``batch``: x0 (B, C, F, h, w), ref (B, C, h, w), motion (B, M, C, h, w), audio (B, F, 2w+1, L, D).
+    ``use_audio`` False (stage 1) drops the audio of every sample.
+    """
+    x0 = batch["x0"]
+    B, device = x0.shape[0], x0.device
+    t = torch.randint(0, alphas_cumprod.shape[0], (B,), generator=generator, device=device)
+    eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+    z_t = add_noise(x0, eps, alphas_cumprod.to(device)[t])
+    keep_audio, keep_ref, zero_motion = dropout.sample(B, generator, device)
+    if not use_audio:
+        keep_audio = torch.zeros_like(keep_audio)
+    motion = batch["motion"]
+    if motion.shape[1] > 0:
+        motion = torch.where(zero_motion[:, None, None, None, None], torch.zeros_like(motion), motion)
+    pred = net(z_t, t.float(), batch["audio"], None, keep_audio=keep_audio, keep_ref=keep_ref,
+               ref_latents=batch["ref"], motion_latents=motion if motion.shape[1] > 0 else None)
+    loss = torch.nn.functional.mse_loss(pred.float(), eps.float())
+    return loss, {"keep_audio": float(keep_audio.float().mean()), "keep_ref": float(keep_ref.float().mean())}
+
+
+def teacher_trainable(net, stage) -> list[tuple[str, torch.nn.Parameter]]:
+    """Parameters trained in each stage (paper §3.1, following EMO/Loopy):
+    1: ReferenceNet + the denoising net's spatial layers (not audio, not temporal); 2: audio projection, audio
+    cross-attention and temporal layers; 'joint': everything (from-scratch CPU recipes)."""
+    frozen = {f"reference_net.{n}" for n in getattr(net, "frozen_reference_parameters", [])}
+    out = []
+    for name, p in net.named_parameters():
+        if name in frozen:
+            continue
+        is_audio = name.startswith("audio_proj.") or (name.startswith("denoising_net.") and ".attn2." in name)
+        is_temporal = name.startswith("denoising_net.") and ".temporal." in name
+        if stage == "joint" or (stage == 1 and not (is_audio or is_temporal)) or (stage == 2 and (is_audio or is_temporal)):
+            out.append((name, p))
+    return out
