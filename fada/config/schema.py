@@ -7,7 +7,7 @@ override the sizes so that everything runs on a CPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal, Optional
 
 from fada.config.model import ModelConfig, _f
@@ -63,8 +63,9 @@ class TrainConfig:
 
 @dataclass
 class TeacherConfig:
-    stage: Literal[1, 2] = 2
-    """1: single frames, ReferenceNet + spatial layers trainable; 2: clips, audio + temporal layers trainable."""
+    stage: Literal[1, 2, "joint"] = 2
+    """1: single frames, ReferenceNet + spatial layers trainable; 2: clips, audio + temporal layers trainable
+    (the rest frozen); 'joint': everything at once (the from-scratch CPU recipes)."""
     init_from: Optional[str] = _f(None, path="dir")
     """Checkpoint or model folder to start from (stage 2 starts from stage 1's output)."""
     audio_drop: float = _f(0.05, ge=0.0, le=1.0)
@@ -129,32 +130,45 @@ class DistillConfig:
 
 @dataclass
 class FilterThresholds:
+    """One threshold set of curation. Every score is measured so that its value means the same at any source
+    resolution (see fada.curation.scores); the defaults are the strict set."""
+
     min_sharpness: float = _f(60.0, ge=0.0)
-    """Variance of the Laplacian of the face crop (higher = sharper)."""
+    """Variance of the Laplacian of the grey face region resampled to 128x128 (higher = sharper; < ~50 looks soft)."""
     min_brightness: float = _f(40.0, ge=0.0, le=255.0)
-    """Mean luma lower bound."""
+    """Mean luma of the face region, lower bound (under-exposure)."""
     max_brightness: float = _f(220.0, ge=0.0, le=255.0)
-    """Mean luma upper bound."""
+    """Mean luma of the face region, upper bound (over-exposure)."""
     min_face_size: int = _f(256, ge=1)
-    """Smallest face box side in source pixels."""
+    """Smallest median face-box side in source pixels (a face smaller than the crop needs is upscaled)."""
     max_sync_offset: int = _f(2, ge=0)
-    """Largest |audio-video offset| in frames."""
-    min_sync_confidence: float = _f(0.3, ge=0.0)
-    """Smallest sync confidence."""
-    max_background_motion: float = _f(2.0, ge=0.0)
-    """Largest mean absolute frame difference outside the face region (0-255 scale)."""
-    min_mouth_motion: float = _f(0.5, ge=0.0)
-    """Smallest mouth-region motion (static faces fail)."""
-    max_head_motion: float = _f(0.08, ge=0.0)
-    """Largest head-box motion per frame, as a fraction of the box size."""
+    """Largest |audio-video offset| in frames (2 frames = 80 ms at 25 fps)."""
+    min_sync_confidence: float = _f(0.35, ge=0.0)
+    """Smallest weight-free sync confidence (peak minus median of the correlation-vs-offset curve). 0.35 is about
+    the 95th percentile of the same measure on mismatched audio (a noise floor) for 3-5 s clips."""
+    min_syncnet_confidence: float = _f(3.0, ge=0.0)
+    """Smallest SyncNet confidence (Sync-C), used instead of min_sync_confidence when curate.syncnet_weights is set."""
+    max_background_motion: float = _f(0.5, ge=0.0)
+    """Largest mean absolute grey-level change per frame outside the person (0-255 scale, frames at most 160 px
+    wide); a static, compressed background stays far below 0.5."""
+    min_mouth_motion: float = _f(0.08, ge=0.0)
+    """Smallest mean mouth-region motion (normalised grey levels per frame); a shut mouth reads about 0.05."""
+    max_head_motion: float = _f(0.01, ge=0.0)
+    """Largest mean face-centre motion per frame as a fraction of the face size (0.01 = a quarter face per second)."""
     sources: list[str] = _f([])
     """Allowed data-source tags (empty: any)."""
+
+
+def _lenient() -> FilterThresholds:
+    return FilterThresholds(min_sharpness=20.0, min_brightness=25.0, max_brightness=235.0, min_face_size=128,
+                            max_sync_offset=4, min_sync_confidence=0.25, min_syncnet_confidence=1.5,
+                            max_background_motion=2.0, min_mouth_motion=0.06, max_head_motion=0.03)
 
 
 @dataclass
 class CurateConfig:
     resolution: int = _f(512, ge=16)
-    """Square crop size of the curated clips."""
+    """Square crop size of the curated clips (even: H.264)."""
     fps: int = _f(25, ge=1)
     """Frame rate of the curated clips."""
     sample_rate: int = _f(16000, ge=8000)
@@ -167,19 +181,41 @@ class CurateConfig:
     """Extra margin around the detected face box, as a fraction of its size."""
     workers: int = _f(0, ge=0)
     """Parallel worker processes (0: number of cores)."""
+    detect_every: int = _f(5, ge=1)
+    """Run the face detector on every N-th output frame; boxes in between are interpolated and smoothed."""
+    max_face_gap: float = _f(0.5, gt=0.0)
+    """Seconds between face detections that end a face track (and so a clip)."""
+    sync_search: int = _f(15, ge=1)
+    """Audio-video offsets searched, in frames either way."""
     metadata: Optional[str] = _f(None, path="file")
     """Optional JSON/JSONL with per-video data-source tags."""
     syncnet_weights: Optional[str] = _f(None, path="file")
     """SyncNet weights (syncnet_v2.model); without them a weight-free sync measure is used."""
     strict: FilterThresholds = field(default_factory=FilterThresholds)
     """Thresholds of set A (teacher)."""
-    lenient: FilterThresholds = field(default_factory=lambda: FilterThresholds(
-        min_sharpness=20.0, min_brightness=25.0, max_brightness=235.0, min_face_size=128, max_sync_offset=5,
-        min_sync_confidence=0.1, max_background_motion=6.0, min_mouth_motion=0.2, max_head_motion=0.2))
-    """Thresholds of set B (student), looser than strict."""
+    lenient: FilterThresholds = field(default_factory=_lenient)
+    """Thresholds of set B (student): never stricter than strict, for every filter, so that A ⊆ B."""
 
     def check(self) -> list[str]:
-        return ["max_clip_seconds: must be >= min_clip_seconds"] if self.max_clip_seconds < self.min_clip_seconds else []
+        out = []
+        if self.max_clip_seconds < self.min_clip_seconds:
+            out.append("max_clip_seconds: must be >= min_clip_seconds")
+        if self.resolution % 2:
+            out.append(f"resolution: must be even (H.264), got {self.resolution}")
+        for level in ("strict", "lenient"):
+            t = getattr(self, level)
+            if t.min_brightness > t.max_brightness:
+                out.append(f"{level}.min_brightness: must be <= {level}.max_brightness ({t.max_brightness})")
+        for f in fields(FilterThresholds):
+            s, l = getattr(self.strict, f.name), getattr(self.lenient, f.name)
+            if f.name.startswith("min_") and l > s:
+                out.append(f"lenient.{f.name}: {l} is stricter than strict.{f.name} ({s}); set B must contain A")
+            elif f.name.startswith("max_") and l < s:
+                out.append(f"lenient.{f.name}: {l} is stricter than strict.{f.name} ({s}); set B must contain A")
+        if self.lenient.sources and not (self.strict.sources and set(self.strict.sources) <= set(self.lenient.sources)):
+            out.append(f"lenient.sources: {self.lenient.sources} must include every strict source "
+                       f"({self.strict.sources or 'any'}); set B must contain A")
+        return out
 
 
 @dataclass

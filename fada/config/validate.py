@@ -103,6 +103,10 @@ def _coerce(tp, value, key: str, problems: list[str]):
             return _coerce(args[0], value, key, problems)
     if origin is Literal:
         choices = get_args(tp)
+        if isinstance(value, bool) and value not in choices:
+            # YAML 1.1 reads off/no/false (on/yes/true) as booleans: map them back to a string choice
+            words = ("on", "yes", "true") if value else ("off", "no", "false")
+            value = next((c for c in choices if isinstance(c, str) and c.lower() in words), value)
         if value not in choices:
             hint = suggest(str(value), [str(c) for c in choices])
             problems.append(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")

@@ -48,17 +48,26 @@ class FaceDetector:
             raise FadaError(f"{path}: OpenCV could not load the face cascade")
         self.min_size, self.scale_factor, self.min_neighbors = min_size, scale_factor, min_neighbors
 
-    def detect(self, image: np.ndarray) -> Box | None:
-        """``image``: uint8 RGB (H,W,3), RGBA or grayscale (H,W). Returns the largest face or None."""
+    def detect_all(self, image: np.ndarray) -> list[Box]:
+        """Every face candidate, largest first. ``image``: uint8 RGB (H,W,3), RGBA or grayscale (H,W).
+
+        Histogram equalisation helps dim, flat footage but loses some well-exposed faces: when it finds
+        nothing, the plain grey image is tried too."""
         gray = to_gray(image)
-        gray = cv2.equalizeHist(gray)
         side = max(12, int(self.min_size * min(gray.shape[:2])))
-        faces = self.cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                              minSize=(side, side))
-        if len(faces) == 0:
-            return None
-        x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-        return Box(float(x), float(y), float(w), float(h))
+        faces = ()
+        for g in (cv2.equalizeHist(gray), gray):
+            faces = self.cascade.detectMultiScale(g, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                                  minSize=(side, side))
+            if len(faces):
+                break
+        boxes = [Box(float(x), float(y), float(w), float(h)) for x, y, w, h in faces]
+        return sorted(boxes, key=lambda b: -b.w * b.h)
+
+    def detect(self, image: np.ndarray) -> Box | None:
+        """The largest face, or None."""
+        faces = self.detect_all(image)
+        return faces[0] if faces else None
 
     def track(self, frames: np.ndarray, every: int = 1) -> list[Box | None]:
         """Detect on every ``every``-th frame of (T,H,W,3); frames in between take the nearest detection's box."""

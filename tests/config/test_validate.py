@@ -74,3 +74,14 @@ def test_model_config_checks():
     assert "vae.path: required when kind is 'sd'" in text
     assert "resolution: 36 is not a multiple of the VAE downsampling 8" in text
     assert "vae_extra: unknown key" in text
+
+
+def test_yaml_booleans_map_back_to_string_choices():
+    @dataclass
+    class M:
+        mode: Literal["off", "fixed"] = "fixed"
+        precision: Literal["no", "bf16"] = "bf16"
+
+    assert from_dict(M, {"mode": False, "precision": False}) == M("off", "no")
+    with pytest.raises(ConfigError):
+        from_dict(M, {"mode": True})
