@@ -24,6 +24,7 @@ from .perflow import (
     PeRFlowScheduler,
     PeRFlowSchedulerOutput,
     PerflowWindow,
+    implied_endpoint,
     perflow_step,
     perflow_target,
     perflow_window,
@@ -33,6 +34,7 @@ from .perflow import (
     student_input,
     window_coefficients,
     window_of,
+    velocity_weight,
     window_target,
 )
 from .schedule import (
@@ -52,7 +54,7 @@ __all__ = [
     "MIXED_MODES", "ground_truth_endpoint", "mixed_weight", "mixed_loss", "per_sample_mse",
     "PeRFlowScheduler", "PeRFlowSchedulerOutput", "PerflowWindow", "perflow_window", "perflow_target",
     "perflow_step", "sample_perflow", "sample_t", "step_times", "student_input", "window_coefficients",
-    "window_of", "window_target",
+    "window_of", "window_target", "implied_endpoint", "velocity_weight",
     "NUM_TRAIN_TIMESTEPS", "make_alphas_cumprod", "sd15_alphas_cumprod", "t_to_index", "alpha_bar",
     "ab_at_index", "add_noise",
 ]

@@ -129,15 +129,38 @@ def perflow_step(z: Tensor, eps: Tensor, t_c, t_next, K: int, alphas_cumprod: Te
     """
     t_c = torch.as_tensor(t_c, dtype=torch.float64, device=z.device)
     t_next = torch.as_tensor(t_next, dtype=torch.float64, device=z.device)
-    t_s, t_e = window_of(t_c, K)
-    ac = alphas_cumprod.to(z.device)
-    lam, eta = window_coefficients(alpha_bar(t_s, ac).double(), alpha_bar(t_e, ac).double())
-    d = lam * (t_c - t_s) + (t_e - t_c)
-    lam_t, eta_t = lam * (t_e - t_s) / d, eta * (t_e - t_c) / d
+    _, t_e = window_of(t_c, K)
     zf = z.float()
-    z_e = expand_as_batch(lam_t.float(), z) * zf + expand_as_batch(eta_t.float(), z) * eps.float()
+    z_e = implied_endpoint(z, eps, t_c, K, alphas_cumprod)
     rate = expand_as_batch(((t_next - t_c) / (t_e - t_c)).float(), z)
     return (zf + rate * (z_e - zf)).to(z.dtype)
+
+
+def implied_endpoint_coefficients(t_c, K: int, alphas_cumprod: Tensor) -> tuple[Tensor, Tensor]:
+    """(λ_t, η_t) with ẑ_e = λ_t·z_t + η_t·ε for a point z_t on the window line at t_c (DESIGN §5 step 5):
+    D = λ(t_c−t_s) + (t_e−t_c), λ_t = λ(t_e−t_s)/D, η_t = η(t_e−t_c)/D. float64, shape of t_c."""
+    t_c = torch.as_tensor(t_c, dtype=torch.float64)
+    t_s, t_e = window_of(t_c, K)
+    ac = alphas_cumprod.to(t_c.device)
+    lam, eta = window_coefficients(alpha_bar(t_s, ac).double(), alpha_bar(t_e, ac).double())
+    d = lam * (t_c - t_s) + (t_e - t_c)
+    return lam * (t_e - t_s) / d, eta * (t_e - t_c) / d
+
+
+def implied_endpoint(z: Tensor, eps: Tensor, t_c, K: int, alphas_cumprod: Tensor) -> Tensor:
+    """The window end ẑ_e a predicted ε implies for the point z at time t_c (inverts Eq. 3–4); float32."""
+    lam_t, eta_t = implied_endpoint_coefficients(torch.as_tensor(t_c, device=z.device), K, alphas_cumprod)
+    return expand_as_batch(lam_t.float(), z) * z.float() + expand_as_batch(eta_t.float(), z) * eps.float()
+
+
+def velocity_weight(t, K: int, alphas_cumprod: Tensor) -> Tensor:
+    """w(t) with ‖v_θ − v̂‖² = w(t)·‖ε_θ − ε̂‖² on the window line: the velocity v = (ẑ_e − z_t)/(t_e − t) is
+    affine in ε with slope η_t/(t_e − t), so a velocity-target loss is the ε loss weighted by (η_t/(t_e − t))².
+    Used by the plain rectified-flow baseline (one window, velocity target)."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    _, t_e = window_of(t, K)
+    _, eta_t = implied_endpoint_coefficients(t, K, alphas_cumprod)
+    return (eta_t / (t_e - t)).pow(2)
 
 
 def sample_perflow(eps_fn: EpsFn, z: Tensor, n_steps: int, alphas_cumprod: Tensor, K: int = 4,

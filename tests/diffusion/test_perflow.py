@@ -162,3 +162,33 @@ def test_scheduler_add_noise_and_round_trip(tmp_path, ac, gen):
     other = PeRFlowScheduler(num_windows=2)
     other.save_pretrained(tmp_path / "k2")
     assert PeRFlowScheduler.from_pretrained(tmp_path / "k2").config.num_windows == 2
+
+
+def test_implied_endpoint_inverts_the_window_target():
+    """A student predicting ε̂ exactly at any point of the window line implies the window end ẑ_e."""
+    from fada.diffusion import implied_endpoint, perflow_target, perflow_window, sd15_alphas_cumprod
+
+    ac = sd15_alphas_cumprod()
+    g = torch.Generator().manual_seed(3)
+    x0, eps, z_e = (torch.randn(5, 2, 3, generator=g) for _ in range(3))
+    t = torch.tensor([0.99, 0.8, 0.6, 0.3, 0.1])
+    w = perflow_window(x0, eps, t, 4, ac)
+    z_t, eps_hat = perflow_target(w, z_e)
+    torch.testing.assert_close(implied_endpoint(z_t, eps_hat, t, 4, ac), z_e, rtol=1e-4, atol=1e-4)
+
+
+def test_velocity_weight_turns_eps_error_into_velocity_error():
+    """Independent check: v = (ẑ_e − z_t)/(t_e − t) computed from two ε predictions at the same z_t."""
+    from fada.diffusion import implied_endpoint, sd15_alphas_cumprod, velocity_weight, window_of
+
+    ac = sd15_alphas_cumprod()
+    g = torch.Generator().manual_seed(4)
+    z, e1, e2 = (torch.randn(3, 6, generator=g) for _ in range(3))
+    t = torch.tensor([0.9, 0.5, 0.2])
+    K = 1
+    _, t_e = window_of(t, K)
+    v1 = (implied_endpoint(z, e1, t, K, ac) - z) / (t_e - t).float()[:, None]
+    v2 = (implied_endpoint(z, e2, t, K, ac) - z) / (t_e - t).float()[:, None]
+    lhs = (v1 - v2).pow(2).sum(1)
+    rhs = velocity_weight(t, K, ac).float() * (e1 - e2).pow(2).sum(1)
+    torch.testing.assert_close(lhs, rhs, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,126 @@
+"""The distillation objective (paper §3.1–3.3; DESIGN §5–7): PeRFlow targets from the frozen teacher, the
+ground-truth target of adaptive mixed supervision, and multi-CFG distillation into the student's CFG conditioning.
+
+One training step, per sample:
+  t → window (t_e, t_s], z_s on the data marginal                                  (DESIGN §5 step 1)
+  ẑ_e = N-step DDIM of the teacher from t_s to t_e, no gradients                   (Eq. 2)
+        Balanced: guidance 1 on the student's own dropped conditions
+        Fast:     multi-CFG (Eq. 9) at scales drawn per sample; the student is told the scales (Eq. 10)
+  z_t, ε̂ = perflow_target(ẑ_e);  z*_t, ε* = perflow_target(z_e)                   (Eq. 3–4, Eq. 6)
+  L = mean(L_distill + W(R)·L_GT), R = L_GT / L_distill                            (Eq. 5, 7, 8)
+The two student passes run as one batch of 2B (one forward: cheaper, and what DDP needs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from fada.diffusion import (DISTILLED_GUIDANCE, Guidance, conditional, ddim_solve, ground_truth_endpoint, guided,
+                            mixed_loss, per_sample_mse, perflow_target, perflow_window, sample_t, velocity_weight)
+from fada.training.teacher import ConditionDropout
+
+
+@dataclass
+class DistillSettings:
+    variant: str                      # balanced | fast | rflow
+    num_windows: int                  # K (rflow: 1)
+    solver_steps: int                 # teacher DDIM steps per window
+    cfg_audio_range: tuple[float, float]
+    cfg_ref_range: tuple[float, float]
+    dropout: ConditionDropout         # Balanced: the student's own condition dropout
+    mixed_mode: str
+    mixed_kwargs: dict
+    student_cfg_mode: str             # none | time_embed | layer | tokens
+
+    @classmethod
+    def from_config(cls, d, cfg_mode: str) -> "DistillSettings":
+        m = d.mixed
+        return cls(variant=d.variant, num_windows=1 if d.variant == "rflow" else d.num_windows,
+                   solver_steps=d.solver_steps, cfg_audio_range=tuple(d.cfg_audio_range),
+                   cfg_ref_range=tuple(d.cfg_ref_range),
+                   dropout=ConditionDropout(d.audio_drop, d.ref_drop, 0.0),
+                   mixed_mode=m.mode, mixed_kwargs=dict(s=m.s, w0=m.w0, r_peak=m.r_peak, r_dead=m.r_dead, fixed=m.fixed),
+                   student_cfg_mode=cfg_mode)
+
+    @property
+    def guided_teacher(self) -> bool:
+        """Fast (and the one-window RFlow baseline) distil the multi-CFG teacher; Balanced the guidance-1 one."""
+        return self.variant in ("fast", "rflow")
+
+
+def sample_scales(batch: int, s: DistillSettings, generator: torch.Generator, device) -> Tensor:
+    """(B, 2) = (cfg_a, cfg_r) per sample, uniform over the recipe ranges; fixed at the paper's CFG-distilled
+    defaults when the student cannot be told the scales (cfg mode 'none')."""
+    if s.student_cfg_mode == "none":
+        return torch.tensor([[DISTILLED_GUIDANCE.cfg_a, DISTILLED_GUIDANCE.cfg_r]], device=device).expand(batch, 2)
+    u = torch.rand(batch, 2, generator=generator, device=device)
+    lo = torch.tensor([s.cfg_audio_range[0], s.cfg_ref_range[0]], device=device)
+    hi = torch.tensor([s.cfg_audio_range[1], s.cfg_ref_range[1]], device=device)
+    return lo + u * (hi - lo)
+
+
+@torch.no_grad()
+def teacher_endpoint(teacher, batch: dict[str, Tensor], w, s: DistillSettings, alphas_cumprod: Tensor,
+                     keep_audio: Tensor, keep_ref: Tensor, scales: Tensor | None) -> Tensor:
+    """Eq. 2: ẑ_e = Φ(z_s, t_s → t_e) by N DDIM steps of the frozen teacher (three Eq. 9 branches as one batch
+    when guided)."""
+    motion = batch["motion"] if batch["motion"].shape[1] > 0 else None
+    bank = teacher.encode_bank(batch["ref"], motion)
+    model_fn = teacher.model_fn(bank, batch["audio"])
+    if scales is not None:
+        eps_fn = guided(model_fn, Guidance(scales[:, 0], scales[:, 1]), keep_audio, keep_ref)
+    else:
+        eps_fn = conditional(model_fn, keep_audio, keep_ref)
+    return ddim_solve(eps_fn, w.z_s, w.index_s, w.index_e, s.solver_steps, alphas_cumprod)
+
+
+def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Generator, alphas_cumprod: Tensor,
+                 s: DistillSettings) -> tuple[Tensor, dict]:
+    x0 = batch["x0"]
+    B, device = x0.shape[0], x0.device
+    ac = alphas_cumprod.to(device)
+    t = sample_t(B, generator, device)
+    eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+    w = perflow_window(x0, eps, t, s.num_windows, ac)
+
+    if s.guided_teacher:
+        keep_audio = keep_ref = torch.ones(B, dtype=torch.bool, device=device)
+        scales = sample_scales(B, s, generator, device)
+    else:
+        keep_audio, keep_ref, _ = s.dropout.sample(B, generator, device)
+        scales = None
+    z_hat_e = teacher_endpoint(teacher, batch, w, s, ac, keep_audio, keep_ref, scales)
+    z_t, eps_hat = perflow_target(w, z_hat_e)
+
+    use_gt = s.mixed_mode != "off"
+    if use_gt:
+        z_gt, eps_gt = perflow_target(w, ground_truth_endpoint(x0, eps, w.ab_e))
+        z_in, target = torch.cat([z_t, z_gt]), torch.cat([eps_hat, eps_gt])
+    else:
+        z_in, target = z_t, eps_hat
+    rep = 2 if use_gt else 1
+
+    def tile(x):
+        return None if x is None else torch.cat([x] * rep)
+
+    motion = batch["motion"] if batch["motion"].shape[1] > 0 else None
+    student_scales = tile(scales) if s.student_cfg_mode != "none" else None
+    pred = student(z_in, tile(w.timestep), tile(batch["audio"]), None, keep_audio=tile(keep_audio),
+                   keep_ref=tile(keep_ref), cfg_scales=student_scales, ref_latents=tile(batch["ref"]),
+                   motion_latents=tile(motion))
+    per = per_sample_mse(pred, target)
+    if s.variant == "rflow":  # velocity target: the ε error rescaled to the velocity error (see velocity_weight)
+        per = per * tile(velocity_weight(w.t, s.num_windows, ac).to(per.dtype))
+    l_distill = per[:B]
+    if not use_gt:
+        total = l_distill.mean()
+        return total, {"l_distill": float(l_distill.mean().detach())}
+    l_gt = per[B:]
+    total, stats = mixed_loss(l_distill, l_gt, s.mixed_mode, **s.mixed_kwargs)
+    r = stats["ratio"].float()
+    return total, {"l_distill": float(l_distill.mean().detach()), "l_gt": float(l_gt.mean().detach()),
+                   "w_mean": float(stats["w_mean"]), "w_zero_frac": float(stats["w_zero_frac"]),
+                   "r_median": float(r.median()), "r_min": float(r.min()), "r_max": float(r.max())}
