@@ -63,7 +63,7 @@ def test_resume_equals_uninterrupted(teacher, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
-def test_fast_teacher_endpoint_is_eq9_of_three_branches(teacher):
+def test_fast_teacher_endpoint_is_eq9_of_three_branches(teacher, tmp_path):
     """The batched, per-sample-scaled teacher solve equals an independent one built from three separate passes."""
     from fada.data.dataset import collate
     from fada.diffusion import ddim_step, perflow_window, sample_t, sd15_alphas_cumprod, solve_indices
@@ -73,7 +73,7 @@ def test_fast_teacher_endpoint_is_eq9_of_three_branches(teacher):
     from fada.stages.train_teacher import build_data
     from fada.training.distill import DistillSettings, teacher_endpoint
 
-    r = recipe(teacher, "unused")
+    r = recipe(teacher, tmp_path / "run")
     vae, fe = build_vae(r.model.vae), build_audio_frontend(r.model.audio)
     net = load_teacher(r, vae.latent_channels, fe.feature_shape)
     batch = collate([build_data(r, fe, vae, progress=False)[(i, 0)] for i in range(2)])

@@ -1,0 +1,373 @@
+"""Model folders: what ``fada export`` writes and ``fada generate --model DIR`` loads, with no recipe.
+
+Layout (safetensors and JSON only; nothing is ever unpickled)::
+
+    fada_model.json                  format, version, kind (teacher | balanced | fast), variant, the model config
+                                     (ModelConfig dict), sampler + steps + num_windows, CFG defaults, cfg_mode,
+                                     latent channels, audio feature shape, VAE {kind, path | "vae" when copied},
+                                     the audio front end's config, dtype, where it came from
+    net/                             AvatarNet.save_pretrained (avatar_config.json + one config.json and
+                                     model.safetensors per part), in the exported dtype
+    scheduler/scheduler_config.json  PeRFlowScheduler (students) or diffusers DDIMScheduler (teacher) config;
+                                     the SD1.5 noise schedule is read back from it
+    vae/                             optional copy of the SD1.5 VAE (config.json + safetensors); otherwise
+                                     fada_model.json references the SD folder by absolute path
+
+wav2vec2 is referenced by absolute path (it is large); the weight-free pixel codec and log-mel front end need no
+files. Loading checks every file against the others (latent channels, audio feature shape, CFG mode, tensor
+shapes) and names the file that is wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from fada.config.model import ModelConfig
+from fada.config.validate import from_dict, to_dict
+from fada.diffusion import DISTILLED_GUIDANCE, TEACHER_GUIDANCE, make_alphas_cumprod
+from fada.errors import ConfigError, FadaError, MissingFileError
+
+FORMAT = "fada-model"
+VERSION = 1
+SPEC_NAME = "fada_model.json"
+NET_DIR = "net"
+SCHEDULER_DIR = "scheduler"
+SCHEDULER_CONFIG = "scheduler_config.json"
+VAE_DIR = "vae"
+KINDS = ("teacher", "balanced", "fast")
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+TEACHER_STEPS = 25
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    for k, v in DTYPES.items():
+        if v == dtype:
+            return k
+    raise ValueError(f"unsupported dtype {dtype}")
+
+
+def default_guidance(kind: str, cfg_mode: str) -> tuple[float, float]:
+    """(cfg_audio, cfg_ref) of paper §4.1: 6.5/2.5 without CFG distillation, 6.5/2.0 for CFG-distilled models."""
+    g = DISTILLED_GUIDANCE if kind == "fast" and cfg_mode != "none" else TEACHER_GUIDANCE
+    return float(g.cfg_a), float(g.cfg_r)
+
+
+def supported_modes(kind: str, cfg_mode: str) -> tuple[str, ...]:
+    """Modes a folder of this kind can run. A Fast net without CFG conditioning is an ordinary conditional
+    student, so it can also run Balanced-style multi-CFG; one told the scales (tokens, layer, time_embed) cannot."""
+    if kind == "fast" and cfg_mode == "none":
+        return ("fast", "balanced")
+    return (kind,)
+
+
+@dataclass
+class ModelSpec:
+    """Everything ``fada_model.json`` and ``scheduler/`` say about a model folder (no weights loaded)."""
+
+    root: Path
+    kind: str
+    variant: str
+    model: ModelConfig
+    sampler: str                      # "ddim" (teacher) | "perflow" (students)
+    steps: int
+    num_windows: int                  # PeRFlow windows K (0 for the DDIM teacher)
+    cfg_audio: float
+    cfg_ref: float
+    cfg_mode: str
+    latent_channels: int
+    audio_feature_shape: tuple[int, int, int]
+    dtype: str
+    vae_path: Optional[Path]          # SD root holding vae/ (the model folder itself when copied)
+    alphas_cumprod: torch.Tensor = field(repr=False, default=None)
+    source: dict = field(default_factory=dict)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return supported_modes(self.kind, self.cfg_mode)
+
+    @property
+    def spec_file(self) -> Path:
+        return self.root / SPEC_NAME
+
+
+def spec_for(net, model_cfg: ModelConfig, kind: str, steps: Optional[int] = None, num_windows: int = 4,
+             root=None) -> ModelSpec:
+    """The ModelSpec a folder exported from ``net`` would have, without writing it (benchmarks, the demo, eval
+    build pipelines in memory with it)."""
+    from fada.diffusion import sd15_alphas_cumprod
+
+    if kind not in KINDS:
+        raise FadaError(f"model kind {kind!r} is not one of {', '.join(KINDS)}")
+    cfg_a, cfg_r = default_guidance(kind, net.cfg_mode)
+    p = next(net.parameters())
+    vae_path = Path(model_cfg.vae.path) if model_cfg.vae.kind == "sd" and model_cfg.vae.path else None
+    return ModelSpec(root=Path(root) if root else Path("<memory>"), kind=kind, variant=kind, model=model_cfg,
+                     sampler="ddim" if kind == "teacher" else "perflow",
+                     steps=int(steps or (TEACHER_STEPS if kind == "teacher" else 6)),
+                     num_windows=0 if kind == "teacher" else int(num_windows), cfg_audio=cfg_a, cfg_ref=cfg_r,
+                     cfg_mode=net.cfg_mode, latent_channels=net.latent_channels,
+                     audio_feature_shape=tuple(net.audio_feature_shape), dtype=dtype_name(p.dtype),
+                     vae_path=vae_path, alphas_cumprod=sd15_alphas_cumprod())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# writing
+
+
+def _scheduler_config(kind: str, num_windows: int) -> tuple[object, str]:
+    if kind == "teacher":
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                             beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+                             steps_offset=1, prediction_type="epsilon"), "ddim"
+    from fada.diffusion import PeRFlowScheduler
+
+    return PeRFlowScheduler(num_windows=int(num_windows)), "perflow"
+
+
+def _copy_vae(sd_root: Path, dest: Path) -> bool:
+    """Copy ``<sd_root>/vae`` (config.json + safetensors only) to ``dest``; False when there is nothing safe."""
+    src = sd_root / "vae"
+    weights = sorted(src.glob("*.safetensors")) + sorted(src.glob("*.safetensors.index.json"))
+    if not (src / "config.json").is_file() or not weights:
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "config.json", dest / "config.json")
+    for w in weights:
+        shutil.copy2(w, dest / w.name)
+    return True
+
+
+def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: Optional[str] = None,
+                       steps: Optional[int] = None, num_windows: int = 4, dtype: str = "fp16",
+                       copy_vae: bool = True, source: Optional[dict] = None, log=print) -> Path:
+    """Write a model folder for ``net`` (an AvatarNet) atomically (assembled beside ``out``, then renamed).
+
+    kind: teacher | balanced | fast. steps: default sampler steps (teacher 25, students the recipe's 6).
+    An existing ``out`` is replaced only when it is itself a model folder (or empty).
+    """
+    if kind not in KINDS:
+        raise FadaError(f"model kind {kind!r} is not one of {', '.join(KINDS)}")
+    if dtype not in DTYPES:
+        raise FadaError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    if kind == "teacher" and net.student:
+        raise FadaError("a teacher model folder needs a teacher net (this one is a student)")
+    if kind != "teacher" and not net.student:
+        raise FadaError(f"a {kind} model folder needs a student net (this one is a teacher)")
+    out = Path(out).expanduser()
+    if out.exists():
+        if not out.is_dir():
+            raise FadaError(f"{out}: exists and is not a folder")
+        if any(out.iterdir()) and not (out / SPEC_NAME).is_file():
+            raise FadaError(f"{out}: exists and is not a model folder; choose another --out")
+    steps = int(steps or (TEACHER_STEPS if kind == "teacher" else 6))
+    if kind != "teacher" and steps < num_windows:
+        raise FadaError(f"{steps} steps < {num_windows} PeRFlow windows: PeRFlow needs a step per window")
+    cfg_a, cfg_r = default_guidance(kind, net.cfg_mode)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        net.save_pretrained(tmp / NET_DIR, dtype=DTYPES[dtype])
+        sched, sampler = _scheduler_config(kind, num_windows)
+        sched.save_pretrained(str(tmp / SCHEDULER_DIR))
+
+        mdict = to_dict(copy.deepcopy(model_cfg))
+        mdict["unet"]["pretrained"] = None  # the weights are in net/; the SD UNet folder is not needed any more
+        vae_entry: dict = {"kind": model_cfg.vae.kind}
+        if model_cfg.vae.kind == "sd":
+            sd_root = Path(model_cfg.vae.path).expanduser().resolve()
+            if copy_vae and _copy_vae(sd_root, tmp / VAE_DIR):
+                vae_entry["path"] = VAE_DIR
+                log(f"copied the SD VAE from {sd_root / 'vae'} into {out / VAE_DIR}")
+            else:
+                vae_entry["path"] = str(sd_root)
+                log(f"the SD VAE is referenced by path: {sd_root} (not copied)")
+            vae_entry["scaling_factor"] = float(model_cfg.vae.scaling_factor)
+        else:
+            vae_entry["factor"] = int(model_cfg.vae.factor)
+        mdict["vae"]["path"] = None
+        audio = to_dict(model_cfg.audio)
+        if model_cfg.audio.kind == "wav2vec2":
+            audio["path"] = str(Path(model_cfg.audio.path).expanduser().resolve())
+            log(f"wav2vec2 is referenced by path: {audio['path']} (not copied: it is large)")
+        mdict["audio"]["path"] = None
+        spec = {
+            "format": FORMAT, "version": VERSION, "kind": kind, "variant": variant or kind,
+            "model": mdict,
+            "sampler": {"name": sampler, "steps": steps, "num_windows": 0 if kind == "teacher" else int(num_windows)},
+            "guidance": {"cfg_audio": cfg_a, "cfg_ref": cfg_r},
+            "cfg_mode": net.cfg_mode,
+            "latent_channels": int(net.latent_channels),
+            "audio_feature_shape": list(net.audio_feature_shape),
+            "vae": vae_entry,
+            "audio": audio,
+            "dtype": dtype,
+            "source": source or {},
+        }
+        (tmp / SPEC_NAME).write_text(json.dumps(spec, indent=2) + "\n")
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / "x")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading
+
+
+def _need(data: dict, key: str, types, where: Path):
+    if key not in data:
+        raise FadaError(f"{where}: missing key {key!r}")
+    v = data[key]
+    if not isinstance(v, types) or (isinstance(v, bool) and types is int):
+        raise FadaError(f"{where}: {key!r} has the wrong type ({type(v).__name__})")
+    return v
+
+
+def read_spec(root) -> ModelSpec:
+    """Read and cross-check ``fada_model.json``, ``scheduler/`` and ``net/avatar_config.json`` (no weights)."""
+    from fada.models.loading import read_json
+
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise MissingFileError(root, "model folder")
+    spec_file = root / SPEC_NAME
+    if not spec_file.is_file():
+        if (root / "state.json").is_file() or any(root.glob("step-*/state.json")):
+            raise FadaError(f"{root} is a training checkpoint, not a model folder; "
+                            f"export it first: fada export {root} --out MODEL_DIR")
+        raise MissingFileError(spec_file, "model spec", "not a model folder written by `fada export`")
+    data = read_json(spec_file, "model spec")
+    if data.get("format") != FORMAT:
+        raise FadaError(f"{spec_file}: not a FADA model folder spec (format {data.get('format')!r})")
+    if int(data.get("version", -1)) > VERSION:
+        raise FadaError(f"{spec_file}: format version {data.get('version')} is newer than this fada ({VERSION})")
+    kind = _need(data, "kind", str, spec_file)
+    if kind not in KINDS:
+        raise FadaError(f"{spec_file}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    sampler = _need(data, "sampler", dict, spec_file)
+    guidance = _need(data, "guidance", dict, spec_file)
+    vae = _need(data, "vae", dict, spec_file)
+    audio = _need(data, "audio", dict, spec_file)
+    mdict = copy.deepcopy(_need(data, "model", dict, spec_file))
+
+    # paths: the copied VAE lives in the folder; referenced ones are absolute
+    vae_path = None
+    if vae.get("kind") == "sd":
+        p = vae.get("path")
+        if not isinstance(p, str) or not p:
+            raise FadaError(f"{spec_file}: vae.path is missing for an SD VAE")
+        vdir = root / p if not os.path.isabs(p) else Path(p) / "vae"
+        if not (vdir / "config.json").is_file():
+            raise MissingFileError(vdir / "config.json", "SD VAE config",
+                                   f"named by {spec_file.name}; re-export with the SD folder present")
+        vae_path = vdir.parent if not os.path.isabs(p) else Path(p)
+        if not os.path.isabs(p) and vdir.name != "vae":
+            raise FadaError(f"{spec_file}: a copied VAE must live in the 'vae' subfolder, got {p!r}")
+    mdict.setdefault("vae", {})
+    mdict["vae"].update({k: v for k, v in vae.items() if k != "path"})
+    mdict["vae"]["path"] = str(vae_path) if vae_path else None
+    mdict["audio"] = dict(audio)
+    mdict.setdefault("unet", {})["pretrained"] = None
+    try:
+        model_cfg = from_dict(ModelConfig, mdict, str(spec_file))
+    except ConfigError as e:
+        raise FadaError(f"{spec_file}: bad model config: {'; '.join(e.problems)}") from None
+
+    name = sampler.get("name")
+    want = "ddim" if kind == "teacher" else "perflow"
+    if name != want:
+        raise FadaError(f"{spec_file}: a {kind} model samples with {want!r}, the spec says {name!r}")
+    steps = sampler.get("steps")
+    windows = sampler.get("num_windows", 0)
+    if not isinstance(steps, int) or steps < 1 or not isinstance(windows, int) or windows < 0:
+        raise FadaError(f"{spec_file}: sampler.steps / num_windows must be positive integers")
+    if kind != "teacher" and windows < 1:
+        raise FadaError(f"{spec_file}: a {kind} model needs sampler.num_windows >= 1")
+
+    sched_file = root / SCHEDULER_DIR / SCHEDULER_CONFIG
+    sched = read_json(sched_file, "scheduler config")
+    try:
+        ac = make_alphas_cumprod(int(sched["num_train_timesteps"]), float(sched["beta_start"]),
+                                 float(sched["beta_end"]), str(sched["beta_schedule"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise FadaError(f"{sched_file}: bad noise schedule ({type(e).__name__}: {e})") from None
+    if kind != "teacher" and int(sched.get("num_windows", -1)) != windows:
+        raise FadaError(f"{sched_file}: num_windows {sched.get('num_windows')} != {windows} in {spec_file.name}")
+
+    lc = _need(data, "latent_channels", int, spec_file)
+    afs = tuple(_need(data, "audio_feature_shape", list, spec_file))
+    cfg_mode = _need(data, "cfg_mode", str, spec_file)
+    net_top_file = root / NET_DIR / "avatar_config.json"
+    net_top = read_json(net_top_file, "net config")
+    for key, mine in (("latent_channels", lc), ("audio_feature_shape", list(afs)), ("cfg_mode", cfg_mode),
+                      ("student", kind != "teacher")):
+        if net_top.get(key) != mine:
+            raise FadaError(f"{net_top_file}: {key} is {net_top.get(key)!r} but {spec_file.name} says {mine!r}")
+    try:
+        cfg_a, cfg_r = float(guidance["cfg_audio"]), float(guidance["cfg_ref"])
+    except (KeyError, TypeError, ValueError):
+        raise FadaError(f"{spec_file}: guidance needs numeric cfg_audio and cfg_ref") from None
+    dtype = data.get("dtype", "fp32")
+    if dtype not in DTYPES:
+        raise FadaError(f"{spec_file}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return ModelSpec(root=root, kind=kind, variant=str(data.get("variant", kind)), model=model_cfg, sampler=name,
+                     steps=steps, num_windows=windows, cfg_audio=cfg_a, cfg_ref=cfg_r, cfg_mode=cfg_mode,
+                     latent_channels=lc, audio_feature_shape=tuple(int(x) for x in afs), dtype=dtype,
+                     vae_path=vae_path, alphas_cumprod=ac, source=dict(data.get("source") or {}))
+
+
+def load_net(spec: ModelSpec, device=None, dtype: Optional[torch.dtype] = None):
+    """The AvatarNet of a model folder (strict: missing/extra keys or wrong shapes name the file)."""
+    from fada.models.avatar import AvatarNet
+
+    net = AvatarNet.from_pretrained(spec.root / NET_DIR, attention_backend=spec.model.attention_backend)
+    if net.cfg_mode != spec.cfg_mode:
+        raise FadaError(f"{spec.root / NET_DIR}: cfg mode {net.cfg_mode!r} != {spec.cfg_mode!r} in {SPEC_NAME}")
+    return net.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_codec(spec: ModelSpec, device=None, dtype: Optional[torch.dtype] = None):
+    """The image codec a model folder names; its latent channels must match the net's."""
+    from fada.models.vae import build_vae
+
+    codec = build_vae(spec.model.vae, device=device, dtype=dtype)
+    if codec.latent_channels != spec.latent_channels:
+        where = (spec.vae_path / "vae" / "config.json") if spec.vae_path else spec.spec_file
+        raise FadaError(f"{where}: the codec gives {codec.latent_channels} latent channels, the net takes "
+                        f"{spec.latent_channels}")
+    if spec.model.resolution % codec.downsample:
+        raise FadaError(f"{spec.spec_file}: resolution {spec.model.resolution} is not a multiple of the codec's "
+                        f"downsampling {codec.downsample}")
+    return codec
+
+
+def load_frontend(spec: ModelSpec, device=None):
+    """The audio front end a model folder names; its feature shape must match the net's audio projection."""
+    from fada.models.audio import build_audio_frontend
+
+    fe = build_audio_frontend(spec.model.audio, device=device or "cpu")
+    if tuple(fe.feature_shape) != tuple(spec.audio_feature_shape):
+        where = Path(spec.model.audio.path) / "config.json" if spec.model.audio.kind == "wav2vec2" \
+            else spec.spec_file
+        raise FadaError(f"{where}: the audio front end gives features {tuple(fe.feature_shape)}, the net expects "
+                        f"{tuple(spec.audio_feature_shape)}")
+    return fe

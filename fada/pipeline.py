@@ -1,0 +1,426 @@
+"""The generation pipeline: one portrait + one audio file -> a talking-portrait mp4. ``fada generate`` wraps it.
+
+    pipe = FadaPipeline.from_pretrained("models/fast")          # a folder written by `fada export`
+    result = pipe("portrait.png", "speech.wav", out="talk.mp4")   # mode/steps/scales default to the folder's
+    for chunk in pipe.generate_frames("portrait.png", "speech.wav"):  # or: uint8 (n, H, W, 3) chunks
+        ...
+
+Generation runs clip by clip (F = model.num_frames frames). Per clip: the ReferenceNet encodes the reference
+latent and M motion latents (the last M generated latents of the previous clip; for the first clip the reference
+repeated) once into a bank that every denoising step reuses; the sampler runs from seeded noise; the latents are
+decoded and the frames streamed out. Modes:
+
+    teacher   DDIM (25 steps), multi-CFG Eq. 9: the three branches as one batch of 3  -> NFE 75 per clip
+    balanced  PeRFlow (6 steps, K windows), multi-CFG, batch of 3                     -> NFE 18
+    fast      PeRFlow (6 steps), one pass; the student is told (cfg_a, cfg_r)         -> NFE 6
+
+NFE counts denoiser passes per clip (a batched 3-branch pass counts 3). Audio features are computed by the front
+end in blocks of ``FEATURE_BLOCK_SECONDS`` (with context on both sides, so the result equals one whole-audio call)
+and sliced per clip; the last clip is padded by repeating the last feature frame and its output trimmed. The
+number of frames is always ``frames_for_duration(len(audio), sr, fps)``; when ``fps`` differs from the model's, the
+model's frames are generated and resampled by nearest index. Memory stays flat however long the audio: only the
+waveform (4 bytes per sample) grows with it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+import torch
+
+from fada.data.portrait import find_face, prepare_portrait, read_portrait, to_uint8_rgb  # noqa: F401 (re-exported)
+from fada.diffusion import TEACHER_GUIDANCE, Guidance, conditional, guided, sample_ddim, sample_perflow, step_times
+from fada.errors import FadaError
+from fada.export import DTYPES, ModelSpec, load_codec, load_frontend, load_net, read_spec
+
+MODES = ("teacher", "balanced", "fast")
+FEATURE_BLOCK_SECONDS = 30.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# plans and results
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    mode: str            # teacher | balanced | fast
+    sampler: str         # ddim | perflow
+    steps: int
+    num_windows: int     # PeRFlow windows (0 for DDIM)
+    cfg_audio: float
+    cfg_ref: float
+    passes: int          # denoiser passes per step: 3 (multi-CFG, one batch of 3) or 1
+    told_scales: bool    # fast students with CFG conditioning get (cfg_a, cfg_r) as an input
+
+    @property
+    def nfe_per_clip(self) -> int:
+        return self.steps * self.passes
+
+    def describe(self) -> str:
+        if self.sampler == "ddim":
+            how = f"DDIM {self.steps} steps"
+        else:
+            how = f"PeRFlow {self.steps} steps ({self.num_windows} window{'s' * (self.num_windows != 1)})"
+        if self.passes == 3:
+            cfg = f"multi-CFG cfg_audio {self.cfg_audio:g} / cfg_ref {self.cfg_ref:g}, 3 passes per step batched"
+        elif self.told_scales:
+            cfg = (f"1 pass per step, scales told to the student: cfg_audio {self.cfg_audio:g} / "
+                   f"cfg_ref {self.cfg_ref:g}")
+        elif self.mode == "fast":
+            cfg = "1 pass per step (guidance distilled into the student)"
+        else:
+            cfg = "1 pass per step (guidance scales 1)"
+        return f"mode {self.mode}: {how}, {cfg}; NFE {self.nfe_per_clip} per clip"
+
+
+@dataclass
+class GenerationResult:
+    path: Optional[Path]
+    frames: int
+    fps: int
+    nfe_per_clip: int
+    clips: int
+    seconds: float            # wall time of the generation (portrait, audio, sampling, decoding, writing)
+    audio_seconds: float = 0.0
+    plan: Optional[GenerationPlan] = None
+
+    @property
+    def seconds_per_video_second(self) -> float:
+        return self.seconds / self.audio_seconds if self.audio_seconds else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def gen_index(j, out_fps: int, gen_fps: int):
+    """The model frame shown as output frame j when the output rate differs: the one whose interval holds output
+    frame j's centre, floor((j + 1/2)·gen_fps / out_fps) (exact integers; the identity when the rates match)."""
+    return ((2 * j + 1) * gen_fps) // (2 * out_fps)
+
+
+class AudioFeatures:
+    """Windowed per-frame audio features, (F, 2w+1, L, D) rows on request, computed block by block.
+
+    The front end runs on blocks of about ``block_seconds`` plus ``context`` frames on each side (at frame
+    boundaries that fall on whole samples), so rows equal those of one ``front_end.features`` call on the whole
+    audio (exactly, for the log-mel front end) while memory stays bounded. Rows past the audio's last frame repeat
+    that frame (the padded last clip).
+    """
+
+    def __init__(self, front_end, waveform: np.ndarray, num_frames: int, fps: int,
+                 block_seconds: float = FEATURE_BLOCK_SECONDS):
+        self.fe, self.wav, self.n, self.fps = front_end, waveform, int(num_frames), int(fps)
+        self.sr, self.w = int(front_end.sample_rate), int(front_end.window)
+        self.q = self.fps // math.gcd(self.sr, self.fps)  # block starts are multiples of q: exact sample offsets
+        ctx = max(self.w + 1, 2 * self.fps)
+        self.ctx = -(-ctx // self.q) * self.q
+        block = max(int(block_seconds * self.fps), 1)
+        self.block = -(-block // self.q) * self.q
+        self._feats: Optional[torch.Tensor] = None
+        self._lo = self._hi = self._a0 = 0
+        self.blocks_computed = 0
+
+    def _load(self, s: int, e: int) -> None:
+        lo = s - s % self.q
+        hi = min(self.n, max(e, lo + self.block))
+        a0, a1 = max(0, lo - self.ctx), min(self.n, hi + self.ctx)
+        start = a0 * self.sr // self.fps
+        feats = self.fe.frame_features(self.wav[start:], a1 - a0, self.fps)
+        self._feats = feats.float().cpu()
+        self._lo, self._hi, self._a0 = lo, hi, a0
+        self.blocks_computed += 1
+
+    def rows(self, s: int, e: int) -> torch.Tensor:
+        if not 0 <= s < self.n or e <= s:
+            raise ValueError(f"rows [{s}, {e}) outside the audio's {self.n} frames")
+        real_e = min(e, self.n)
+        if self._feats is None or not (self._lo <= s and real_e <= self._hi):
+            self._load(s, real_e)
+        idx = torch.arange(s, e).clamp(max=self.n - 1)[:, None] + torch.arange(-self.w, self.w + 1)[None]
+        return self._feats[idx.clamp(0, self.n - 1) - self._a0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pipeline
+
+
+class FrameStream:
+    """``pipe.generate_frames(...)``: iterate once for uint8 RGB chunks (n, H, W, 3) at ``fps``; the sizes are
+    known before the first chunk (``total_frames``, ``clips``, ``plan``, ``waveform`` for muxing)."""
+
+    def __init__(self, pipe: "FadaPipeline", image: np.ndarray, waveform: np.ndarray, plan: GenerationPlan,
+                 fps: int, seed: int, progress: bool):
+        from fada.models.audio import frames_for_duration
+
+        self.pipe, self.image, self.waveform, self.plan, self.fps, self.seed = pipe, image, waveform, plan, fps, seed
+        self.sample_rate = pipe.frontend.sample_rate
+        self.model_fps = pipe.model_cfg.fps
+        self.total_frames = frames_for_duration(len(waveform), self.sample_rate, fps)
+        if self.total_frames < 1:
+            raise FadaError(f"audio: {len(waveform) / self.sample_rate:.3f} s is shorter than one video frame "
+                            f"(1/{fps} s)")
+        self.gen_frames = gen_index(self.total_frames - 1, fps, self.model_fps) + 1
+        self.clips = -(-self.gen_frames // pipe.model_cfg.num_frames)
+        self.progress = progress
+        self.frames_done = 0
+        self._iter = self._run()
+
+    @property
+    def audio_seconds(self) -> float:
+        return len(self.waveform) / self.sample_rate
+
+    @property
+    def nfe_per_clip(self) -> int:
+        return self.plan.nfe_per_clip
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._iter
+
+    def __next__(self) -> np.ndarray:
+        return next(self._iter)
+
+    def close(self) -> None:
+        self._iter.close()
+
+    def _run(self) -> Iterator[np.ndarray]:
+        pipe, plan = self.pipe, self.plan
+        F, M = pipe.model_cfg.num_frames, pipe.model_cfg.motion_frames
+        feats = AudioFeatures(pipe.frontend, self.waveform, self.gen_frames, self.model_fps)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.clips * plan.steps, unit="step", desc=f"clip 1/{self.clips}", leave=False,
+                       dynamic_ncols=True)
+        try:
+            ref = pipe.encode_reference(self.image)
+            motion = ref[:, None].expand(1, M, *ref.shape[1:]) if M else None
+            gen = torch.Generator().manual_seed(int(self.seed))
+            c_, h_, w_ = ref.shape[1:]
+            j = 0  # next output frame
+            for c in range(self.clips):
+                if bar is not None:
+                    bar.set_description(f"clip {c + 1}/{self.clips}")
+                s = c * F
+                rows = feats.rows(s, s + F)[None]
+                noise = torch.randn((1, c_, F, h_, w_), generator=gen)
+                z, frames = pipe._sample_clip(plan, ref, motion, rows, noise,
+                                              (lambda *a: bar.update(1)) if bar is not None else None)
+                if M:
+                    hist = torch.cat([motion, z.permute(0, 2, 1, 3, 4)], dim=1)
+                    motion = hist[:, -M:]
+                e = min(s + F, self.gen_frames)
+                stop = j
+                while stop < self.total_frames and gen_index(stop, self.fps, self.model_fps) < e:
+                    stop += 1
+                if stop > j:
+                    idx = [gen_index(k, self.fps, self.model_fps) - s for k in range(j, stop)]
+                    self.frames_done += len(idx)
+                    j = stop
+                    yield frames[idx]
+            assert j == self.total_frames, (j, self.total_frames)
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+class FadaPipeline:
+    """A loaded model folder: AvatarNet + image codec + audio front end + sampler defaults."""
+
+    def __init__(self, net, codec, frontend, spec: ModelSpec, device=None, dtype: Optional[torch.dtype] = None):
+        self.net, self.codec, self.frontend, self.spec = net, codec, frontend, spec
+        p = next(net.parameters())
+        self.device = torch.device(device) if device is not None else p.device
+        self.dtype = dtype or p.dtype
+        self._detector = None
+
+    @property
+    def model_cfg(self):
+        return self.spec.model
+
+    @property
+    def resolution(self) -> int:
+        return int(self.spec.model.resolution)
+
+    @classmethod
+    def from_pretrained(cls, model_dir, device=None, dtype: Union[torch.dtype, str, None] = None,
+                        attention_backend: Optional[str] = None) -> "FadaPipeline":
+        """Load a folder written by ``fada export``. device: default CUDA when available, else CPU. dtype: default
+        float32 on the CPU (half precision is slow there) and the folder's dtype on a GPU."""
+        spec = read_spec(model_dir)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if isinstance(dtype, str):
+            if dtype not in DTYPES:
+                raise FadaError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+            dtype = DTYPES[dtype]
+        if dtype is None:
+            dtype = torch.float32 if device.type == "cpu" else DTYPES[spec.dtype]
+        net = load_net(spec, device=device, dtype=dtype)
+        if attention_backend:
+            net.set_attention_backend(attention_backend)
+        return cls.from_net(net, spec, device, dtype)
+
+    @classmethod
+    def from_net(cls, net, spec: ModelSpec, device=None, dtype: Optional[torch.dtype] = None) -> "FadaPipeline":
+        """A pipeline around an in-memory AvatarNet (``spec`` from ``fada.export.spec_for``): the codec and the
+        audio front end are built from the spec's model config and checked against the net."""
+        p = next(net.parameters())
+        device, dtype = torch.device(device or p.device), dtype or p.dtype
+        net = net.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        codec = load_codec(spec, device=device, dtype=dtype)
+        frontend = load_frontend(spec, device=device)
+        return cls(net, codec, frontend, spec, device, dtype)
+
+    # -- planning ------------------------------------------------------------------------------------------------
+    def plan(self, mode: Optional[str] = None, steps: Optional[int] = None, cfg_audio: Optional[float] = None,
+             cfg_ref: Optional[float] = None) -> GenerationPlan:
+        """Sampler, steps, scales and NFE for a request, checked against what this model folder supports."""
+        spec = self.spec
+        mode = mode or ("fast" if "fast" in spec.modes else spec.kind)
+        if mode not in MODES:
+            raise FadaError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+        if mode not in spec.modes:
+            why = ""
+            if spec.kind == "fast" and mode == "balanced":
+                why = (f": its net is told the CFG scales (cfg mode {spec.cfg_mode!r}) and was not trained for "
+                       f"multi-CFG passes")
+            elif spec.kind == "teacher":
+                why = ": a teacher samples with DDIM; distill it (`fada distill`) for the 6-step modes"
+            raise FadaError(f"--mode {mode}: the {spec.kind} model at {spec.root} runs only "
+                            f"{' or '.join(spec.modes)}{why}")
+        told = mode == "fast" and spec.cfg_mode != "none"
+        if mode == "fast" and not told and (cfg_audio is not None or cfg_ref is not None):
+            raise FadaError("--cfg-audio/--cfg-ref: this Fast model was distilled without CFG conditioning "
+                            "(cfg mode 'none'); its guidance is fixed")
+        if mode == spec.kind:
+            da, dr = spec.cfg_audio, spec.cfg_ref
+        else:
+            da, dr = float(TEACHER_GUIDANCE.cfg_a), float(TEACHER_GUIDANCE.cfg_r)
+        cfg_a = float(da if cfg_audio is None else cfg_audio)
+        cfg_r = float(dr if cfg_ref is None else cfg_ref)
+        for name, v in (("--cfg-audio", cfg_a), ("--cfg-ref", cfg_r)):
+            if not math.isfinite(v) or v < 0:
+                raise FadaError(f"{name} {v}: must be a finite number >= 0")
+        sampler = "ddim" if mode == "teacher" else "perflow"
+        windows = 0 if mode == "teacher" else spec.num_windows
+        n = int(steps if steps is not None else spec.steps)
+        if sampler == "ddim":
+            if not 1 <= n <= 1000:
+                raise FadaError(f"--steps {n}: DDIM needs 1..1000 steps")
+        else:
+            try:
+                step_times(n, windows)
+            except ValueError:
+                raise FadaError(f"--steps {n}: PeRFlow needs at least one step per window "
+                                f"({windows} windows: use --steps {windows} or more)") from None
+        passes = 1 if mode == "fast" or (cfg_a == 1.0 and cfg_r == 1.0) else 3
+        return GenerationPlan(mode, sampler, n, windows, cfg_a, cfg_r, passes, told)
+
+    # -- steps ---------------------------------------------------------------------------------------------------
+    def load_portrait(self, portrait, crop: bool = True) -> np.ndarray:
+        """Path or image array -> the (resolution, resolution, 3) uint8 reference frame."""
+        if isinstance(portrait, (str, os.PathLike)):
+            image, source = read_portrait(portrait), str(portrait)
+        else:
+            image, source = to_uint8_rgb(portrait), "portrait"
+        if crop and self._detector is None:
+            from fada.data.face import FaceDetector
+
+            self._detector = FaceDetector()
+        return prepare_portrait(image, self.resolution, crop=crop, detector=self._detector, source=source)
+
+    def load_audio(self, audio) -> np.ndarray:
+        """Path (wav/mp3/flac/ogg/m4a, resampled), or a float mono array at the front end's rate, or
+        (array, sample_rate)."""
+        from fada.models.audio import load_audio
+
+        sr = self.frontend.sample_rate
+        if isinstance(audio, (str, os.PathLike)):
+            p = Path(audio).expanduser()
+            if p.is_dir():
+                raise FadaError(f"{p}: is a folder, expected an audio file")
+            return load_audio(p, sr)
+        if isinstance(audio, tuple):
+            wav, rate = audio
+            wav = np.asarray(wav, dtype=np.float32)
+            if int(rate) != sr:
+                import librosa
+
+                wav = librosa.resample(wav, orig_sr=int(rate), target_sr=sr).astype(np.float32)
+        else:
+            wav = np.asarray(audio, dtype=np.float32)
+        if wav.ndim != 1 or wav.size == 0 or not np.all(np.isfinite(wav)):
+            raise FadaError("audio: expected a non-empty, finite, mono (1-D) waveform")
+        return wav
+
+    @torch.inference_mode()
+    def encode_reference(self, image: np.ndarray) -> torch.Tensor:
+        from fada.models.vae import frames_to_tensor
+
+        x = frames_to_tensor(image, device=self.device, dtype=self.dtype)[None]
+        return self.codec.encode(x).to(self.dtype)
+
+    @torch.inference_mode()
+    def _sample_clip(self, plan: GenerationPlan, ref, motion, feats, noise, callback=None):
+        """One clip: bank once, sampler over the steps, decode. -> (latents (1, C, F, h, w), uint8 frames)."""
+        from fada.models.vae import tensor_to_frames
+
+        net = self.net
+        bank = net.encode_bank(ref, motion)
+        scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=self.device) if plan.told_scales else None
+        fn = net.model_fn(bank, feats.to(self.device, self.dtype), cfg_scales=scales)
+        eps_fn = guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes == 3 else conditional(fn)
+        z = noise.to(self.device, self.dtype)
+        ac = self.spec.alphas_cumprod
+        if plan.sampler == "ddim":
+            z = sample_ddim(eps_fn, z, plan.steps, ac, callback)
+        else:
+            z = sample_perflow(eps_fn, z, plan.steps, ac, plan.num_windows, callback)
+        video = self.codec.decode_video(z.permute(0, 2, 1, 3, 4))
+        return z, tensor_to_frames(video[0])
+
+    # -- public entry points -------------------------------------------------------------------------------------
+    def generate_frames(self, portrait, audio, mode: Optional[str] = None, steps: Optional[int] = None,
+                        cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0,
+                        crop: bool = True, fps: Optional[int] = None, progress: bool = False) -> FrameStream:
+        """Check the inputs now, then stream uint8 RGB chunks (n, H, W, 3) at ``fps`` (default: the model's),
+        ``frames_for_duration(len(audio), sr, fps)`` frames in all."""
+        plan = self.plan(mode, steps, cfg_audio, cfg_ref)
+        fps = int(fps or self.model_cfg.fps)
+        if fps < 1:
+            raise FadaError(f"--fps {fps}: must be at least 1")
+        image = self.load_portrait(portrait, crop)
+        wav = self.load_audio(audio)
+        return FrameStream(self, image, wav, plan, fps, seed, progress)
+
+    def __call__(self, portrait, audio, mode: Optional[str] = None, steps: Optional[int] = None,
+                 cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0, out=None,
+                 crop: bool = True, fps: Optional[int] = None, progress: bool = True) -> GenerationResult:
+        """Generate and write an H.264 mp4 with the (resampled, mono) input audio muxed in; frames are streamed to
+        the file. ``out`` defaults to ``<portrait>_<audio>.mp4`` in the current folder."""
+        from fada.data.media import VideoWriter
+
+        t0 = time.perf_counter()
+        stream = self.generate_frames(portrait, audio, mode, steps, cfg_audio, cfg_ref, seed, crop, fps, progress)
+        out = Path(out) if out is not None else Path(default_output_name(portrait, audio))
+        with VideoWriter(out, stream.fps, (self.resolution, self.resolution), audio=stream.waveform,
+                         sample_rate=stream.sample_rate) as writer:
+            for chunk in stream:
+                writer.write(chunk)
+        return GenerationResult(path=out, frames=stream.frames_done, fps=stream.fps,
+                                nfe_per_clip=stream.nfe_per_clip, clips=stream.clips,
+                                seconds=time.perf_counter() - t0, audio_seconds=stream.audio_seconds,
+                                plan=stream.plan)
+
+
+def default_output_name(portrait, audio) -> str:
+    ps = Path(portrait).stem if isinstance(portrait, (str, os.PathLike)) else "portrait"
+    au = Path(audio).stem if isinstance(audio, (str, os.PathLike)) else "audio"
+    return f"{ps}_{au}.mp4"

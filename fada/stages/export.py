@@ -1,0 +1,139 @@
+"""``fada export``: a training checkpoint -> a self-contained model folder (see ``fada.export``) for ``generate``.
+
+The checkpoint's ``recipe.yaml`` says what it is: ``stage: teacher`` -> a teacher folder (DDIM 25 steps,
+multi-CFG); ``stage: distill`` with ``distill.variant`` balanced | fast | rflow -> a student folder (PeRFlow with
+``distill.inference_steps`` steps over ``distill.num_windows`` windows; rflow students behave like balanced ones
+with one window, or like fast ones when told the CFG scales). ``state.json``'s ``kind``, when a stage wrote one,
+takes precedence. Only the recipe's ``model:`` section is validated (the training data need not exist any more).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from fada.errors import ConfigError, FadaError, MissingFileError
+
+KNOWN_KINDS = ("teacher", "balanced", "fast", "rflow")
+
+
+def resolve_checkpoint(path) -> Path:
+    """A ``step-XXXXXXX/`` folder, or a run folder (its latest checkpoint)."""
+    from fada.training.checkpoint import latest_checkpoint
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise MissingFileError(p, "checkpoint")
+    if not p.is_dir():
+        raise FadaError(f"{p}: expected a checkpoint folder (step-XXXXXXX/) or a run folder")
+    if (p / "state.json").is_file():
+        return p
+    latest = latest_checkpoint(p)
+    if latest is None:
+        if (p / "fada_model.json").is_file():
+            raise FadaError(f"{p} is already an exported model folder; pass it to `fada generate --model`")
+        raise FadaError(f"{p}: neither a checkpoint (no state.json) nor a run folder with step-XXXXXXX/ checkpoints")
+    return latest
+
+
+def _weight_shapes(model_file: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    if not model_file.is_file():
+        raise MissingFileError(model_file, "checkpoint weights")
+    try:
+        with safe_open(str(model_file), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise FadaError(f"{model_file}: not a readable safetensors file ({msg})") from None
+
+
+def read_checkpoint_meta(ckpt: Path) -> dict:
+    """What the checkpoint is: kind, variant, steps, windows, ModelConfig, latent channels, audio feature shape."""
+    from fada.config.model import ModelConfig
+    from fada.config.schema import DistillConfig
+    from fada.config.validate import from_dict
+
+    recipe_file, state_file, model_file = ckpt / "recipe.yaml", ckpt / "state.json", ckpt / "model.safetensors"
+    if not recipe_file.is_file():
+        raise MissingFileError(recipe_file, "checkpoint recipe", "export needs the recipe the run was started with")
+    try:
+        recipe = yaml.safe_load(recipe_file.read_text())
+    except yaml.YAMLError as e:
+        raise FadaError(f"{recipe_file}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("model"), dict):
+        raise FadaError(f"{recipe_file}: no 'model:' section")
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError) as e:
+        raise FadaError(f"{state_file}: not readable JSON ({e})") from None
+    stage = recipe.get("stage")
+    if stage not in ("teacher", "distill"):
+        raise FadaError(f"{recipe_file}: stage {stage!r} is not a model-training stage (teacher or distill)")
+    try:
+        model_cfg = from_dict(ModelConfig, recipe["model"], str(recipe_file))
+    except ConfigError as e:
+        raise FadaError(f"{recipe_file}: model: {'; '.join(e.problems)}") from None
+
+    d = DistillConfig()
+    dist = recipe.get("distill") or {}
+    variant = str(dist.get("variant", d.variant)) if stage == "distill" else "teacher"
+    kind = state.get("kind") if state.get("kind") in KNOWN_KINDS else variant
+    if kind not in KNOWN_KINDS:
+        raise FadaError(f"{recipe_file}: distill.variant {variant!r} is not one of balanced, fast, rflow")
+    try:
+        steps = int(dist.get("inference_steps", d.inference_steps))
+        windows = int(dist.get("num_windows", d.num_windows))
+    except (TypeError, ValueError):
+        raise FadaError(f"{recipe_file}: distill.inference_steps / num_windows must be integers") from None
+    if kind == "rflow":
+        windows = 1
+        kind = "fast" if model_cfg.cfg.mode != "none" else "balanced"
+    if kind == "teacher":
+        steps, windows = 25, 0
+
+    shapes = _weight_shapes(model_file)
+    try:
+        layers = shapes["audio_proj.layer_logits"][0]
+        in_dim = shapes["audio_proj.mlp.0.weight"][1]
+        lc = shapes["denoising_net.unet.conv_in.weight"][1]
+    except KeyError as e:
+        raise FadaError(f"{model_file}: not an AvatarNet state dict (no {e.args[0]})") from None
+    win = 2 * model_cfg.audio.window + 1
+    if in_dim % win:
+        raise FadaError(f"{model_file}: audio projection input {in_dim} is not a multiple of the window {win} "
+                        f"(model.audio.window={model_cfg.audio.window} in {recipe_file.name})")
+    return {"kind": kind, "variant": variant, "steps": steps, "num_windows": windows, "model": model_cfg,
+            "latent_channels": int(lc), "audio_feature_shape": (win, int(layers), in_dim // win),
+            "step": state.get("step")}
+
+
+def run(checkpoint, out, dtype: str = "fp16", ema: bool = True, copy_vae: bool = True) -> Path:
+    """Export ``checkpoint`` (a step folder or run folder) to the model folder ``out``; returns ``out``."""
+    from fada.export import DTYPES, write_model_folder
+    from fada.models.avatar import build_avatar_net
+    from fada.training.checkpoint import load_model_weights
+
+    if dtype not in DTYPES:
+        raise FadaError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    ckpt = resolve_checkpoint(checkpoint)
+    meta = read_checkpoint_meta(ckpt)
+    model_cfg = meta["model"]
+    kind = meta["kind"]
+    net = build_avatar_net(model_cfg, student=kind != "teacher", latent_channels=meta["latent_channels"],
+                           audio_feature_shape=meta["audio_feature_shape"])
+    has_ema = (ckpt / "ema.safetensors").is_file()
+    load_model_weights(ckpt, net, use_ema=ema)
+    if ema and not has_ema:
+        print(f"note: {ckpt} has no EMA weights; exporting the raw ones")
+    source = {"checkpoint": str(ckpt.resolve()), "step": meta["step"], "weights": "ema" if ema and has_ema else "raw"}
+    out = write_model_folder(out, net.eval(), model_cfg, kind=kind, variant=meta["variant"], steps=meta["steps"],
+                             num_windows=meta["num_windows"], dtype=dtype, copy_vae=copy_vae, source=source)
+    n = sum(p.numel() for p in net.parameters())
+    sampler = "DDIM" if kind == "teacher" else f"PeRFlow, {meta['num_windows']} windows"
+    print(f"exported {ckpt} ({kind} model, {n / 1e6:.1f}M parameters, {source['weights']} weights, {dtype}) to "
+          f"{out}: {meta['steps']} steps {sampler} by default")
+    return out

@@ -1,0 +1,154 @@
+"""`fada export`: checkpoint -> self-contained model folder; loading checks shapes and names the wrong file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fada.config import DistillRecipe, from_dict, recipe_to_yaml, to_dict
+from fada.errors import FadaError, MissingFileError
+from fada.export import SPEC_NAME, load_codec, load_net, read_spec
+from fada.models.avatar import build_avatar_net
+from fada.stages import export
+from fada.training.checkpoint import load_model_weights, save_checkpoint
+
+from .generate_helpers import _isolated_cache, make_checkpoint, tiny_recipe  # noqa: F401
+
+
+def _no_pickle(root):
+    bad = [p for p in root.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_export_fast_layout_and_weights(tmp_path, dtype):
+    ckpt = make_checkpoint(tmp_path / "run", "fast")
+    out = export.run(ckpt, tmp_path / "model", dtype=dtype, ema=True)
+    for rel in (SPEC_NAME, "net/avatar_config.json", "net/denoising_net/model.safetensors",
+                "net/reference_net/model.safetensors", "net/audio_proj/model.safetensors", "net/cfg/model.safetensors",
+                "scheduler/scheduler_config.json"):
+        assert (out / rel).is_file(), rel
+    _no_pickle(out)
+    spec = json.loads((out / SPEC_NAME).read_text())
+    assert spec["kind"] == "fast" and spec["cfg_mode"] == "tokens" and spec["dtype"] == dtype
+    assert spec["sampler"] == {"name": "perflow", "steps": 6, "num_windows": 4}
+    assert spec["guidance"] == {"cfg_audio": 6.5, "cfg_ref": 2.0}
+    assert spec["audio"]["kind"] == "mel" and spec["vae"] == {"kind": "pixel", "factor": 2}
+    assert spec["source"]["weights"] == "raw"  # no EMA in this checkpoint: said, and the raw weights exported
+    sched = json.loads((out / "scheduler/scheduler_config.json").read_text())
+    assert sched["_class_name"] == "PeRFlowScheduler" and sched["num_windows"] == 4
+
+    s = read_spec(out)
+    want = build_avatar_net(tiny_recipe("fast").model, student=True)
+    load_model_weights(ckpt, want, use_ema=False)
+    got = load_net(s)
+    tol = 0 if dtype == "fp32" else 1e-3
+    for (k, a), b in zip(want.state_dict().items(), got.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=tol, rtol=tol), k
+    assert load_file(str(out / "net/denoising_net/model.safetensors"))["unet.conv_in.weight"].dtype == \
+        {"fp32": torch.float32, "fp16": torch.float16}[dtype]
+
+
+def test_export_kinds_from_recipe_and_run_folder(tmp_path):
+    make_checkpoint(tmp_path / "t", "teacher", step=5)
+    make_checkpoint(tmp_path / "t", "teacher", step=9)
+    out = export.run(tmp_path / "t", tmp_path / "teacher", dtype="bf16")  # a run folder: its latest checkpoint
+    s = read_spec(out)
+    assert (s.kind, s.sampler, s.steps, s.num_windows) == ("teacher", "ddim", 25, 0)
+    assert (s.cfg_audio, s.cfg_ref, s.modes) == (6.5, 2.5, ("teacher",))
+    assert s.source["step"] == 9
+    assert json.loads((out / "scheduler/scheduler_config.json").read_text())["_class_name"] == "DDIMScheduler"
+
+    s = read_spec(export.run(make_checkpoint(tmp_path / "b", "balanced"), tmp_path / "balanced"))
+    assert (s.kind, s.sampler, s.steps, s.num_windows, s.cfg_ref) == ("balanced", "perflow", 6, 4, 2.5)
+    s = read_spec(export.run(make_checkpoint(tmp_path / "r", "rflow"), tmp_path / "rflow"))
+    assert (s.kind, s.variant, s.num_windows) == ("balanced", "rflow", 1)
+
+
+def test_export_ema_choice(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "run", "balanced", ema=True)  # EMA = raw weights halved
+    raw = load_file(str(ckpt / "model.safetensors"))
+    k = "denoising_net.unet.conv_in.weight"
+    for ema, scale in ((True, 0.5), (False, 1.0)):
+        out = export.run(ckpt, tmp_path / f"m{ema}", dtype="fp32", ema=ema)
+        got = load_file(str(out / "net/denoising_net/model.safetensors"))["unet.conv_in.weight"]
+        assert torch.allclose(got, raw[k] * scale)
+        assert read_spec(out).source["weights"] == ("ema" if ema else "raw")
+
+
+def test_loading_names_the_wrong_file(tmp_path):
+    out = export.run(make_checkpoint(tmp_path / "run", "fast"), tmp_path / "m", dtype="fp32")
+    # a tensor of the wrong shape
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    f = bad / "net/audio_proj/model.safetensors"
+    state = load_file(str(f))
+    state["mlp.0.weight"] = torch.zeros(3, 3)
+    save_file(state, str(f))
+    with pytest.raises(FadaError, match=r"audio_proj/model.safetensors: mlp.0.weight has shape \(3, 3\)"):
+        load_net(read_spec(bad))
+    # the spec disagrees with the net's own config
+    bad2 = tmp_path / "bad2"
+    shutil.copytree(out, bad2)
+    spec = json.loads((bad2 / SPEC_NAME).read_text())
+    spec["latent_channels"] = 4
+    (bad2 / SPEC_NAME).write_text(json.dumps(spec))
+    with pytest.raises(FadaError, match=r"net/avatar_config.json: latent_channels is 12 but fada_model.json says 4"):
+        read_spec(bad2)
+    # a missing part
+    (bad2 / "scheduler/scheduler_config.json").unlink()
+    spec["latent_channels"] = 12
+    (bad2 / SPEC_NAME).write_text(json.dumps(spec))
+    with pytest.raises(MissingFileError, match="scheduler_config.json"):
+        read_spec(bad2)
+
+
+def test_export_errors(tmp_path):
+    with pytest.raises(MissingFileError, match="checkpoint not found"):
+        export.run(tmp_path / "nope", tmp_path / "m")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FadaError, match="neither a checkpoint"):
+        export.run(tmp_path / "empty", tmp_path / "m")
+    ckpt = make_checkpoint(tmp_path / "run", "fast")
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "notes.txt").write_text("mine")
+    with pytest.raises(FadaError, match="not a model folder"):
+        export.run(ckpt, tmp_path / "occupied")
+    assert (tmp_path / "occupied" / "notes.txt").read_text() == "mine"
+    out = export.run(ckpt, tmp_path / "m")
+    export.run(ckpt, out, dtype="fp32")  # re-exporting over a model folder replaces it
+    assert read_spec(out).dtype == "fp32"
+    with pytest.raises(FadaError, match="training checkpoint, not a model folder"):
+        read_spec(ckpt)
+    (ckpt / "recipe.yaml").unlink()
+    with pytest.raises(MissingFileError, match="recipe.yaml"):
+        export.run(ckpt, tmp_path / "m2")
+
+
+@pytest.mark.parametrize("copy_vae", [True, False])
+def test_sd_vae_copied_or_referenced(tmp_path, copy_vae):
+    from diffusers import AutoencoderKL
+
+    sd = tmp_path / "sd15"
+    AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
+                  latent_channels=4).save_pretrained(str(sd / "vae"), safe_serialization=True)
+    d = to_dict(tiny_recipe("fast"))
+    d["model"]["vae"] = {"kind": "sd", "path": str(sd)}
+    recipe = from_dict(DistillRecipe, d)
+    net = build_avatar_net(recipe.model, student=True)
+    ckpt = save_checkpoint(tmp_path / "run", 1, net, recipe_yaml=recipe_to_yaml(recipe))
+    out = export.run(ckpt, tmp_path / "m", dtype="fp32", copy_vae=copy_vae)
+    spec = json.loads((out / SPEC_NAME).read_text())
+    assert spec["vae"]["path"] == ("vae" if copy_vae else str(sd.resolve()))
+    assert (out / "vae" / "config.json").is_file() == copy_vae
+    if copy_vae:
+        shutil.rmtree(sd)  # the folder is self-contained
+    s = read_spec(out)
+    codec = load_codec(s)
+    assert codec.latent_channels == 4 and s.latent_channels == 4
+    _no_pickle(out)
