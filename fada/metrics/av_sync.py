@@ -119,6 +119,8 @@ def offset_search(a, b, max_offset: int = 15, min_overlap: int = 4) -> tuple[int
     shifts = np.arange(-max_offset, max_offset + 1)
     curve = np.zeros(shifts.size)
     for i, s in enumerate(shifts):
+        if abs(s) > n - min_overlap:  # no overlap left (and a[:n - s] would wrap for s >= n)
+            continue
         if s >= 0:
             x, y = a[:n - s], b[s:]
         else:

@@ -72,3 +72,16 @@ def test_weight_free_sync_recovers_av_offset(k):
     res = WeightFreeSync(max_offset=15).score(frames, audio, 16000, fps=25)
     assert res["av_offset"] == k
     assert res["av_corr_conf"] > 0.3 and res["av_corr"] > 0.5
+
+
+def test_offset_search_on_signals_shorter_than_the_search_range():
+    import warnings
+
+    from fada.metrics.av_sync import offset_search
+
+    a = np.sin(np.arange(8.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        offset, conf, curve = offset_search(a, a, max_offset=15)
+    assert offset == 0 and curve[15] == pytest.approx(1.0)
+    assert (curve[:11] == 0).all()  # shifts of 5 or more leave fewer than 4 overlapping samples
