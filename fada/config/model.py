@@ -58,6 +58,9 @@ class UNetConfig:
     """Heads of the temporal self-attention layers."""
     max_frames: int = _f(32, ge=1)
     """Longest frame sequence the temporal position encoding covers."""
+    eps_skip_data_var: float = _f(0.0, ge=0.0)
+    """CPU-scale option: > 0 makes the denoising net predict only the residual ε − c(t)·z_t over the linear
+    estimate c(t)·z_t for data of this variance (see fada.diffusion.linear_eps_prior); 0 (SD1.5) disables it."""
 
     def check(self) -> list[str]:
         if self.pretrained:

@@ -42,6 +42,7 @@ from .schedule import (
     ab_at_index,
     add_noise,
     alpha_bar,
+    linear_eps_prior,
     make_alphas_cumprod,
     sd15_alphas_cumprod,
     t_to_index,
@@ -56,5 +57,5 @@ __all__ = [
     "perflow_step", "sample_perflow", "sample_t", "step_times", "student_input", "window_coefficients",
     "window_of", "window_target", "implied_endpoint", "velocity_weight",
     "NUM_TRAIN_TIMESTEPS", "make_alphas_cumprod", "sd15_alphas_cumprod", "t_to_index", "alpha_bar",
-    "ab_at_index", "add_noise",
+    "ab_at_index", "add_noise", "linear_eps_prior",
 ]

@@ -78,3 +78,16 @@ def add_noise(x0: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
     """z = √ᾱ·x0 + √(1−ᾱ)·ε; ᾱ is a scalar or per-sample (B,). Result keeps x0's dtype."""
     ab = expand_as_batch(alpha_bar, x0).to(torch.float32)
     return (ab.sqrt() * x0 + (1 - ab).sqrt() * eps).to(x0.dtype)
+
+
+def linear_eps_prior(timesteps: Tensor, data_var: float, alphas_cumprod: Tensor) -> Tensor:
+    """c(t) of the minimum-MSE *linear* estimate ε ≈ c(t)·z_t for x0 of zero mean and per-element variance
+    ``data_var``: c(t) = √(1−ᾱ_t) / (ᾱ_t·data_var + 1 − ᾱ_t) (from z_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε).
+
+    A small net that predicts only the residual ε − c(t)·z_t is exact at t → T from its first step (a plain UNet
+    must first learn the identity there, and DDIM from pure noise amplifies that error 1/√ᾱ_T ≈ 15 times).
+    ``timesteps`` are model timestep inputs (train-index units, rounded and clamped to the schedule)."""
+    T = alphas_cumprod.shape[0]
+    idx = torch.as_tensor(timesteps, device=alphas_cumprod.device).round().long().clamp(0, T - 1)
+    ab = alphas_cumprod[idx].to(torch.float32)
+    return (1 - ab).sqrt() / (ab * data_var + 1 - ab)

@@ -77,8 +77,13 @@ class AvatarNet(nn.Module):
 
     def __init__(self, reference_net: ReferenceNet, denoising_net: DenoisingNet, audio_proj: nn.Module,
                  cfg: CFGConditioning, *, student: bool, latent_channels: int,
-                 audio_feature_shape: tuple[int, int, int], attention_backend: str = "auto"):
+                 audio_feature_shape: tuple[int, int, int], attention_backend: str = "auto",
+                 eps_skip_data_var: float = 0.0):
         super().__init__()
+        self.eps_skip_data_var = float(eps_skip_data_var)
+        from fada.diffusion import sd15_alphas_cumprod
+
+        self.register_buffer("_alphas_cumprod", sd15_alphas_cumprod().float(), persistent=False)
         self.reference_net = reference_net
         self.denoising_net = denoising_net
         self.audio_proj = audio_proj
@@ -185,7 +190,14 @@ class AvatarNet(nn.Module):
                 cfg_scales=None) -> Tensor:
         """The denoising pass from already projected audio tokens."""
         cfg_tokens, tcond = self.cfg_inputs(cfg_scales, z.shape[0], z.device)
-        return self.denoising_net(z, t, audio_tokens, bank, keep_ref, cfg_tokens, tcond)
+        eps = self.denoising_net(z, t, audio_tokens, bank, keep_ref, cfg_tokens, tcond)
+        if self.eps_skip_data_var > 0:  # residual over the linear ε estimate (CPU-scale nets; see UNetConfig)
+            from fada.diffusion import linear_eps_prior
+
+            tt = torch.as_tensor(t, device=z.device, dtype=torch.float32).reshape(-1).expand(z.shape[0])
+            c = linear_eps_prior(tt, self.eps_skip_data_var, self._alphas_cumprod).to(eps.dtype)
+            eps = eps + c.view(-1, *([1] * (z.dim() - 1))) * z
+        return eps
 
     def forward(self, z: Tensor, t: Tensor, audio_features: Tensor, bank: Optional[Bank],
                 keep_audio: Optional[Tensor] = None, keep_ref: Optional[Tensor] = None,
@@ -256,7 +268,7 @@ class AvatarNet(nn.Module):
     def top_config(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "student": self.student, "cfg_mode": self.cfg.mode,
                 "latent_channels": self.latent_channels, "audio_feature_shape": list(self.audio_feature_shape),
-                "parts": list(PARTS)}
+                "eps_skip_data_var": self.eps_skip_data_var, "parts": list(PARTS)}
 
     @classmethod
     def from_configs(cls, top: dict, parts: dict, attention_backend: str = "auto",
@@ -284,7 +296,8 @@ class AvatarNet(nn.Module):
             raise FadaError(f"{where('cfg')}: bad CFG config ({type(e).__name__}: {e})") from None
         try:
             return cls(ref, den, audio, cfg, student=bool(top["student"]), latent_channels=top["latent_channels"],
-                       audio_feature_shape=tuple(top["audio_feature_shape"]), attention_backend=attention_backend)
+                       audio_feature_shape=tuple(top["audio_feature_shape"]), attention_backend=attention_backend,
+                       eps_skip_data_var=float(top.get("eps_skip_data_var", 0.0)))
         except (KeyError, TypeError) as e:
             raise FadaError(f"{where('top')}: bad model config ({type(e).__name__}: {e})") from None
 
@@ -387,4 +400,4 @@ def build_avatar_net(model_cfg, student: bool = False, latent_channels: Optional
         raise FadaError(f"audio: {e}") from None
     cfg = CFGConditioning(mode if student else "none", model_cfg.cfg.n_tokens, d)
     return AvatarNet(ref, den, audio, cfg, student=student, latent_channels=lc, audio_feature_shape=afs,
-                     attention_backend=backend)
+                     attention_backend=backend, eps_skip_data_var=ucfg.eps_skip_data_var)

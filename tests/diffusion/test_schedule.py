@@ -52,3 +52,18 @@ def test_add_noise_broadcasts_per_sample(gen):
         a = float(ab[i])
         torch.testing.assert_close(z[i], a**0.5 * x0[i] + (1 - a) ** 0.5 * eps[i])
     torch.testing.assert_close(add_noise(x0, eps, 0.5), 0.5**0.5 * (x0 + eps))
+
+
+def test_linear_eps_prior_is_the_least_squares_slope():
+    """Independent check: regress ε on z_t by least squares over Gaussian x0 of variance s²."""
+    from fada.diffusion import add_noise, linear_eps_prior, sd15_alphas_cumprod
+
+    ac = sd15_alphas_cumprod()
+    g = torch.Generator().manual_seed(0)
+    s2 = 0.25
+    for t in (10, 500, 999):
+        x0 = torch.randn(2_000_000, generator=g, dtype=torch.float64) * s2 ** 0.5
+        eps = torch.randn(2_000_000, generator=g, dtype=torch.float64)
+        z = add_noise(x0, eps, ac[t].double())
+        slope = float((z * eps).sum() / (z * z).sum())
+        assert float(linear_eps_prior(torch.tensor([t]), s2, ac)[0]) == pytest.approx(slope, rel=0.02, abs=2e-3)

@@ -209,3 +209,34 @@ def test_gradient_checkpointing_training_step(teacher):
     assert frozen and all(not p.requires_grad for n, p in net.named_parameters() if n in frozen)
     assert all(p.requires_grad for n, p in net.named_parameters() if n not in frozen)
     net.disable_gradient_checkpointing()
+
+
+def test_eps_skip_adds_the_linear_estimate_and_survives_save_load(tmp_path):
+    import dataclasses
+
+    from fada.config import load_recipe
+    from fada.diffusion import linear_eps_prior, sd15_alphas_cumprod
+    from fada.models.avatar import AvatarNet, build_avatar_net
+    from tests.fixtures import TINY_TEST_MODEL
+
+    m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.eps_skip_data_var=0.25"]).model
+    net = build_avatar_net(m).eval()
+    assert net.eps_skip_data_var == 0.25
+    z = torch.randn(2, net.latent_channels, m.num_frames, 16, 16)
+    t = torch.tensor([999.0, 10.0])
+    feats = torch.randn(2, m.num_frames, *net.audio_feature_shape)
+    with torch.no_grad():
+        with_skip = net(z, t, feats, None)
+        net.eps_skip_data_var = 0.0
+        plain = net(z, t, feats, None)
+        net.eps_skip_data_var = 0.25
+    c = linear_eps_prior(t, 0.25, sd15_alphas_cumprod())
+    torch.testing.assert_close(with_skip, plain + c.view(2, 1, 1, 1, 1) * z)
+    net.save_pretrained(tmp_path / "n")
+    again = AvatarNet.from_pretrained(tmp_path / "n").eval()
+    assert again.eps_skip_data_var == 0.25
+    with torch.no_grad():
+        torch.testing.assert_close(again(z, t, feats, None), with_skip)
+    student = AvatarNet.from_teacher(net, "tokens")
+    assert student.eps_skip_data_var == 0.25
+    assert dataclasses.is_dataclass(m)

@@ -1,0 +1,285 @@
+"""`fada demo`: the whole paper in miniature on a CPU.
+
+synthesise a labelled corpus → curate it into A and B → train the tiny teacher on A → distill Balanced and Fast on
+B → export → generate held-out identities with unseen audio (teacher 75 NFE, Balanced 18, Fast 6) → evaluate.
+Writes DIR/report.md, DIR/report.json, DIR/videos/*.mp4 (reference | teacher | balanced | fast) and
+DIR/models/{teacher,balanced,fast}.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fada.errors import FadaError
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    corpus: int            # synthetic videos
+    seconds: tuple         # their length range
+    teacher_steps: int
+    distill_steps: int
+    test_clips: int        # held-out identities
+    test_seconds: float
+
+
+FULL = DemoSize(corpus=60, seconds=(3.0, 5.0), teacher_steps=700, distill_steps=150, test_clips=4, test_seconds=3.0)
+QUICK = DemoSize(corpus=16, seconds=(2.2, 3.0), teacher_steps=60, distill_steps=12, test_clips=2, test_seconds=1.6)
+
+# Table 3/4 ablations: (row name, recipe overrides) distilled in addition with --ablations.
+ABLATIONS = [
+    ("fast / mixed off", ["distill.mixed.mode=off"]),
+    ("fast / mixed fixed-0.2", ["distill.mixed.mode=fixed", "distill.mixed.fixed=0.2"]),
+    ("fast / cfg none", ["model.cfg.mode=none"]),
+    ("fast / cfg time-embed", ["model.cfg.mode=time_embed"]),
+    ("fast / cfg layer", ["model.cfg.mode=layer"]),
+]
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- curation against the answer key --------------------------------------------------------------------------------
+
+def curation_scores(labels: list[dict], manifest: Path) -> dict:
+    """Precision (share of the set's videos that are defect-free) and recall (share of defect-free videos kept)
+    of A and B, per source video, against the generator's labels."""
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    in_a = {r["source_video"] for r in rows if r.get("in_A")}
+    in_b = {r["source_video"] for r in rows if r.get("in_B")}
+    clean = {Path(lab["file"]).name for lab in labels if not lab["defects"]}
+    out = {"videos": len(labels), "clean": len(clean)}
+    for name, kept in (("A", in_a), ("B", in_b)):
+        out[name] = {"videos": len(kept),
+                     "precision": len(kept & clean) / len(kept) if kept else 0.0,
+                     "recall": len(kept & clean) / len(clean) if clean else 0.0}
+    return out
+
+
+# -- held-out test clips --------------------------------------------------------------------------------------------
+
+def test_clips(n: int, seconds: float, resolution: int, seed: int = 777):
+    """New identities speaking unseen audio, rendered by the generator (the ground truth), cropped the way the
+    pipeline crops the portrait (the face found in the first frame, with curate's margin)."""
+    from fada.data.face import FaceDetector, crop_square
+    from fada.data.synthetic import render_clip, sample_identity, synth_speech
+
+    rng = np.random.default_rng(seed)
+    det = FaceDetector()
+    clips = []
+    for i in range(n):
+        ident = sample_identity(rng)
+        audio = synth_speech(seconds, rng)
+        frames = render_clip(ident, audio, size=128, seed=seed + i)
+        box = det.detect(frames[0])
+        if box is None:
+            raise FadaError("demo: the held-out portrait has no detectable face (generator changed?)")
+        truth = np.stack([crop_square(f, box, 0.4, resolution) for f in frames])
+        clips.append({"portrait": frames[0], "audio": audio, "truth": truth})
+    return clips
+
+
+# -- metrics --------------------------------------------------------------------------------------------------------
+
+def frame_features(frames: np.ndarray) -> np.ndarray:
+    """Weight-free frame features for the demo's Fréchet distance: an 8x8 colour thumbnail plus a 4x4x4 colour
+    histogram (no Inception weights on a fresh machine; `fada eval --metrics fid` does the real FID)."""
+    import cv2
+
+    feats = []
+    for f in frames:
+        thumb = cv2.resize(f, (8, 8), interpolation=cv2.INTER_AREA).astype(np.float64).ravel() / 255.0
+        hist = cv2.calcHist([f], [0, 1, 2], None, [4, 4, 4], [0, 256] * 3).ravel()
+        feats.append(np.concatenate([thumb, hist / max(hist.sum(), 1.0)]))
+    return np.stack(feats)
+
+
+def evaluate(videos: list[np.ndarray], clips: list[dict], sr: int = 16000, fps: int = 25) -> dict:
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from fada.metrics.av_sync import WeightFreeSync
+    from fada.metrics.frechet import frechet_from_features
+
+    sync = WeightFreeSync(max_offset=15)
+    own, shuffled, psnr, ssim = [], [], [], []
+    for i, (v, c) in enumerate(zip(videos, clips)):
+        own.append(sync.score(v, c["audio"], sr, fps)["av_corr_conf"])
+        shuffled.append(sync.score(v, clips[(i + 1) % len(clips)]["audio"], sr, fps)["av_corr_conf"])
+        n = min(len(v), len(c["truth"]))
+        psnr.append(np.mean([peak_signal_noise_ratio(c["truth"][k], v[k], data_range=255) for k in range(n)]))
+        ssim.append(np.mean([structural_similarity(c["truth"][k], v[k], channel_axis=2, data_range=255,
+                                                   win_size=7) for k in range(n)]))
+    fd = frechet_from_features(frame_features(np.concatenate(videos)),
+                               frame_features(np.concatenate([c["truth"] for c in clips])))
+    return {"sync": float(np.mean(own)), "shuffled_sync": float(np.mean(shuffled)), "psnr": float(np.mean(psnr)),
+            "ssim": float(np.mean(ssim)), "fd": float(fd)}
+
+
+def side_by_side(path: Path, clip: dict, videos: list[np.ndarray], fps: int = 25) -> None:
+    from fada.data.media import write_video
+
+    n = min(len(clip["truth"]), *(len(v) for v in videos))
+    frames = np.concatenate([clip["truth"][:n]] + [v[:n] for v in videos], axis=2)
+    write_video(path, frames, fps, audio=clip["audio"], threads=1)
+
+
+# -- the run --------------------------------------------------------------------------------------------------------
+
+def _recipe(name: str, overrides: list[str], stage: str):
+    from fada.config import load_recipe
+
+    return load_recipe(name, overrides, stage=stage)
+
+
+def run(out, quick: bool = False, ablations: bool = False, progress: bool = True) -> dict:
+    from fada.data.synthetic import generate_corpus
+    from fada.pipeline import FadaPipeline
+    from fada.stages import curate as curate_stage
+    from fada.stages import distill as distill_stage
+    from fada.stages import export as export_stage
+    from fada.stages import train_teacher as teacher_stage
+    from fada.utils.cache import record_demo_model
+    from fada.utils.io import write_json, write_text
+
+    size = QUICK if quick else FULL
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    timings = {}
+
+    def stage(name):
+        timings[name] = time.perf_counter()
+
+    def done(name):
+        timings[name] = round(time.perf_counter() - timings[name], 1)
+
+    stage("corpus")
+    say(f"[1/7] synthesising {size.corpus} labelled talking-head videos (some with defects) ...")
+    labels = generate_corpus(out / "corpus", count=size.corpus, size=128, seed=0, seconds=size.seconds,
+                             progress=progress)
+    done("corpus")
+
+    stage("curate")
+    say("[2/7] curating them into the strict set A (teacher) and the lenient set B (student) ...")
+    cur = out / "curated"
+    curate_stage.run(out / "corpus" / "videos", cur, _recipe("tiny-curate", [], "curate"), progress=progress)
+    curation = curation_scores(labels, cur / "manifest.jsonl")
+    say(f"      A: {curation['A']['videos']} videos (precision {curation['A']['precision']:.2f}), "
+        f"B: {curation['B']['videos']} (recall of clean videos {curation['B']['recall']:.2f})")
+    done("curate")
+
+    common = [f"data.cache_dir={out / 'cache'}"]
+    stage("teacher")
+    say(f"[3/7] training the tiny teacher on A ({size.teacher_steps} steps) ...")
+    teacher_run = out / "runs" / "teacher"
+    teacher_stage.run(_recipe("tiny-teacher", common + [
+        f"data.manifest={cur / 'A.jsonl'}", f"train.output_dir={teacher_run}",
+        f"train.max_steps={size.teacher_steps}", f"train.checkpoint_every={size.teacher_steps}"], "teacher"),
+        progress=progress)
+    done("teacher")
+
+    variants = [("balanced", "tiny-balanced", []), ("fast", "tiny-fast", [])]
+    if ablations:
+        variants += [(name, "tiny-fast", extra) for name, extra in ABLATIONS]
+    stage("distill")
+    runs = {}
+    for name, recipe_name, extra in variants:
+        say(f"[4/7] distilling {name} on B ({size.distill_steps} steps) ...")
+        slug = name.replace(" / ", "-").replace(" ", "-")
+        runs[name] = out / "runs" / slug
+        distill_stage.run(_recipe(recipe_name, common + extra + [
+            f"data.manifest={cur / 'B.jsonl'}", f"distill.teacher={teacher_run}", f"train.output_dir={runs[name]}",
+            f"train.max_steps={size.distill_steps}", f"train.checkpoint_every={size.distill_steps}"], "distill"),
+            progress=progress)
+    done("distill")
+
+    stage("export")
+    say("[5/7] exporting self-contained model folders ...")
+    models = {"teacher": export_stage.run(teacher_run, out / "models" / "teacher", dtype="fp32")}
+    for name, _, _ in variants:
+        slug = name.replace(" / ", "-").replace(" ", "-")
+        models[name] = export_stage.run(runs[name], out / "models" / slug, dtype="fp32")
+    record_demo_model(models["fast"])
+    done("export")
+
+    stage("generate")
+    say(f"[6/7] generating {size.test_clips} held-out identities with unseen audio ...")
+    pipes = {name: FadaPipeline.from_pretrained(path) for name, path in models.items()}
+    clips = test_clips(size.test_clips, size.test_seconds, pipes["teacher"].resolution)
+    videos, rows = {}, []
+    for name, pipe in pipes.items():
+        t0 = time.perf_counter()
+        stream_plan = None
+        vids = []
+        for i, c in enumerate(clips):
+            stream = pipe.generate_frames(c["portrait"], c["audio"], seed=i)
+            stream_plan = stream.plan
+            vids.append(np.concatenate(list(stream)))
+        seconds = time.perf_counter() - t0
+        videos[name] = vids
+        audio_seconds = sum(len(c["audio"]) for c in clips) / 16000
+        rows.append({"model": name, "nfe": stream_plan.nfe_per_clip,
+                     "seconds_per_video_second": seconds / audio_seconds})
+        say(f"      {name}: {stream_plan.describe()}; {seconds / audio_seconds:.2f} s per video second")
+    done("generate")
+
+    stage("evaluate")
+    say("[7/7] evaluating: sync against own vs shuffled audio, PSNR / SSIM / Fréchet distance to the truth ...")
+    shuffled = []
+    for row in rows:
+        m = evaluate(videos[row["model"]], clips)
+        shuffled.append(m.pop("shuffled_sync"))
+        row.update(m)
+    (out / "videos").mkdir(exist_ok=True)
+    for i, c in enumerate(clips):
+        side_by_side(out / "videos" / f"test_{i:02d}.mp4", c, [videos[k][i] for k in ("teacher", "balanced", "fast")])
+    done("evaluate")
+
+    total = time.perf_counter() - t_start
+    report = {"rows": rows, "shuffled_audio_sync": float(np.mean(shuffled)), "curation": curation,
+              "ratio_teacher_fast": rows[0]["seconds_per_video_second"] / _row(rows, "fast")["seconds_per_video_second"],
+              "seconds": round(total, 1), "stage_seconds": timings, "quick": quick,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {_cores()} cores",
+              "models": {k: str(v) for k, v in models.items()}}
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", render_markdown(report))
+    say(render_markdown(report))
+    say(f"done in {total / 60:.1f} min; models in {out / 'models'}, videos in {out / 'videos'}; "
+        f"`fada generate PORTRAIT AUDIO` now uses {models['fast']}")
+    return report
+
+
+def _row(rows, name):
+    return next(r for r in rows if r["model"] == name)
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def render_markdown(report: dict) -> str:
+    lines = ["# fada demo report", "",
+             f"Machine: {report['machine']}; total {report['seconds'] / 60:.1f} min.", "",
+             "| model | NFE | s per video s | sync ↑ | PSNR ↑ | SSIM ↑ | FD ↓ |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report["rows"]:
+        lines.append(f"| {r['model']} | {r['nfe']} | {r['seconds_per_video_second']:.2f} | {r['sync']:.3f} | "
+                     f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['fd']:.3f} |")
+    c = report["curation"]
+    lines += ["", f"Shuffled-audio sync (the same measure against other clips' audio): "
+                  f"{report['shuffled_audio_sync']:.3f}. Teacher → Fast speed-up: {report['ratio_teacher_fast']:.1f}×.",
+              "", f"Curation of {c['videos']} synthetic videos ({c['clean']} without defects): "
+                  f"A {c['A']['videos']} videos, precision {c['A']['precision']:.2f}, recall {c['A']['recall']:.2f}; "
+                  f"B {c['B']['videos']} videos, precision {c['B']['precision']:.2f}, recall {c['B']['recall']:.2f}.",
+              "", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in report["stage_seconds"].items()), ""]
+    return "\n".join(lines)
