@@ -33,7 +33,10 @@ def test_colorfulness_known_values():
     assert iqa_score(red, "iqa_colorfulness") == pytest.approx(0.3 * np.hypot(255, 127.5))
 
 
-def test_registry():
+def test_registry(monkeypatch):
+    import fada.metrics.iqa as iqa
+
+    monkeypatch.setattr(iqa, "_REGISTRY", dict(iqa._REGISTRY))  # registering here must not leak into other tests
     assert {"iqa_sharpness", "iqa_colorfulness"} <= set(iqa_names())
     register_iqa("test_mean_brightness", lambda v: float(v.mean()), overwrite=True)
     assert get_iqa("test_mean_brightness")(np.full((1, 2, 2, 3), 7, np.uint8)) == 7.0
