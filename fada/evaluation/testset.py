@@ -15,12 +15,12 @@ whole call: portrait, audio, sampling, decoding, writing), ``video_seconds`` (fr
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Callable, Optional
 
 from fada.errors import FadaError, MissingFileError
+from fada.utils.io import read_pair_list
 
 KEYS = {"portrait", "audio", "reference", "name", "seed", "no_crop"}
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
@@ -41,19 +41,7 @@ def read_testset(path) -> list[dict]:
     base = path.parent
     items: list[dict] = []
     seen: dict[str, int] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise FadaError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or "portrait" not in row or "audio" not in row:
-            raise FadaError(f"{where}: each line needs an object with 'portrait' and 'audio'")
-        extra = set(row) - KEYS
-        if extra:
-            raise FadaError(f"{where}: unknown key(s) {', '.join(sorted(extra))} (known: {', '.join(sorted(KEYS))})")
+    for n, where, row in read_pair_list(path, KEYS, "--testset list"):
         item = {}
         for key in ("portrait", "audio", "reference"):
             if row.get(key) is None:

@@ -10,29 +10,19 @@ from fada.config import recipe_to_yaml, save_resolved
 from fada.config.schema import DistillRecipe
 from fada.errors import FadaError
 from fada.training import TrainResult, train
+from fada.training.loop import ClipTask
 
 
-class DistillTask:
+class DistillTask(ClipTask):
     """The shared loop's view of distillation: the student is trained and checkpointed; the teacher is frozen."""
 
     def __init__(self, student, teacher, dataset, settings):
         from fada.diffusion import sd15_alphas_cumprod
 
-        self.model, self.teacher, self._dataset, self.settings = student, teacher, dataset, settings
-        self.alphas_cumprod = sd15_alphas_cumprod()
         frozen = {f"reference_net.{n}" for n in getattr(student, "frozen_reference_parameters", [])}
-        self._trainable = [(n, p) for n, p in student.named_parameters() if n not in frozen]
-
-    def trainable_parameters(self):
-        return self._trainable
-
-    def dataset(self):
-        return self._dataset
-
-    def collate(self, items):
-        from fada.data.dataset import collate
-
-        return collate(items)
+        super().__init__(student, dataset, [(n, p) for n, p in student.named_parameters() if n not in frozen])
+        self.teacher, self.settings = teacher, settings
+        self.alphas_cumprod = sd15_alphas_cumprod()
 
     def loss(self, model, batch, generator):
         from fada.training.distill import distill_loss

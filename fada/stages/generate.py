@@ -12,12 +12,12 @@ the list. Every line is checked before the model loads; an item that fails is re
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
 
 from fada.errors import FadaError, MissingFileError
+from fada.utils.io import read_pair_list
 
 ITEM_KEYS = {"portrait", "audio", "out", "seed", "mode", "steps", "cfg_audio", "cfg_ref", "no_crop"}
 
@@ -67,20 +67,7 @@ def read_batch(batch, out_dir: Optional[Path]) -> list[dict]:
     path = _check_file(batch, "batch list")
     base = path.parent
     items, seen = [], {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise FadaError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or "portrait" not in row or "audio" not in row:
-            raise FadaError(f"{where}: each line needs an object with 'portrait' and 'audio'")
-        extra = set(row) - ITEM_KEYS
-        if extra:
-            raise FadaError(f"{where}: unknown key(s) {', '.join(sorted(extra))} "
-                            f"(allowed: {', '.join(sorted(ITEM_KEYS))})")
+    for n, where, row in read_pair_list(path, ITEM_KEYS, "--batch list"):
         item = dict(row)
         for key, what in (("portrait", "portrait image"), ("audio", "audio file")):
             p = Path(os.path.expanduser(str(row[key])))

@@ -10,32 +10,19 @@ from fada.config import recipe_to_yaml, save_resolved
 from fada.config.schema import TeacherRecipe
 from fada.errors import FadaError
 from fada.training import TrainResult, train
+from fada.training.loop import ClipTask
 
 
-class TeacherTask:
+class TeacherTask(ClipTask):
     """What the shared loop needs: model, trainable parameters, data, and the Eq. 1 loss."""
 
     def __init__(self, net, dataset, stage, dropout, use_audio: bool):
         from fada.diffusion import sd15_alphas_cumprod
         from fada.training.teacher import teacher_trainable
 
-        self.model, self._dataset = net, dataset
+        super().__init__(net, dataset, teacher_trainable(net, stage))
         self.stage, self.dropout, self.use_audio = stage, dropout, use_audio
         self.alphas_cumprod = sd15_alphas_cumprod()
-        self._trainable = teacher_trainable(net, stage)
-        if not self._trainable:
-            raise FadaError(f"teacher.stage: stage {stage} leaves nothing to train in this model")
-
-    def trainable_parameters(self):
-        return self._trainable
-
-    def dataset(self):
-        return self._dataset
-
-    def collate(self, items):
-        from fada.data.dataset import collate
-
-        return collate(items)
 
     def loss(self, model, batch, generator):
         from fada.training.teacher import teacher_loss

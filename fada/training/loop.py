@@ -40,6 +40,26 @@ class TrainTask(Protocol):
         """Scalar loss and float metrics for logging; all randomness from ``generator``."""
 
 
+class ClipTask:
+    """Base of the stages' tasks: a curated-clip dataset, named trainable parameters, the shared collate."""
+
+    def __init__(self, model: torch.nn.Module, dataset: Dataset, trainable: list[tuple[str, torch.nn.Parameter]]):
+        if not trainable:
+            raise FadaError("nothing to train: every parameter of the model is frozen in this setting")
+        self.model, self._dataset, self._trainable = model, dataset, trainable
+
+    def trainable_parameters(self):
+        return self._trainable
+
+    def dataset(self):
+        return self._dataset
+
+    def collate(self, items):
+        from fada.data.dataset import collate
+
+        return collate(items)
+
+
 @dataclass
 class TrainResult:
     step: int

@@ -49,3 +49,26 @@ def write_json(target: str | os.PathLike, obj, indent: int = 2) -> None:
 
 def write_jsonl(target: str | os.PathLike, rows) -> None:
     write_text(target, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_pair_list(path, allowed: set[str], what: str = "list"):
+    """Rows of a JSONL list of {portrait, audio, ...} objects (blank and # lines skipped), as (line, where, row);
+    every problem is a one-line FadaError naming the file and line."""
+    from fada.errors import FadaError
+
+    path = Path(path)
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FadaError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or "portrait" not in row or "audio" not in row:
+            raise FadaError(f"{where}: each line of a {what} needs an object with 'portrait' and 'audio'")
+        extra = set(row) - allowed
+        if extra:
+            raise FadaError(f"{where}: unknown key(s) {', '.join(sorted(extra))} "
+                            f"(allowed: {', '.join(sorted(allowed))})")
+        yield n, where, row
