@@ -231,7 +231,7 @@ class _BaseProcessor:
 
     def _plain(self, attn, hidden_states, encoder_hidden_states, attention_mask):
         if hidden_states.ndim != 3 or attn.spatial_norm is not None or attn.group_norm is not None:
-            raise NotImplementedError("fada processors support token-sequence (B, L, C) attention only")
+            raise ValueError("fada processors support token-sequence (B, L, C) attention only")
         residual = hidden_states
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if encoder_hidden_states is not None and attn.norm_cross:
