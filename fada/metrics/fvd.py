@@ -26,7 +26,7 @@ The distance itself is ``frechet_from_features`` over per-video features (at lea
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 from fada.errors import FadaError
 from fada.metrics.frechet import frechet_from_features
-from fada.metrics.weights import FVD_I3D, FVD_RESNET50, check_file, load_into, locate, strip_prefix, torch_load_safe
+from fada.metrics.weights import (FVD_I3D, FVD_RESNET50, WeightedNet, check_file, load_into, strip_prefix,
+                                  torch_load_safe)
 
 ACTIVITYNET_MEAN = (114.7748, 107.7354, 99.4750)  # RGB, 0..255 scale
 SEGMENT_FRAMES = 16
@@ -188,24 +189,13 @@ def i3d_clips(video, size: int = I3D_SIZE, length: int = SEGMENT_FRAMES) -> Tens
 # extractors
 
 
-class FVDExtractor:
+class FVDExtractor(WeightedNet):
     """FVD-R features: one 2048-d vector per video (mean over 16-frame segments)."""
 
     name = "fvd"
-
-    def __init__(self, weights_path=None, *, model: ResNet3D = None, batch_size: int = 4,
-                 device: Union[str, torch.device] = "cpu"):
-        if model is None:
-            if weights_path is None:
-                raise FadaError("FVDExtractor needs a weights file or a model")
-            model = load_resnet3d_50(weights_path)
-        self.model = model.eval().to(device)
-        self.device = torch.device(device)
-        self.batch_size = int(batch_size)
-
-    @classmethod
-    def from_weights_dir(cls, weights_dir, **kw) -> "FVDExtractor":
-        return cls(locate(weights_dir, FVD_RESNET50, "fvd"), **kw)
+    weights_file = FVD_RESNET50
+    default_batch_size = 4
+    load_weights = staticmethod(load_resnet3d_50)
 
     @torch.no_grad()
     def segment_features(self, video) -> np.ndarray:
@@ -219,24 +209,13 @@ class FVDExtractor:
         return self.segment_features(video).mean(axis=0)
 
 
-class I3DExtractor:
+class I3DExtractor(WeightedNet):
     """FVD-I features from the TorchScript I3D: one 400-d vector per video (mean over 16-frame segments)."""
 
     name = "fvd_i"
-
-    def __init__(self, weights_path=None, *, model=None, batch_size: int = 2,
-                 device: Union[str, torch.device] = "cpu"):
-        if model is None:
-            if weights_path is None:
-                raise FadaError("I3DExtractor needs a TorchScript file or a model")
-            model = load_i3d_torchscript(weights_path)
-        self.model = model.eval().to(device) if hasattr(model, "eval") else model
-        self.device = torch.device(device)
-        self.batch_size = int(batch_size)
-
-    @classmethod
-    def from_weights_dir(cls, weights_dir, **kw) -> "I3DExtractor":
-        return cls(locate(weights_dir, FVD_I3D, "fvd_i"), **kw)
+    weights_file = FVD_I3D
+    default_batch_size = 2
+    load_weights = staticmethod(lambda path: load_i3d_torchscript(path))
 
     @torch.no_grad()
     def segment_features(self, video) -> np.ndarray:

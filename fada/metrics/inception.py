@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fada.errors import FadaError
-from fada.metrics.weights import FID_INCEPTION, load_into, locate, torch_load_safe
+from fada.metrics.weights import FID_INCEPTION, WeightedNet, load_into, torch_load_safe
 
 
 class BasicConv2d(nn.Module):
@@ -212,22 +212,13 @@ def frames_to_unit_tensor(frames) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-class FIDExtractor:
+class FIDExtractor(WeightedNet):
     """2048-d pool features of the FID Inception for uint8 RGB frames."""
 
-    def __init__(self, weights_path=None, *, model: FIDInceptionV3 = None, batch_size: int = 32,
-                 device: Union[str, torch.device] = "cpu"):
-        if model is None:
-            if weights_path is None:
-                raise FadaError("FIDExtractor needs a weights file or a model")
-            model = load_fid_inception(weights_path)
-        self.model = model.eval().to(device)
-        self.device = torch.device(device)
-        self.batch_size = int(batch_size)
-
-    @classmethod
-    def from_weights_dir(cls, weights_dir, **kw) -> "FIDExtractor":
-        return cls(locate(weights_dir, FID_INCEPTION, "fid"), **kw)
+    name = "fid"
+    weights_file = FID_INCEPTION
+    default_batch_size = 32
+    load_weights = staticmethod(load_fid_inception)
 
     @torch.no_grad()
     def features(self, frames: Union[np.ndarray, Sequence[np.ndarray], Iterable[np.ndarray]]) -> np.ndarray:

@@ -36,7 +36,7 @@ from scipy.fft import dct
 from torch import Tensor, nn
 
 from fada.errors import FadaError
-from fada.metrics.weights import SYNCNET, load_into, locate, strip_prefix, torch_load_safe
+from fada.metrics.weights import SYNCNET, WeightedNet, load_into, strip_prefix, torch_load_safe
 
 SYNC_SR = 16000
 SYNC_FPS = 25
@@ -220,25 +220,18 @@ def sync_offset_search(vid_feat: Tensor, aud_feat: Tensor, vshift: int = VSHIFT)
     }
 
 
-class SyncNetScorer:
+class SyncNetScorer(WeightedNet):
     """Sync-C / Sync-D / offset of a talking-face clip (face crops + its audio)."""
 
     name = "sync"
+    weights_file = SYNCNET
+    default_batch_size = 20
+    load_weights = staticmethod(load_syncnet)
 
-    def __init__(self, weights_path=None, *, model: SyncNetS = None, vshift: int = VSHIFT, batch_size: int = 20,
-                 device: Union[str, torch.device] = "cpu"):
-        if model is None:
-            if weights_path is None:
-                raise FadaError("SyncNetScorer needs a weights file or a model")
-            model = load_syncnet(weights_path)
-        self.model = model.eval().to(device)
-        self.device = torch.device(device)
+    def __init__(self, weights_path=None, *, model: SyncNetS = None, vshift: int = VSHIFT,
+                 batch_size: int | None = None, device: Union[str, torch.device] = "cpu"):
+        super().__init__(weights_path, model=model, batch_size=batch_size, device=device)
         self.vshift = int(vshift)
-        self.batch_size = int(batch_size)
-
-    @classmethod
-    def from_weights_dir(cls, weights_dir, **kw) -> "SyncNetScorer":
-        return cls(locate(weights_dir, SYNCNET, "sync"), **kw)
 
     @torch.no_grad()
     def embeddings(self, frames, audio, sr: int, fps: float = SYNC_FPS) -> tuple[Tensor, Tensor]:

@@ -134,3 +134,34 @@ def load_into(module: nn.Module, state: Mapping[str, Tensor], path, what: str) -
                 v.copy_(state[k].to(v.dtype))
     module.eval()
     return module
+
+
+class WeightedNet:
+    """Base of the metric networks' runners: a network loaded from its weights file (or given), in eval mode on
+    ``device``, run in batches. Subclasses set ``name`` (the metric), ``weights_file``, ``default_batch_size`` and
+    ``load_weights``."""
+
+    name: str
+    weights_file: str
+    default_batch_size: int = 8
+
+    @staticmethod
+    def load_weights(path):  # each subclass binds its loader
+        raise TypeError("WeightedNet subclasses must define load_weights")
+
+    def __init__(self, weights_path=None, *, model=None, batch_size: int | None = None, device="cpu"):
+        import torch
+
+        if model is None:
+            if weights_path is None:
+                from fada.errors import FadaError
+
+                raise FadaError(f"{type(self).__name__} needs a weights file or a model")
+            model = self.load_weights(weights_path)
+        self.model = model.eval().to(device) if hasattr(model, "eval") else model
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size or self.default_batch_size)
+
+    @classmethod
+    def from_weights_dir(cls, weights_dir, **kw):
+        return cls(locate(weights_dir, cls.weights_file, cls.name), **kw)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import warnings
@@ -93,7 +94,7 @@ def window_features(feats: torch.Tensor, window: int) -> torch.Tensor:
 # front ends
 
 
-class AudioFrontEnd:
+class AudioFrontEnd(abc.ABC):
     """Interface: ``features(waveform, num_frames, fps) -> (F, 2w+1, L, D)`` float32 tensor on the CPU."""
 
     name: str = "audio"
@@ -107,9 +108,9 @@ class AudioFrontEnd:
         """(2w+1, L, D) of one frame's features."""
         return (2 * self.window + 1, self.num_layers, self.feature_dim)
 
-    def frame_features(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:  # pragma: no cover
+    @abc.abstractmethod
+    def frame_features(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:
         """(F, L, D) features of each frame, before windowing."""
-        raise NotImplementedError
 
     def features(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:
         wav = np.asarray(waveform, dtype=np.float32)

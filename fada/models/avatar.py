@@ -28,6 +28,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from fada.diffusion import linear_eps_prior, sd15_alphas_cumprod
 from fada.errors import FadaError, MissingFileError
 
 from .attention import Bank, resolve_backend
@@ -81,8 +82,6 @@ class AvatarNet(nn.Module):
                  eps_skip_data_var: float = 0.0):
         super().__init__()
         self.eps_skip_data_var = float(eps_skip_data_var)
-        from fada.diffusion import sd15_alphas_cumprod
-
         self.register_buffer("_alphas_cumprod", sd15_alphas_cumprod().float(), persistent=False)
         self.reference_net = reference_net
         self.denoising_net = denoising_net
@@ -192,8 +191,6 @@ class AvatarNet(nn.Module):
         cfg_tokens, tcond = self.cfg_inputs(cfg_scales, z.shape[0], z.device)
         eps = self.denoising_net(z, t, audio_tokens, bank, keep_ref, cfg_tokens, tcond)
         if self.eps_skip_data_var > 0:  # residual over the linear ε estimate (CPU-scale nets; see UNetConfig)
-            from fada.diffusion import linear_eps_prior
-
             tt = torch.as_tensor(t, device=z.device, dtype=torch.float32).reshape(-1).expand(z.shape[0])
             c = linear_eps_prior(tt, self.eps_skip_data_var, self._alphas_cumprod).to(eps.dtype)
             eps = eps + c.view(-1, *([1] * (z.dim() - 1))) * z

@@ -27,8 +27,6 @@ class DistillTask(ClipTask):
     def loss(self, model, batch, generator):
         from fada.training.distill import distill_loss
 
-        if next(self.teacher.parameters()).device != batch["x0"].device:
-            self.teacher.to(batch["x0"].device)
         return distill_loss(model, self.teacher, batch, generator, self.alphas_cumprod, self.settings)
 
 
@@ -63,7 +61,7 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vae = build_vae(m.vae, device=device)
     frontend = build_audio_frontend(m.audio, device=device)
-    teacher = load_teacher(recipe, vae.latent_channels, frontend.feature_shape)
+    teacher = load_teacher(recipe, vae.latent_channels, frontend.feature_shape).to(device)  # where accelerate trains
     dataset = build_data(recipe, frontend, vae, progress)
     student = AvatarNet.from_teacher(teacher, m.cfg.mode, n_tokens=m.cfg.n_tokens)
     student.requires_grad_(True)
