@@ -5,9 +5,9 @@
     for chunk in pipe.generate_frames("portrait.png", "speech.wav"):  # or: uint8 (n, H, W, 3) chunks
         ...
 
-Generation runs clip by clip (F = model.num_frames frames). Per clip: the ReferenceNet encodes the reference
-latent and M motion latents (the last M generated latents of the previous clip; for the first clip the reference
-repeated) once into a bank that every denoising step reuses; the sampler runs from seeded noise; the latents are
+Generation runs clip by clip (F = model.num_frames frames). The ReferenceNet encodes the reference latent once per
+video and, per clip, the M motion latents (the last M generated latents of the previous clip; for the first clip
+the reference repeated, whose bank is the reference's) into a bank that every denoising step reuses; the sampler runs from seeded noise; the latents are
 decoded and the frames streamed out. Modes:
 
     teacher   DDIM (25 steps), multi-CFG Eq. 9: the three branches as one batch of 3  -> NFE 75 per clip
@@ -37,6 +37,7 @@ import torch
 from fada.data.portrait import find_face, prepare_portrait, read_portrait, to_uint8_rgb  # noqa: F401 (re-exported)
 from fada.diffusion import TEACHER_GUIDANCE, Guidance, conditional, guided, sample_ddim, sample_perflow, step_times
 from fada.errors import FadaError
+from fada.models.attention import Bank
 from fada.export import DTYPES, ModelSpec, load_codec, load_frontend, load_net, read_spec
 
 MODES = ("teacher", "balanced", "fast")
@@ -202,6 +203,8 @@ class FrameStream:
         try:
             ref = pipe.encode_reference(self.image)
             motion = ref[:, None].expand(1, M, *ref.shape[1:]) if M else None
+            ref_bank = pipe.encode_reference_bank(ref)
+            bank = Bank.concat_views([ref_bank] * (1 + M))  # first clip: the motion frames are the reference
             gen = torch.Generator().manual_seed(int(self.seed))
             c_, h_, w_ = ref.shape[1:]
             j = 0  # next output frame
@@ -211,11 +214,13 @@ class FrameStream:
                 s = c * F
                 rows = feats.rows(s, s + F)[None]
                 noise = torch.randn((1, c_, F, h_, w_), generator=gen)
-                z, frames = pipe._sample_clip(plan, ref, motion, rows, noise,
+                z, frames = pipe._sample_clip(plan, bank, rows, noise,
                                               (lambda *a: bar.update(1)) if bar is not None else None)
                 if M:
                     hist = torch.cat([motion, z.permute(0, 2, 1, 3, 4)], dim=1)
                     motion = hist[:, -M:]
+                    if c + 1 < self.clips:
+                        bank = pipe.encode_bank(ref, motion, ref_bank)
                 e = min(s + F, self.gen_frames)
                 stop = j
                 while stop < self.total_frames and gen_index(stop, self.fps, self.model_fps) < e:
@@ -368,12 +373,21 @@ class FadaPipeline:
         return self.codec.encode(x).to(self.dtype)
 
     @torch.inference_mode()
-    def _sample_clip(self, plan: GenerationPlan, ref, motion, feats, noise, callback=None):
-        """One clip: bank once, sampler over the steps, decode. -> (latents (1, C, F, h, w), uint8 frames)."""
+    def encode_reference_bank(self, ref):
+        """The reference frame's part of every clip's bank (the ReferenceNet once per video)."""
+        return self.net.encode_bank(ref)
+
+    @torch.inference_mode()
+    def encode_bank(self, ref, motion, ref_bank=None):
+        """One clip's bank: the reference's (cached) plus the M motion latents', encoded once per clip."""
+        return self.net.encode_bank(ref, motion, ref_bank)
+
+    @torch.inference_mode()
+    def _sample_clip(self, plan: GenerationPlan, bank, feats, noise, callback=None):
+        """One clip from its bank: sampler over the steps, decode -> (latents (1, C, F, h, w), uint8 frames)."""
         from fada.models.vae import tensor_to_frames
 
         net = self.net
-        bank = net.encode_bank(ref, motion)
         scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=self.device) if plan.told_scales else None
         fn = net.model_fn(bank, feats.to(self.device, self.dtype), cfg_scales=scales)
         eps_fn = guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes == 3 else conditional(fn)

@@ -58,9 +58,11 @@ class UNetConfig:
     """Heads of the temporal self-attention layers."""
     max_frames: int = _f(32, ge=1)
     """Longest frame sequence the temporal position encoding covers."""
-    eps_skip_data_var: float = _f(0.0, ge=0.0)
-    """CPU-scale option: > 0 makes the denoising net predict only the residual ε − c(t)·z_t over the linear
-    estimate c(t)·z_t for data of this variance (see fada.diffusion.linear_eps_prior); 0 (SD1.5) disables it."""
+    precond_data_var: float = _f(0.0, ge=0.0)
+    """CPU-scale option: > 0 preconditions the ε output for data of this variance, ε̂ = c(t)·z_t + κ(t)·F (EDM's
+    c_skip/c_out for an ε net; fada.diffusion.linear_eps_prior, precond_output_scale), and the training losses
+    weight the ε error by 1/κ(t)² so it is uniform in F. A from-scratch tiny net then learns in minutes what it
+    would otherwise learn in hours; 0 (SD1.5, plain Eq. 1) disables it."""
 
     def check(self) -> list[str]:
         if self.pretrained:

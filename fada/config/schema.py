@@ -74,6 +74,14 @@ class TeacherConfig:
     """P(audio and reference dropped together): learns the unconditional branch ε_b."""
     motion_zero: float = _f(0.1, ge=0.0, le=1.0)
     """P(motion frames zeroed), as for the first clip of a video."""
+    timesteps: Literal["uniform", "lognormal"] = "uniform"
+    """Train timesteps: 'uniform' on the 1000 steps (Eq. 1, SD1.5), or 'lognormal' on the noise-to-signal ratio
+    σ = √(1−ᾱ)/√ᾱ, ln σ ~ N(lognormal_mean, lognormal_std²) (EDM's training distribution: far more samples at
+    the low and middle noise levels where a small net's detail is decided)."""
+    lognormal_mean: float = -1.2
+    """Mean of ln σ for timesteps 'lognormal' (EDM: −1.2)."""
+    lognormal_std: float = _f(1.2, gt=0.0)
+    """Standard deviation of ln σ for timesteps 'lognormal' (EDM: 1.2)."""
 
 
 @dataclass

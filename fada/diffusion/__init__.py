@@ -43,7 +43,10 @@ from .schedule import (
     add_noise,
     alpha_bar,
     linear_eps_prior,
+    precond_loss_weight,
+    precond_output_scale,
     make_alphas_cumprod,
+    sample_train_timesteps,
     sd15_alphas_cumprod,
     t_to_index,
 )
@@ -57,5 +60,6 @@ __all__ = [
     "perflow_step", "sample_perflow", "sample_t", "step_times", "student_input", "window_coefficients",
     "window_of", "window_target", "implied_endpoint", "velocity_weight",
     "NUM_TRAIN_TIMESTEPS", "make_alphas_cumprod", "sd15_alphas_cumprod", "t_to_index", "alpha_bar",
-    "ab_at_index", "add_noise", "linear_eps_prior",
+    "ab_at_index", "add_noise", "linear_eps_prior", "precond_loss_weight", "precond_output_scale",
+    "sample_train_timesteps",
 ]

@@ -91,3 +91,38 @@ def linear_eps_prior(timesteps: Tensor, data_var: float, alphas_cumprod: Tensor)
     idx = torch.as_tensor(timesteps, device=alphas_cumprod.device).round().long().clamp(0, T - 1)
     ab = alphas_cumprod[idx].to(torch.float32)
     return (1 - ab).sqrt() / (ab * data_var + 1 - ab)
+
+
+def precond_output_scale(timesteps: Tensor, data_var: float, alphas_cumprod: Tensor) -> Tensor:
+    """κ(t) of the preconditioned ε output ε̂ = c(t)·z_t + κ(t)·F (c from ``linear_eps_prior``):
+    κ(t) = √(ᾱ_t·data_var / (ᾱ_t·data_var + 1 − ᾱ_t)).
+
+    This is EDM's preconditioning (Karras et al. 2022, Table 1: x̂0 = c_skip·x + c_out·F with σ = √(1−ᾱ)/√ᾱ)
+    written for an ε-predicting net: the net's raw output F has unit-variance targets at every t, and near
+    t = T, where ε is almost exactly c(t)·z_t, its errors are scaled down instead of being amplified 1/√ᾱ_T
+    times into the DDIM estimate of x0."""
+    T = alphas_cumprod.shape[0]
+    idx = torch.as_tensor(timesteps, device=alphas_cumprod.device).round().long().clamp(0, T - 1)
+    ab = alphas_cumprod[idx].to(torch.float32)
+    return (ab * data_var / (ab * data_var + 1 - ab)).sqrt()
+
+
+def precond_loss_weight(timesteps: Tensor, data_var: float, alphas_cumprod: Tensor) -> Tensor:
+    """1/κ(t)²: the per-sample weight of Eq. 1's ε error that makes the loss uniform in the preconditioned net's
+    raw output F (EDM's λ(σ) = 1/c_out²)."""
+    return precond_output_scale(timesteps, data_var, alphas_cumprod).pow(-2)
+
+
+def sample_train_timesteps(batch: int, generator: torch.Generator, alphas_cumprod: Tensor, kind: str = "uniform",
+                           lognormal_mean: float = -1.2, lognormal_std: float = 1.2) -> Tensor:
+    """(B,) long train timesteps for the ε loss (Eq. 1). 'uniform': on 0..T−1. 'lognormal': ln σ ~ N(mean, std²)
+    with σ = √(1−ᾱ)/√ᾱ the noise-to-signal ratio, mapped to the first timestep whose σ reaches it (clamped to the
+    schedule's range)."""
+    ac = alphas_cumprod.to(torch.float32)
+    T, device = ac.shape[0], ac.device
+    if kind == "uniform":
+        return torch.randint(0, T, (batch,), generator=generator, device=device)
+    if kind != "lognormal":
+        raise ValueError(f"unknown timestep sampling {kind!r}")
+    sigma = torch.exp(lognormal_mean + lognormal_std * torch.randn(batch, generator=generator, device=device))
+    return torch.searchsorted(((1 - ac) / ac).sqrt().contiguous(), sigma).clamp(max=T - 1)

@@ -166,6 +166,22 @@ class Bank:
     def detach(self) -> "Bank":
         return Bank({k: v.detach() for k, v in self.tokens.items()}, self.batch_size, self.views)
 
+    def join_views(self, views: int) -> "Bank":
+        """B·V single-view samples, each sample's views consecutive -> a bank of B samples (B, V·L, C)."""
+        if self.views != 1 or self.batch_size % views:
+            raise ValueError(f"join_views({views}): needs single-view samples in multiples of {views}")
+        return Bank({k: v.reshape(v.shape[0] // views, views * v.shape[1], v.shape[2]) for k, v in self.tokens.items()},
+                    self.batch_size // views, views)
+
+    @staticmethod
+    def concat_views(banks: "list[Bank]") -> "Bank":
+        """Views of the same samples side by side: [ref bank (B, L, C), motion bank (B, M·L, C)] -> (B, (1+M)·L, C)."""
+        b = banks[0].batch_size
+        if any(x.batch_size != b for x in banks):
+            raise ValueError("concat_views: banks must have the same batch size")
+        return Bank({k: torch.cat([x.tokens[k] for x in banks], dim=1) for k in banks[0].tokens}, b,
+                    sum(x.views for x in banks))
+
 
 @dataclass(eq=False)
 class AttnContext:

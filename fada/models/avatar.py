@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from fada.diffusion import linear_eps_prior, sd15_alphas_cumprod
+from fada.diffusion import linear_eps_prior, precond_loss_weight, precond_output_scale, sd15_alphas_cumprod
 from fada.errors import FadaError, MissingFileError
 
 from .attention import Bank, resolve_backend
@@ -79,9 +79,9 @@ class AvatarNet(nn.Module):
     def __init__(self, reference_net: ReferenceNet, denoising_net: DenoisingNet, audio_proj: nn.Module,
                  cfg: CFGConditioning, *, student: bool, latent_channels: int,
                  audio_feature_shape: tuple[int, int, int], attention_backend: str = "auto",
-                 eps_skip_data_var: float = 0.0):
+                 precond_data_var: float = 0.0):
         super().__init__()
-        self.eps_skip_data_var = float(eps_skip_data_var)
+        self.precond_data_var = float(precond_data_var)
         self.register_buffer("_alphas_cumprod", sd15_alphas_cumprod().float(), persistent=False)
         self.reference_net = reference_net
         self.denoising_net = denoising_net
@@ -157,9 +157,20 @@ class AvatarNet(nn.Module):
         self.denoising_net.unet.disable_gradient_checkpointing()
 
     # ----------------------------------------------------------------------------------------------------------
-    def encode_bank(self, ref_latents: Tensor, motion_latents: Optional[Tensor] = None) -> Bank:
-        """Run the ReferenceNet once per clip (t = 0, clean latents) -> Bank reused at every denoising step."""
-        return self.reference_net(ref_latents, motion_latents)
+    def encode_bank(self, ref_latents: Tensor, motion_latents: Optional[Tensor] = None,
+                    ref_bank: Optional[Bank] = None) -> Bank:
+        """Run the ReferenceNet once per clip (t = 0, clean latents) -> Bank reused at every denoising step.
+
+        ``ref_bank`` (from ``encode_bank(ref_latents)``) skips re-encoding the reference: the ReferenceNet treats
+        every view as its own image (per-image norms and self-attention), so a video's reference bank is computed
+        once and only the M motion frames are encoded per clip."""
+        if ref_bank is None:
+            return self.reference_net(ref_latents, motion_latents)
+        if motion_latents is None or motion_latents.shape[1] == 0:
+            return ref_bank
+        b, m = motion_latents.shape[:2]
+        motion = self.reference_net(motion_latents.reshape(b * m, *motion_latents.shape[2:]))
+        return Bank.concat_views([ref_bank, motion.join_views(m)])
 
     def audio_tokens(self, audio_features: Tensor, keep_audio: Optional[Tensor] = None) -> Tensor:
         """(B, F, 2w+1, L, D) -> (B, F, N, D_cross); all-zero tokens for samples with keep_audio False."""
@@ -185,15 +196,24 @@ class AvatarNet(nn.Module):
             raise ValueError(f"cfg_scales must be (B={batch}, 2), got {tuple(s.shape)}")
         return self.cfg(s)
 
+    def eps_loss_weight(self, t: Tensor) -> Optional[Tensor]:
+        """Per-sample weight of an ε-MSE loss at train timesteps t (B,): 1/κ(t)² for a preconditioned net (a loss
+        uniform in its raw output, see fada.diffusion.precond_loss_weight); None (weight 1, plain Eq. 1) otherwise."""
+        if self.precond_data_var <= 0:
+            return None
+        return precond_loss_weight(t, self.precond_data_var, self._alphas_cumprod)
+
     def denoise(self, z: Tensor, t, audio_tokens: Tensor, bank: Optional[Bank], keep_ref=None,
                 cfg_scales=None) -> Tensor:
         """The denoising pass from already projected audio tokens."""
         cfg_tokens, tcond = self.cfg_inputs(cfg_scales, z.shape[0], z.device)
         eps = self.denoising_net(z, t, audio_tokens, bank, keep_ref, cfg_tokens, tcond)
-        if self.eps_skip_data_var > 0:  # residual over the linear ε estimate (CPU-scale nets; see UNetConfig)
+        if self.precond_data_var > 0:  # EDM-style preconditioning of the ε output (CPU-scale nets; see UNetConfig)
             tt = torch.as_tensor(t, device=z.device, dtype=torch.float32).reshape(-1).expand(z.shape[0])
-            c = linear_eps_prior(tt, self.eps_skip_data_var, self._alphas_cumprod).to(eps.dtype)
-            eps = eps + c.view(-1, *([1] * (z.dim() - 1))) * z
+            shape = (-1, *([1] * (z.dim() - 1)))
+            c = linear_eps_prior(tt, self.precond_data_var, self._alphas_cumprod).to(eps.dtype).view(shape)
+            k = precond_output_scale(tt, self.precond_data_var, self._alphas_cumprod).to(eps.dtype).view(shape)
+            eps = c * z + k * eps
         return eps
 
     def forward(self, z: Tensor, t: Tensor, audio_features: Tensor, bank: Optional[Bank],
@@ -265,7 +285,7 @@ class AvatarNet(nn.Module):
     def top_config(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "student": self.student, "cfg_mode": self.cfg.mode,
                 "latent_channels": self.latent_channels, "audio_feature_shape": list(self.audio_feature_shape),
-                "eps_skip_data_var": self.eps_skip_data_var, "parts": list(PARTS)}
+                "precond_data_var": self.precond_data_var, "parts": list(PARTS)}
 
     @classmethod
     def from_configs(cls, top: dict, parts: dict, attention_backend: str = "auto",
@@ -294,7 +314,7 @@ class AvatarNet(nn.Module):
         try:
             return cls(ref, den, audio, cfg, student=bool(top["student"]), latent_channels=top["latent_channels"],
                        audio_feature_shape=tuple(top["audio_feature_shape"]), attention_backend=attention_backend,
-                       eps_skip_data_var=float(top.get("eps_skip_data_var", 0.0)))
+                       precond_data_var=float(top.get("precond_data_var", 0.0)))
         except (KeyError, TypeError) as e:
             raise FadaError(f"{where('top')}: bad model config ({type(e).__name__}: {e})") from None
 
@@ -397,4 +417,4 @@ def build_avatar_net(model_cfg, student: bool = False, latent_channels: Optional
         raise FadaError(f"audio: {e}") from None
     cfg = CFGConditioning(mode if student else "none", model_cfg.cfg.n_tokens, d)
     return AvatarNet(ref, den, audio, cfg, student=student, latent_channels=lc, audio_feature_shape=afs,
-                     attention_backend=backend, eps_skip_data_var=ucfg.eps_skip_data_var)
+                     attention_backend=backend, precond_data_var=ucfg.precond_data_var)

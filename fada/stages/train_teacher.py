@@ -16,18 +16,22 @@ from fada.training.loop import ClipTask
 class TeacherTask(ClipTask):
     """What the shared loop needs: model, trainable parameters, data, and the Eq. 1 loss."""
 
-    def __init__(self, net, dataset, stage, dropout, use_audio: bool):
+    def __init__(self, net, dataset, stage, dropout, use_audio: bool, timesteps=None):
         from fada.diffusion import sd15_alphas_cumprod
         from fada.training.teacher import teacher_trainable
 
         super().__init__(net, dataset, teacher_trainable(net, stage))
+        from fada.training.teacher import TimestepSampling
+
         self.stage, self.dropout, self.use_audio = stage, dropout, use_audio
+        self.timesteps = timesteps or TimestepSampling()
         self.alphas_cumprod = sd15_alphas_cumprod()
 
     def loss(self, model, batch, generator):
         from fada.training.teacher import teacher_loss
 
-        return teacher_loss(model, batch, generator, self.alphas_cumprod, self.dropout, self.use_audio)
+        return teacher_loss(model, batch, generator, self.alphas_cumprod, self.dropout, self.use_audio,
+                            self.timesteps)
 
 
 def build_data(recipe, frontend, vae, progress: bool = True):
@@ -75,7 +79,7 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     from fada.models.audio import build_audio_frontend
     from fada.models.avatar import build_avatar_net
     from fada.models.vae import build_vae
-    from fada.training.teacher import ConditionDropout
+    from fada.training.teacher import ConditionDropout, TimestepSampling
 
     m, tcfg = recipe.model, recipe.teacher
     if tcfg.stage == 1 and m.num_frames != 1:
@@ -94,7 +98,8 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     out = Path(recipe.train.output_dir)
     save_resolved(recipe, out)
     dropout = ConditionDropout(tcfg.audio_drop, tcfg.ref_drop, tcfg.motion_zero)
-    task = TeacherTask(net, dataset, tcfg.stage, dropout, use_audio=tcfg.stage != 1)
+    timesteps = TimestepSampling(tcfg.timesteps, tcfg.lognormal_mean, tcfg.lognormal_std)
+    task = TeacherTask(net, dataset, tcfg.stage, dropout, use_audio=tcfg.stage != 1, timesteps=timesteps)
     result = train(task, recipe.train, batch_size=recipe.data.batch_size, recipe_yaml=recipe_to_yaml(recipe),
                    progress=progress, stop_after=stop_after, extra_state={"kind": "teacher"})
     if progress:

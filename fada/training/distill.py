@@ -8,6 +8,7 @@ One training step, per sample:
         Fast:     multi-CFG (Eq. 9) at scales drawn per sample; the student is told the scales (Eq. 10)
   z_t, ε̂ = perflow_target(ẑ_e);  z*_t, ε* = perflow_target(z_e)                   (Eq. 3–4, Eq. 6)
   L = mean(L_distill + W(R)·L_GT), R = L_GT / L_distill                            (Eq. 5, 7, 8)
+  (a preconditioned CPU-scale student weights both per-sample errors by 1/κ(t)², which leaves R unchanged)
 The two student passes run as one batch of 2B (one forward: cheaper, and what DDP needs).
 """
 
@@ -112,6 +113,9 @@ def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Ge
                    keep_ref=tile(keep_ref), cfg_scales=student_scales, ref_latents=tile(batch["ref"]),
                    motion_latents=tile(motion))
     per = per_sample_mse(pred, target)
+    weight = getattr(student, "module", student).eps_loss_weight(tile(w.timestep))  # preconditioned nets only
+    if weight is not None:  # the same per-sample factor on both terms: R = L_GT / L_distill is unchanged
+        per = per * weight.to(per.dtype)
     if s.variant == "rflow":  # velocity target: the ε error rescaled to the velocity error (see velocity_weight)
         per = per * tile(velocity_weight(w.t, s.num_windows, ac).to(per.dtype))
     l_distill = per[:B]

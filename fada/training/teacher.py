@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fada.diffusion import add_noise
+from fada.diffusion import add_noise, per_sample_mse, sample_train_timesteps
+
+
+@dataclass(frozen=True)
+class TimestepSampling:
+    kind: str = "uniform"
+    """'uniform' (Eq. 1) or 'lognormal' in σ (see fada.diffusion.sample_train_timesteps)."""
+    mean: float = -1.2
+    std: float = 1.2
 
 
 @dataclass
@@ -29,17 +37,21 @@ class ConditionDropout:
 
 
 def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alphas_cumprod: Tensor,
-                 dropout: ConditionDropout, use_audio: bool = True) -> tuple[Tensor, dict]:
-    """Eq. 1: L = ‖ε − ε_tea(z_t, t, c)‖² with t uniform on the 1000 train steps and z_t = √ᾱ_t x0 + √(1−ᾱ_t) ε.
+                 dropout: ConditionDropout, use_audio: bool = True,
+                 timesteps: TimestepSampling = TimestepSampling()) -> tuple[Tensor, dict]:
+    """Eq. 1: L = ‖ε − ε_tea(z_t, t, c)‖² with z_t = √ᾱ_t x0 + √(1−ᾱ_t) ε and t uniform on the 1000 train steps
+    (SD1.5). A preconditioned net (``unet.precond_data_var``) weights each sample's error by its
+    ``eps_loss_weight(t)``, and ``timesteps`` may draw t log-normally in σ instead (the CPU recipes).
 
     ``batch``: x0 (B, C, F, h, w), ref (B, C, h, w), motion (B, M, C, h, w), audio (B, F, 2w+1, L, D).
     ``use_audio`` False (stage 1) drops the audio of every sample.
     """
     x0 = batch["x0"]
     B, device = x0.shape[0], x0.device
-    t = torch.randint(0, alphas_cumprod.shape[0], (B,), generator=generator, device=device)
+    ac = alphas_cumprod.to(device)
+    t = sample_train_timesteps(B, generator, ac, timesteps.kind, timesteps.mean, timesteps.std)
     eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
-    z_t = add_noise(x0, eps, alphas_cumprod.to(device)[t])
+    z_t = add_noise(x0, eps, ac[t])
     keep_audio, keep_ref, zero_motion = dropout.sample(B, generator, device)
     if not use_audio:
         keep_audio = torch.zeros_like(keep_audio)
@@ -48,7 +60,9 @@ def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alph
         motion = torch.where(zero_motion[:, None, None, None, None], torch.zeros_like(motion), motion)
     pred = net(z_t, t.float(), batch["audio"], None, keep_audio=keep_audio, keep_ref=keep_ref,
                ref_latents=batch["ref"], motion_latents=motion if motion.shape[1] > 0 else None)
-    loss = torch.nn.functional.mse_loss(pred.float(), eps.float())
+    per = per_sample_mse(pred, eps)
+    weight = getattr(net, "module", net).eps_loss_weight(t)  # DDP wraps the net
+    loss = per.mean() if weight is None else (weight.to(per.dtype) * per).mean()
     return loss, {"keep_audio": float(keep_audio.float().mean()), "keep_ref": float(keep_ref.float().mean())}
 
 

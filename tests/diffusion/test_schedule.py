@@ -67,3 +67,48 @@ def test_linear_eps_prior_is_the_least_squares_slope():
         z = add_noise(x0, eps, ac[t].double())
         slope = float((z * eps).sum() / (z * z).sum())
         assert float(linear_eps_prior(torch.tensor([t]), s2, ac)[0]) == pytest.approx(slope, rel=0.02, abs=2e-3)
+
+
+def test_precond_matches_edm_c_skip_c_out():
+    """Independent check: EDM's x̂0 = c_skip·(z/a) + c_out·F (Karras et al. 2022, Table 1, σ = s/a) turned into
+    ε̂ = (z − a·x̂0)/s equals c(t)·z − κ(t)·F (the sign of F is a convention of the net)."""
+    from fada.diffusion import linear_eps_prior, precond_loss_weight, precond_output_scale, sd15_alphas_cumprod
+
+    ac = sd15_alphas_cumprod().double()
+    g = torch.Generator().manual_seed(0)
+    sd2 = 0.25
+    t = torch.tensor([0, 10, 250, 500, 961, 999])
+    z = torch.randn(6, 50, generator=g, dtype=torch.float64)
+    f = torch.randn(6, 50, generator=g, dtype=torch.float64)
+    a, s = ac[t].sqrt()[:, None], (1 - ac[t]).sqrt()[:, None]
+    sigma, sd = s / a, sd2 ** 0.5
+    c_skip = sd2 / (sigma ** 2 + sd2)
+    c_out = sigma * sd / (sigma ** 2 + sd2).sqrt()
+    x0_hat = c_skip * z / a + c_out * f
+    eps_edm = (z - a * x0_hat) / s
+    c = linear_eps_prior(t, sd2, ac).double()[:, None]
+    k = precond_output_scale(t, sd2, ac).double()[:, None]
+    torch.testing.assert_close(c * z - k * f, eps_edm, rtol=1e-5, atol=1e-5)
+    # the loss weight turns the ε error into the error of F: |ε̂ − ε|²/κ² = |F − F*|²
+    torch.testing.assert_close(precond_loss_weight(t, sd2, ac).double(), 1 / k[:, 0] ** 2, rtol=1e-6, atol=0)
+    assert 0 < float(k[-1]) < 0.1 and float(k[0]) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_lognormal_timesteps_follow_the_sigma_distribution():
+    """P(t <= k) = P(σ <= σ_k) = Φ((ln σ_k − mean)/std), checked against scipy's normal CDF."""
+    from scipy.stats import norm
+
+    from fada.diffusion import sample_train_timesteps, sd15_alphas_cumprod
+
+    ac = sd15_alphas_cumprod()
+    g = torch.Generator().manual_seed(0)
+    t = sample_train_timesteps(200_000, g, ac, "lognormal", -1.2, 1.2)
+    assert t.dtype == torch.long and int(t.min()) >= 0 and int(t.max()) <= 999
+    sigma = ((1 - ac) / ac).sqrt().double()
+    for k in (50, 200, 400, 700):
+        want = norm.cdf((np.log(float(sigma[k])) + 1.2) / 1.2)
+        assert float((t <= k).double().mean()) == pytest.approx(want, abs=0.01)
+    u = sample_train_timesteps(50_000, torch.Generator().manual_seed(0), ac)
+    assert abs(float(u.double().mean()) - 499.5) < 5
+    with pytest.raises(ValueError, match="timestep sampling"):
+        sample_train_timesteps(2, g, ac, "cosine")

@@ -46,6 +46,25 @@ def _inputs(b=B, seed=0):
                 motion=torch.randn(b, M, C, HW, HW, generator=g))
 
 
+def test_cached_reference_bank_equals_full_encode(teacher):
+    """The pipeline encodes the reference once per video: ref bank + per-clip motion views = one joint encode."""
+    x = _inputs()
+    with torch.no_grad():
+        full = teacher.encode_bank(x["ref"], x["motion"])
+        ref_bank = teacher.encode_bank(x["ref"])
+        cached = teacher.encode_bank(x["ref"], x["motion"], ref_bank)
+        assert cached.views == full.views == 1 + M and cached.batch_size == B
+        for k, v in full.tokens.items():
+            torch.testing.assert_close(cached.tokens[k], v, atol=1e-5, rtol=1e-5)
+        # the first clip's motion frames are the reference itself: its bank is the reference's, repeated
+        first = teacher.encode_bank(x["ref"], x["ref"][:, None].expand(B, M, *x["ref"].shape[1:]).contiguous())
+        tiled = Bank.concat_views([ref_bank] * (1 + M))
+        for k, v in first.tokens.items():
+            torch.testing.assert_close(tiled.tokens[k], v, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="join_views"):
+        ref_bank.join_views(3)
+
+
 def test_shapes_teacher(teacher):
     x = _inputs()
     assert teacher.latent_channels == C and teacher.audio_feature_shape == FEAT and not teacher.student
@@ -211,32 +230,35 @@ def test_gradient_checkpointing_training_step(teacher):
     net.disable_gradient_checkpointing()
 
 
-def test_eps_skip_adds_the_linear_estimate_and_survives_save_load(tmp_path):
+def test_precond_output_and_loss_weight_survive_save_load(tmp_path):
     import dataclasses
 
     from fada.config import load_recipe
-    from fada.diffusion import linear_eps_prior, sd15_alphas_cumprod
+    from fada.diffusion import linear_eps_prior, precond_output_scale, sd15_alphas_cumprod
     from fada.models.avatar import AvatarNet, build_avatar_net
     from tests.fixtures import TINY_TEST_MODEL
 
-    m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.eps_skip_data_var=0.25"]).model
+    m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.precond_data_var=0.25"]).model
     net = build_avatar_net(m).eval()
-    assert net.eps_skip_data_var == 0.25
+    assert net.precond_data_var == 0.25
     z = torch.randn(2, net.latent_channels, m.num_frames, 16, 16)
     t = torch.tensor([999.0, 10.0])
     feats = torch.randn(2, m.num_frames, *net.audio_feature_shape)
     with torch.no_grad():
         with_skip = net(z, t, feats, None)
-        net.eps_skip_data_var = 0.0
+        net.precond_data_var = 0.0
         plain = net(z, t, feats, None)
-        net.eps_skip_data_var = 0.25
-    c = linear_eps_prior(t, 0.25, sd15_alphas_cumprod())
-    torch.testing.assert_close(with_skip, plain + c.view(2, 1, 1, 1, 1) * z)
+        assert net.eps_loss_weight(t) is None
+        net.precond_data_var = 0.25
+    ac = sd15_alphas_cumprod()
+    c, k = linear_eps_prior(t, 0.25, ac), precond_output_scale(t, 0.25, ac)
+    torch.testing.assert_close(with_skip, k.view(2, 1, 1, 1, 1) * plain + c.view(2, 1, 1, 1, 1) * z)
+    torch.testing.assert_close(net.eps_loss_weight(t), 1 / k ** 2)
     net.save_pretrained(tmp_path / "n")
     again = AvatarNet.from_pretrained(tmp_path / "n").eval()
-    assert again.eps_skip_data_var == 0.25
+    assert again.precond_data_var == 0.25
     with torch.no_grad():
         torch.testing.assert_close(again(z, t, feats, None), with_skip)
     student = AvatarNet.from_teacher(net, "tokens")
-    assert student.eps_skip_data_var == 0.25
+    assert student.precond_data_var == 0.25
     assert dataclasses.is_dataclass(m)

@@ -1,0 +1,93 @@
+"""How close is a distilled 6-step student to its 75-NFE teacher? Prints one JSON object.
+
+Generates the same held-out inputs (new synthetic identities, unseen audio, the same seeds) with
+
+    teacher       DDIM 25 steps, multi-CFG (75 NFE per clip): the reference
+    teacher_6     the undistilled teacher for 6 DDIM steps, multi-CFG (18 NFE): what distillation must beat
+    student       the distilled model in its own mode (fast: 6 PeRFlow steps, 1 pass; balanced: 6 steps x 3)
+
+at the same guidance scales (the teacher's defaults, cfg_audio 6.5 / cfg_ref 2.5, told to a Fast student), and
+reports each one's distance to the teacher's frames: RMSE and PSNR over uint8 RGB frames, plus the ratio of the
+student's error to the 6-step teacher's (below 1: the distillation helped).
+
+    python benchmarks/bench_distill.py TEACHER STUDENT [--clips 4] [--seconds 1.0]
+
+TEACHER and STUDENT are run folders, checkpoints or exported model folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_teacher_sync import held_out_clips  # noqa: E402
+
+
+def load(src: Path, tmp: Path, name: str):
+    from fada.pipeline import FadaPipeline
+
+    if not (src / "fada_model.json").is_file():
+        from fada.stages.export import run as export
+
+        export(checkpoint=src, out=tmp / name, dtype="fp32", ema=True)
+        src = tmp / name
+    return FadaPipeline.from_pretrained(src)
+
+
+def distances(frames: list[np.ndarray], reference: list[np.ndarray]) -> dict:
+    """RMSE (0..255 scale) and PSNR (dB) of uint8 videos against the reference videos, all clips pooled."""
+    err = np.concatenate([(a.astype(np.float64) - b.astype(np.float64)).ravel() ** 2
+                          for a, b in zip(frames, reference)])
+    mse = float(err.mean())
+    return {"rmse": round(mse ** 0.5, 3), "psnr": round(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)), 2)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("teacher")
+    ap.add_argument("student")
+    ap.add_argument("--clips", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=4321)
+    ap.add_argument("--cfg-audio", type=float, default=6.5)
+    ap.add_argument("--cfg-ref", type=float, default=2.5)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher = load(Path(args.teacher), Path(tmp), "teacher")
+        student = load(Path(args.student), Path(tmp), "student")
+        mode = "fast" if "fast" in student.spec.modes else "balanced"
+        clips = held_out_clips(args.clips, args.seconds, args.seed)
+        scales = dict(cfg_audio=args.cfg_audio, cfg_ref=args.cfg_ref)
+
+        def run(pipe, **kw):
+            return [np.concatenate(list(pipe.generate_frames(f[0], a, seed=i, **scales, **kw)))
+                    for i, (f, a) in enumerate(clips)]
+
+        ref = run(teacher, mode="teacher", steps=25)
+        few = run(teacher, mode="teacher", steps=6)
+        stu = run(student, mode=mode)
+        nfe = {"teacher": teacher.plan("teacher", 25, **scales).nfe_per_clip,
+               "teacher_6": teacher.plan("teacher", 6, **scales).nfe_per_clip,
+               "student": student.plan(mode, None, **scales).nfe_per_clip}
+    d_few, d_stu = distances(few, ref), distances(stu, ref)
+    spread = distances(ref, [np.roll(v, 1, axis=0) for v in ref])  # frame-to-frame change of the teacher itself
+    print(json.dumps({"clips": len(clips), "seconds": args.seconds, "student_mode": mode, "nfe": nfe,
+                      "teacher_6_vs_teacher": d_few, "student_vs_teacher": d_stu,
+                      "error_ratio_student_over_teacher_6": round(d_stu["rmse"] / max(d_few["rmse"], 1e-9), 3),
+                      "teacher_adjacent_frame_rmse": spread["rmse"]}, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
