@@ -4,7 +4,7 @@
     python benchmarks/bench_generate.py --resolution 32        # the demo's own 32x32 shapes
     python benchmarks/bench_generate.py --scale full --device cuda   # SD1.5 shapes at 512x512, random weights
 
-The tiny default runs the tiny-teacher recipe's net at 64x64 (3 M parameters, 32x32 latents): at the demo's 32x32
+The tiny default runs the tiny-teacher recipe's net at 64x64 (2.1 M parameters, 32x32 latents): at the demo's 32x32
 a pass is so small that the fixed Python cost of a call (about 11 ms) outweighs its arithmetic, which favours
 batched multi-CFG passes in a way no real model size does; 64x64 is the smallest size whose passes are
 compute-bound, as they are at full scale on a GPU. ``--resolution 32`` measures the demo's shapes.

@@ -58,6 +58,10 @@ class UNetConfig:
     """Heads of the temporal self-attention layers."""
     max_frames: int = _f(32, ge=1)
     """Longest frame sequence the temporal position encoding covers."""
+    bank_positions: bool = False
+    """CPU-scale option: add a fixed 2-D position code to the queries and keys of the reference-bank attention, so
+    a from-scratch net can copy the reference place by place (SD1.5's attention has no position input; keep
+    False when starting from SD1.5 weights)."""
     precond_data_var: float = _f(0.0, ge=0.0)
     """CPU-scale option: > 0 preconditions the ε output for data of this variance, ε̂ = c(t)·z_t + κ(t)·F (EDM's
     c_skip/c_out for an ε net; fada.diffusion.linear_eps_prior, precond_output_scale), and the training losses

@@ -32,6 +32,8 @@ Per-forward context
 
 from __future__ import annotations
 
+import functools
+
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -197,6 +199,7 @@ class AttnContext:
     keep_bank_idx: Optional[Tensor] = None  # (K,) their sample index in the bank
     drop_idx: Optional[Tensor] = None  # (B·F − K,) rows that do not; None when every row keeps it
     cfg_tokens: Optional[Tensor] = None  # (B·F, n, d) CFG embedding tokens, repeated per frame
+    grid: Optional[tuple] = None  # (h, w) of the latents: bank_positions derive each level's token grid from it
 
 
 def make_read_context(bank: Optional[Bank], keep_ref: Optional[Tensor], batch: int, num_frames: int,
@@ -279,8 +282,41 @@ class BankWriteProcessor(_BaseProcessor):
         return self._plain(attn, hidden_states, encoder_hidden_states, attention_mask)
 
 
+@functools.lru_cache(maxsize=32)
+def _grid_positions(h: int, w: int, dim: int) -> Tensor:
+    """(h·w, dim) fixed 2-D sine-cosine position code (rows: y·w + x): half the channels code y, half x, each as
+    sin/cos pairs at geometric frequencies (as ViT/MAE's 2-D sincos embedding); odd leftovers are zero."""
+    quarter = dim // 4
+    out = torch.zeros(h * w, dim)
+    if quarter == 0:
+        return out
+    freq = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float64) / max(quarter, 1)))
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    parts = []
+    for coord in (yy.reshape(-1), xx.reshape(-1)):
+        ang = coord[:, None] * freq[None]
+        parts += [torch.sin(ang), torch.cos(ang)]
+    out[:, : 4 * quarter] = torch.cat(parts, dim=1).float()
+    return out
+
+
+def grid_positions(length: int, grid: tuple, dim: int, device, dtype) -> Tensor:
+    """Position code of a level's ``length`` tokens whose latent grid is ``grid`` = (h, w) at full resolution."""
+    h, w = grid
+    f = round((h * w / length) ** 0.5)
+    if f < 1 or (h // f) * (w // f) != length:
+        raise ValueError(f"cannot place {length} tokens on a {h}x{w} latent grid")
+    return _grid_positions(h // f, w // f, dim).to(device=device, dtype=dtype)
+
+
 class BankReadProcessor(_BaseProcessor):
-    """DenoisingNet attn1: keys/values = own tokens ++ bank tokens for rows that keep the reference."""
+    """DenoisingNet attn1: keys/values = own tokens ++ bank tokens for rows that keep the reference.
+
+    With ``positions`` (CPU-scale nets trained from scratch, ``unet.bank_positions``), a fixed 2-D position code
+    is added to the query and key inputs of the frame's and of every bank view's tokens, so that "read the
+    reference at the same place" is learnable at once (SD1.5's attention has no position input)."""
+
+    positions = False
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  fada_ctx: Optional[AttnContext] = None):
@@ -291,9 +327,17 @@ class BankReadProcessor(_BaseProcessor):
             raise KeyError(f"reference bank has no tokens for layer {self.name!r}")
         residual = hidden_states
         h = attn.heads
-        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
         ref = bank.tokens[self.name].to(hidden_states.dtype)
-        kb = attn.to_k(ref).index_select(0, fada_ctx.keep_bank_idx)  # (K, S, inner): projected once per sample
+        if self.positions and fada_ctx.grid is not None:
+            pos = grid_positions(hidden_states.shape[1], fada_ctx.grid, hidden_states.shape[2],
+                                 hidden_states.device, hidden_states.dtype)
+            qk_in = hidden_states + pos
+            q, k = attn.to_q(qk_in), attn.to_k(qk_in)
+            kb = attn.to_k(ref + pos.repeat(bank.views, 1)).index_select(0, fada_ctx.keep_bank_idx)
+        else:
+            q, k = attn.to_q(hidden_states), attn.to_k(hidden_states)
+            kb = attn.to_k(ref).index_select(0, fada_ctx.keep_bank_idx)  # (K, S, inner): once per sample
+        v = attn.to_v(hidden_states)
         vb = attn.to_v(ref).index_select(0, fada_ctx.keep_bank_idx)
         ki = fada_ctx.keep_idx
         if fada_ctx.drop_idx is None:

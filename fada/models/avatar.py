@@ -277,7 +277,8 @@ class AvatarNet(nn.Module):
         return {
             "reference_net": {"unet": unet_config_dict(self.reference_net.unet)},
             "denoising_net": {"unet": dn_unet, "temporal_heads": dn.temporal_heads, "max_frames": dn.max_frames,
-                              "cfg_dim": dn.cfg_dim, "time_cond_dim": dn.time_cond_dim},
+                              "cfg_dim": dn.cfg_dim, "time_cond_dim": dn.time_cond_dim,
+                              "bank_positions": dn.bank_positions},
             "audio_proj": _audio_config(self.audio_proj),
             "cfg": self.cfg.config,
         }
@@ -300,7 +301,8 @@ class AvatarNet(nn.Module):
             rc, dc, ac, cc = (parts[p] for p in PARTS)
             ref = ReferenceNet(unet_from_config_dict(rc["unet"], where("reference_net")))
             den = DenoisingNet(unet_from_config_dict(dc["unet"], where("denoising_net")), dc["temporal_heads"],
-                               dc["max_frames"], dc.get("cfg_dim"), dc.get("time_cond_dim"))
+                               dc["max_frames"], dc.get("cfg_dim"), dc.get("time_cond_dim"),
+                               bank_positions=bool(dc.get("bank_positions", False)))
         except (KeyError, TypeError) as e:
             raise FadaError(f"model config is incomplete or malformed ({type(e).__name__}: {e})") from None
         try:
@@ -410,7 +412,8 @@ def build_avatar_net(model_cfg, student: bool = False, latent_channels: Optional
     ref = ReferenceNet(copy.deepcopy(base))
     den = DenoisingNet(base, ucfg.temporal_heads, ucfg.max_frames,
                        cfg_dim=d if student and mode in ("tokens", "layer") else None,
-                       time_cond_dim=TIME_COND_DIM if student and mode == "time_embed" else None)
+                       time_cond_dim=TIME_COND_DIM if student and mode == "time_embed" else None,
+                       bank_positions=ucfg.bank_positions)
     try:
         audio = build_audio_projection(model_cfg.audio, afs, out_dim=d)
     except ValueError as e:

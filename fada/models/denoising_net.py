@@ -155,8 +155,9 @@ class DenoisingNet(nn.Module):
     """The per-frame UNet with bank attention, audio cross-attention, CFG layers and temporal layers."""
 
     def __init__(self, unet, temporal_heads: int = 8, max_frames: int = 32, cfg_dim: Optional[int] = None,
-                 time_cond_dim: Optional[int] = None, attention_backend: str = "sdpa"):
+                 time_cond_dim: Optional[int] = None, attention_backend: str = "sdpa", bank_positions: bool = False):
         super().__init__()
+        self.bank_positions = bool(bank_positions)
         self.temporal_heads, self.max_frames = int(temporal_heads), int(max_frames)
         self.cfg_dim = int(cfg_dim) if cfg_dim else None
         if time_cond_dim and unet.time_embedding.cond_proj is None:
@@ -167,6 +168,9 @@ class DenoisingNet(nn.Module):
             unet.register_to_config(time_cond_proj_dim=int(time_cond_dim))
         self.unet = unet
         install_processors(self.unet, BankReadProcessor, attention_backend)
+        for m in self.unet.modules():
+            if isinstance(getattr(m, "processor", None), BankReadProcessor):
+                m.processor.positions = self.bank_positions
         for attentions in _transformer_lists(unet):
             for i, tr in enumerate(attentions):
                 attentions[i] = SpatialTemporalBlock(tr, temporal_heads, max_frames, self.cfg_dim)
@@ -205,6 +209,7 @@ class DenoisingNet(nn.Module):
         t = (t.expand(b) if t.ndim == 0 else t.reshape(b)).repeat_interleave(f)
         enc = audio_tokens.reshape(b * f, *audio_tokens.shape[2:]).to(z.dtype)
         ctx = make_read_context(bank, keep_ref, b, f, z.device)
+        ctx.grid = (h, w)
         if cfg_tokens is not None and self.cfg_dim:
             ctx.cfg_tokens = cfg_tokens.to(z.dtype).repeat_interleave(f, dim=0)
         if timestep_cond is not None:

@@ -122,3 +122,63 @@ def test_read_context_partitions():
     with pytest.raises(ValueError, match="bank holds 2"):
         make_read_context(bank, None, 3, 1, "cpu")
     assert isinstance(AttnContext(), AttnContext)
+
+
+def test_grid_positions_code_rows_and_columns():
+    """Independent computation of the 2-D sine-cosine code for an 8x4 grid (token index y·w + x)."""
+    import math
+
+    from fada.models.attention import grid_positions
+
+    dim, h, w = 16, 8, 4
+    got = grid_positions(h * w // 4, (h, w), dim, "cpu", torch.float32)  # one level down: a 4x2 token grid
+    assert got.shape == (8, dim)
+    q = dim // 4
+    for y in range(4):
+        for x in range(2):
+            want = []
+            for c in (y, x):
+                ang = [c / 100.0 ** (k / q) for k in range(q)]
+                want += [math.sin(a) for a in ang] + [math.cos(a) for a in ang]
+            torch.testing.assert_close(got[y * 2 + x], torch.tensor(want), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="latent grid"):
+        grid_positions(7, (h, w), dim, "cpu", torch.float32)
+
+
+def test_bank_positions_change_only_the_bank_attention_and_survive_save_load(tmp_path):
+    from fada.config import load_recipe
+    from fada.models.avatar import AvatarNet, build_avatar_net
+    from tests.fixtures import TINY_TEST_MODEL
+
+    from .test_nets import randomize_
+
+    torch.manual_seed(0)
+    m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.bank_positions=true"]).model
+    net = randomize_(build_avatar_net(m), std=0.05).eval()
+    assert net.denoising_net.bank_positions
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(1, net.latent_channels, m.num_frames, 16, 16, generator=g)
+    ref = torch.randn(1, net.latent_channels, 16, 16, generator=g)
+    feats = torch.randn(1, m.num_frames, *net.audio_feature_shape, generator=g)
+    t = torch.tensor([300.0])
+    with torch.no_grad():
+        bank = net.encode_bank(ref)
+        with_pos = net(z, t, feats, bank)
+        no_ref = net(z, t, feats, bank, keep_ref=torch.tensor([False]))
+        procs = [mod.processor for mod in net.denoising_net.modules() if hasattr(mod, "processor")
+                 and type(mod.processor).__name__ == "BankReadProcessor"]
+        for p in procs:
+            p.positions = False
+        without = net(z, t, feats, bank)
+        without_no_ref = net(z, t, feats, bank, keep_ref=torch.tensor([False]))
+        for p in procs:
+            p.positions = True
+    assert (with_pos - without).abs().max() > 1e-4  # the code reaches the output through the bank attention
+    torch.testing.assert_close(no_ref, without_no_ref)  # without the bank: plain self-attention, no code
+    net.save_pretrained(tmp_path / "n")
+    again = AvatarNet.from_pretrained(tmp_path / "n").eval()
+    assert again.denoising_net.bank_positions
+    with torch.no_grad():
+        torch.testing.assert_close(again(z, t, feats, again.encode_bank(ref)), with_pos)
+    student = AvatarNet.from_teacher(again, "tokens")
+    assert student.denoising_net.bank_positions
