@@ -100,8 +100,13 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     dropout = ConditionDropout(tcfg.audio_drop, tcfg.ref_drop, tcfg.motion_zero)
     timesteps = TimestepSampling(tcfg.timesteps, tcfg.lognormal_mean, tcfg.lognormal_std)
     task = TeacherTask(net, dataset, tcfg.stage, dropout, use_audio=tcfg.stage != 1, timesteps=timesteps)
+    validate = None
+    if recipe.train.validate_every and tcfg.stage != 1:  # stage 1 trains single frames without audio
+        from fada.training.validation import TeacherValidation
+
+        validate = TeacherValidation(dataset, vae, seed=recipe.train.seed)
     result = train(task, recipe.train, batch_size=recipe.data.batch_size, recipe_yaml=recipe_to_yaml(recipe),
-                   progress=progress, stop_after=stop_after, extra_state={"kind": "teacher"})
+                   progress=progress, stop_after=stop_after, extra_state={"kind": "teacher"}, validate=validate)
     if progress:
         print(f"teacher: step {result.step}, checkpoint {result.last_checkpoint}")
     return result

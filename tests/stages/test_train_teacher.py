@@ -100,3 +100,16 @@ def test_missing_manifest_is_a_user_error(tmp_path):
     r = load_recipe("tiny-teacher", TINY_TEST_MODEL + [f"train.output_dir={tmp_path}"], stage="teacher")
     with pytest.raises(FadaError, match="data.manifest"):
         run(r, progress=False)
+
+
+def test_validation_clips_are_written_and_logged(manifest, tmp_path):
+    import cv2
+
+    run(recipe(manifest, tmp_path / "v", "train.validate_every=3"), progress=False)
+    pngs = sorted((tmp_path / "v" / "validation").glob("*.png"))
+    assert [p.name for p in pngs] == ["step-0000003.png", "step-0000006.png"]
+    image = cv2.imread(str(pngs[0]))
+    assert image.shape == (2 * 32 * 4, 4 * 32 * 4, 3)  # generated over truth, 4 frames, 32 px, x4
+    rows = [json.loads(line) for line in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if "val/mse" in r]
+    assert [r["step"] for r in val] == [3, 6] and all(r["val/mse"] > 0 for r in val)
