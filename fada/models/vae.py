@@ -15,6 +15,7 @@ tensors; `flatten_video` / `unflatten_video` between (B,F,...) and (B·F,...).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Optional
 
@@ -84,7 +85,7 @@ def unflatten_video(x: torch.Tensor, num_frames: int) -> torch.Tensor:
 # codecs
 
 
-class LatentCodec:
+class LatentCodec(ABC):
     """Interface shared by the codecs. Subclasses implement `encode`, `decode` and `to`."""
 
     name: str = "codec"
@@ -93,15 +94,18 @@ class LatentCodec:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
 
+    @abstractmethod
     def encode(self, images: torch.Tensor, sample: bool = False,
-               generator: Optional[torch.Generator] = None) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] -> scaled latents (N, C, H/d, W/d)."""
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> (N, 3, H, W) in [-1, 1]."""
 
-    def to(self, device=None, dtype: Optional[torch.dtype] = None) -> "LatentCodec":  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def to(self, device=None, dtype: Optional[torch.dtype] = None) -> "LatentCodec":
+        """Move to a device / dtype; returns self."""
 
     def encode_video(self, video: torch.Tensor, sample: bool = False,
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
