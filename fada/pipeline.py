@@ -7,8 +7,8 @@
 
 Generation runs clip by clip (F = model.num_frames frames). The ReferenceNet encodes the reference latent once per
 video and, per clip, the M motion latents (the last M generated latents of the previous clip; for the first clip
-the reference repeated, whose bank is the reference's) into a bank that every denoising step reuses; the sampler runs from seeded noise; the latents are
-decoded and the frames streamed out. Modes:
+the reference repeated, whose bank is the reference's) into a bank that every denoising step reuses; the sampler
+runs from seeded noise; the latents are decoded and the frames streamed out. Modes:
 
     teacher   DDIM (25 steps), multi-CFG Eq. 9: the three branches as one batch of 3  -> NFE 75 per clip
     balanced  PeRFlow (6 steps, K windows), multi-CFG, batch of 3                     -> NFE 18
@@ -37,8 +37,8 @@ import torch
 from fada.data.portrait import find_face, prepare_portrait, read_portrait, to_uint8_rgb  # noqa: F401 (re-exported)
 from fada.diffusion import TEACHER_GUIDANCE, Guidance, conditional, guided, sample_ddim, sample_perflow, step_times
 from fada.errors import FadaError
-from fada.models.attention import Bank
 from fada.export import DTYPES, ModelSpec, load_codec, load_frontend, load_net, read_spec
+from fada.models.attention import Bank
 
 MODES = ("teacher", "balanced", "fast")
 FEATURE_BLOCK_SECONDS = 30.0

@@ -80,6 +80,13 @@ def add_noise(x0: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
     return (ab.sqrt() * x0 + (1 - ab).sqrt() * eps).to(x0.dtype)
 
 
+def _ab_at_timesteps(timesteps: Tensor, alphas_cumprod: Tensor) -> Tensor:
+    """float32 ᾱ at model timestep inputs (train-index units, rounded and clamped to the schedule)."""
+    T = alphas_cumprod.shape[0]
+    idx = torch.as_tensor(timesteps, device=alphas_cumprod.device).round().long().clamp(0, T - 1)
+    return alphas_cumprod[idx].to(torch.float32)
+
+
 def linear_eps_prior(timesteps: Tensor, data_var: float, alphas_cumprod: Tensor) -> Tensor:
     """c(t) of the minimum-MSE *linear* estimate ε ≈ c(t)·z_t for x0 of zero mean and per-element variance
     ``data_var``: c(t) = √(1−ᾱ_t) / (ᾱ_t·data_var + 1 − ᾱ_t) (from z_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε).
@@ -87,9 +94,7 @@ def linear_eps_prior(timesteps: Tensor, data_var: float, alphas_cumprod: Tensor)
     A small net that predicts only the residual ε − c(t)·z_t is exact at t → T from its first step (a plain UNet
     must first learn the identity there, and DDIM from pure noise amplifies that error 1/√ᾱ_T ≈ 15 times).
     ``timesteps`` are model timestep inputs (train-index units, rounded and clamped to the schedule)."""
-    T = alphas_cumprod.shape[0]
-    idx = torch.as_tensor(timesteps, device=alphas_cumprod.device).round().long().clamp(0, T - 1)
-    ab = alphas_cumprod[idx].to(torch.float32)
+    ab = _ab_at_timesteps(timesteps, alphas_cumprod)
     return (1 - ab).sqrt() / (ab * data_var + 1 - ab)
 
 
@@ -101,9 +106,7 @@ def precond_output_scale(timesteps: Tensor, data_var: float, alphas_cumprod: Ten
     written for an ε-predicting net: the net's raw output F has unit-variance targets at every t, and near
     t = T, where ε is almost exactly c(t)·z_t, its errors are scaled down instead of being amplified 1/√ᾱ_T
     times into the DDIM estimate of x0."""
-    T = alphas_cumprod.shape[0]
-    idx = torch.as_tensor(timesteps, device=alphas_cumprod.device).round().long().clamp(0, T - 1)
-    ab = alphas_cumprod[idx].to(torch.float32)
+    ab = _ab_at_timesteps(timesteps, alphas_cumprod)
     return (ab * data_var / (ab * data_var + 1 - ab)).sqrt()
 
 

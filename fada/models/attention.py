@@ -33,7 +33,6 @@ Per-forward context
 from __future__ import annotations
 
 import functools
-
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -199,7 +198,7 @@ class AttnContext:
     keep_bank_idx: Optional[Tensor] = None  # (K,) their sample index in the bank
     drop_idx: Optional[Tensor] = None  # (B·F − K,) rows that do not; None when every row keeps it
     cfg_tokens: Optional[Tensor] = None  # (B·F, n, d) CFG embedding tokens, repeated per frame
-    grid: Optional[tuple] = None  # (h, w) of the latents: bank_positions derive each level's token grid from it
+    grid: Optional[tuple] = None  # (h, w) of the latents when the bank attention adds position codes, else None
 
 
 def make_read_context(bank: Optional[Bank], keep_ref: Optional[Tensor], batch: int, num_frames: int,
@@ -312,11 +311,9 @@ def grid_positions(length: int, grid: tuple, dim: int, device, dtype) -> Tensor:
 class BankReadProcessor(_BaseProcessor):
     """DenoisingNet attn1: keys/values = own tokens ++ bank tokens for rows that keep the reference.
 
-    With ``positions`` (CPU-scale nets trained from scratch, ``unet.bank_positions``), a fixed 2-D position code
-    is added to the query and key inputs of the frame's and of every bank view's tokens, so that "read the
-    reference at the same place" is learnable at once (SD1.5's attention has no position input)."""
-
-    positions = False
+    When the context carries a ``grid`` (CPU-scale nets trained from scratch, ``unet.bank_positions``), a fixed
+    2-D position code is added to the query and key inputs of the frame's and of every bank view's tokens, so
+    that "read the reference at the same place" is learnable at once (SD1.5's attention has no position input)."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  fada_ctx: Optional[AttnContext] = None):
@@ -328,7 +325,7 @@ class BankReadProcessor(_BaseProcessor):
         residual = hidden_states
         h = attn.heads
         ref = bank.tokens[self.name].to(hidden_states.dtype)
-        if self.positions and fada_ctx.grid is not None:
+        if fada_ctx.grid is not None:
             pos = grid_positions(hidden_states.shape[1], fada_ctx.grid, hidden_states.shape[2],
                                  hidden_states.device, hidden_states.dtype)
             qk_in = hidden_states + pos

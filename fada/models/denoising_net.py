@@ -168,9 +168,6 @@ class DenoisingNet(nn.Module):
             unet.register_to_config(time_cond_proj_dim=int(time_cond_dim))
         self.unet = unet
         install_processors(self.unet, BankReadProcessor, attention_backend)
-        for m in self.unet.modules():
-            if isinstance(getattr(m, "processor", None), BankReadProcessor):
-                m.processor.positions = self.bank_positions
         for attentions in _transformer_lists(unet):
             for i, tr in enumerate(attentions):
                 attentions[i] = SpatialTemporalBlock(tr, temporal_heads, max_frames, self.cfg_dim)
@@ -209,7 +206,7 @@ class DenoisingNet(nn.Module):
         t = (t.expand(b) if t.ndim == 0 else t.reshape(b)).repeat_interleave(f)
         enc = audio_tokens.reshape(b * f, *audio_tokens.shape[2:]).to(z.dtype)
         ctx = make_read_context(bank, keep_ref, b, f, z.device)
-        ctx.grid = (h, w)
+        ctx.grid = (h, w) if self.bank_positions else None
         if cfg_tokens is not None and self.cfg_dim:
             ctx.cfg_tokens = cfg_tokens.to(z.dtype).repeat_interleave(f, dim=0)
         if timestep_cond is not None:

@@ -18,11 +18,9 @@ class TeacherTask(ClipTask):
 
     def __init__(self, net, dataset, stage, dropout, use_audio: bool, timesteps=None):
         from fada.diffusion import sd15_alphas_cumprod
-        from fada.training.teacher import teacher_trainable
+        from fada.training.teacher import TimestepSampling, teacher_trainable
 
         super().__init__(net, dataset, teacher_trainable(net, stage))
-        from fada.training.teacher import TimestepSampling
-
         self.stage, self.dropout, self.use_audio = stage, dropout, use_audio
         self.timesteps = timesteps or TimestepSampling()
         self.alphas_cumprod = sd15_alphas_cumprod()

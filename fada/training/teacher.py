@@ -15,7 +15,9 @@ class TimestepSampling:
     kind: str = "uniform"
     """'uniform' (Eq. 1) or 'lognormal' in σ (see fada.diffusion.sample_train_timesteps)."""
     mean: float = -1.2
+    """Mean of ln σ for 'lognormal'."""
     std: float = 1.2
+    """Standard deviation of ln σ for 'lognormal'."""
 
 
 @dataclass

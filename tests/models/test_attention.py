@@ -165,14 +165,10 @@ def test_bank_positions_change_only_the_bank_attention_and_survive_save_load(tmp
         bank = net.encode_bank(ref)
         with_pos = net(z, t, feats, bank)
         no_ref = net(z, t, feats, bank, keep_ref=torch.tensor([False]))
-        procs = [mod.processor for mod in net.denoising_net.modules() if hasattr(mod, "processor")
-                 and type(mod.processor).__name__ == "BankReadProcessor"]
-        for p in procs:
-            p.positions = False
+        net.denoising_net.bank_positions = False
         without = net(z, t, feats, bank)
         without_no_ref = net(z, t, feats, bank, keep_ref=torch.tensor([False]))
-        for p in procs:
-            p.positions = True
+        net.denoising_net.bank_positions = True
     assert (with_pos - without).abs().max() > 1e-4  # the code reaches the output through the bank attention
     torch.testing.assert_close(no_ref, without_no_ref)  # without the bank: plain self-attention, no code
     net.save_pretrained(tmp_path / "n")
