@@ -8,7 +8,9 @@ Generates the same held-out inputs (new synthetic identities, unseen audio, the 
 
 at the same guidance scales (the teacher's defaults, cfg_audio 6.5 / cfg_ref 2.5, told to a Fast student), and
 reports each one's distance to the teacher's frames: RMSE and PSNR over uint8 RGB frames, plus the ratio of the
-student's error to the 6-step teacher's (below 1: the distillation helped).
+student's error to the 6-step teacher's (below 1: the distillation helped). ``vs_ground_truth`` gives each one's
+distance to the rendered held-out clips themselves: mixed supervision (Eq. 6-8) pulls a student from its teacher
+towards the data, so a student may be farther from the teacher yet as close to the truth.
 
     python benchmarks/bench_distill.py TEACHER STUDENT [--clips 4] [--seconds 1.0]
 
@@ -18,6 +20,7 @@ TEACHER and STUDENT are run folders, checkpoints or exported model folders.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -38,7 +41,8 @@ def load(src: Path, tmp: Path, name: str):
     if not (src / "fada_model.json").is_file():
         from fada.stages.export import run as export
 
-        export(checkpoint=src, out=tmp / name, dtype="fp32", ema=True)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON result
+            export(checkpoint=src, out=tmp / name, dtype="fp32", ema=True)
         src = tmp / name
     return FadaPipeline.from_pretrained(src)
 
@@ -49,6 +53,12 @@ def distances(frames: list[np.ndarray], reference: list[np.ndarray]) -> dict:
                           for a, b in zip(frames, reference)])
     mse = float(err.mean())
     return {"rmse": round(mse ** 0.5, 3), "psnr": round(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)), 2)}
+
+
+def resize_video(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) for f in frames])
 
 
 def main(argv=None):
@@ -82,11 +92,13 @@ def main(argv=None):
                "teacher_6": teacher.plan("teacher", 6, **scales).nfe_per_clip,
                "student": student.plan(mode, None, **scales).nfe_per_clip}
     d_few, d_stu = distances(few, ref), distances(stu, ref)
+    truth = [resize_video(f[:len(v)], v.shape[1:3]) for (f, _), v in zip(clips, ref)]  # the rendered held-out clips
+    vs_truth = {"teacher": distances(ref, truth), "teacher_6": distances(few, truth), "student": distances(stu, truth)}
     spread = distances(ref, [np.roll(v, 1, axis=0) for v in ref])  # frame-to-frame change of the teacher itself
     print(json.dumps({"clips": len(clips), "seconds": args.seconds, "student_mode": mode, "nfe": nfe,
                       "teacher_6_vs_teacher": d_few, "student_vs_teacher": d_stu,
                       "error_ratio_student_over_teacher_6": round(d_stu["rmse"] / max(d_few["rmse"], 1e-9), 3),
-                      "teacher_adjacent_frame_rmse": spread["rmse"]}, indent=2))
+                      "teacher_adjacent_frame_rmse": spread["rmse"], "vs_ground_truth": vs_truth}, indent=2))
 
 
 if __name__ == "__main__":

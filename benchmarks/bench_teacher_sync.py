@@ -11,6 +11,7 @@ audio (shuffled). A model that follows the audio scores clearly higher on its ow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -61,7 +62,8 @@ def main(argv=None):
         if not (src / "fada_model.json").is_file():
             from fada.stages.export import run as export
 
-            export(checkpoint=src, out=Path(tmp) / "model", dtype="fp32", ema=True)
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON result
+                export(checkpoint=src, out=Path(tmp) / "model", dtype="fp32", ema=True)
             src = Path(tmp) / "model"
         pipe = FadaPipeline.from_pretrained(src)
         clips = held_out_clips(args.clips, args.seconds, args.seed)

@@ -82,6 +82,19 @@ class TeacherConfig:
     """Mean of ln σ for timesteps 'lognormal' (EDM: −1.2)."""
     lognormal_std: float = _f(1.2, gt=0.0)
     """Standard deviation of ln σ for timesteps 'lognormal' (EDM: 1.2)."""
+    mouth_weight: float = _f(0.0, ge=0.0)
+    """Extra loss weight on the mouth region: weight 1 + mouth_weight inside ``mouth_box``, 1 elsewhere, the map
+    normalised to mean 1. The mouth is a few percent of a frame yet the only place the audio decides, so a
+    from-scratch net otherwise learns the face long before the audio. 0 = Eq. 1 as written."""
+    mouth_box: list[float] = _f([0.34, 0.57, 0.66, 0.77], ge=0.0, le=1.0)
+    """(x0, y0, x1, y1) of the mouth as fractions of a training frame. Default: where a `fada curate` crop at the
+    default face_margin 0.4 puts the mouth (fada.curation.scores.mouth_box_in_crop)."""
+
+    def check(self) -> list[str]:
+        b = self.mouth_box
+        if len(b) != 4 or b[0] >= b[2] or b[1] >= b[3]:
+            return [f"mouth_box: needs [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {b}"]
+        return []
 
 
 @dataclass

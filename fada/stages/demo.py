@@ -30,7 +30,7 @@ class DemoSize:
     test_seconds: float
 
 
-FULL = DemoSize(corpus=60, seconds=(3.0, 5.0), teacher_steps=700, distill_steps=150, test_clips=4, test_seconds=3.0)
+FULL = DemoSize(corpus=60, seconds=(3.0, 5.0), teacher_steps=600, distill_steps=100, test_clips=4, test_seconds=3.0)
 QUICK = DemoSize(corpus=16, seconds=(2.2, 3.0), teacher_steps=60, distill_steps=12, test_clips=2, test_seconds=1.6)
 
 # Table 3/4 ablations: (row name, recipe overrides) distilled in addition with --ablations.

@@ -16,20 +16,21 @@ from fada.training.loop import ClipTask
 class TeacherTask(ClipTask):
     """What the shared loop needs: model, trainable parameters, data, and the Eq. 1 loss."""
 
-    def __init__(self, net, dataset, stage, dropout, use_audio: bool, timesteps=None):
+    def __init__(self, net, dataset, stage, dropout, use_audio: bool, timesteps=None, pixel_weight=None):
         from fada.diffusion import sd15_alphas_cumprod
         from fada.training.teacher import TimestepSampling, teacher_trainable
 
         super().__init__(net, dataset, teacher_trainable(net, stage))
         self.stage, self.dropout, self.use_audio = stage, dropout, use_audio
         self.timesteps = timesteps or TimestepSampling()
+        self.pixel_weight = pixel_weight
         self.alphas_cumprod = sd15_alphas_cumprod()
 
     def loss(self, model, batch, generator):
         from fada.training.teacher import teacher_loss
 
         return teacher_loss(model, batch, generator, self.alphas_cumprod, self.dropout, self.use_audio,
-                            self.timesteps)
+                            self.timesteps, self.pixel_weight)
 
 
 def build_data(recipe, frontend, vae, progress: bool = True):
@@ -77,7 +78,7 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     from fada.models.audio import build_audio_frontend
     from fada.models.avatar import build_avatar_net
     from fada.models.vae import build_vae
-    from fada.training.teacher import ConditionDropout, TimestepSampling
+    from fada.training.teacher import ConditionDropout, TimestepSampling, region_weight_map
 
     m, tcfg = recipe.model, recipe.teacher
     if tcfg.stage == 1 and m.num_frames != 1:
@@ -97,7 +98,12 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     save_resolved(recipe, out)
     dropout = ConditionDropout(tcfg.audio_drop, tcfg.ref_drop, tcfg.motion_zero)
     timesteps = TimestepSampling(tcfg.timesteps, tcfg.lognormal_mean, tcfg.lognormal_std)
-    task = TeacherTask(net, dataset, tcfg.stage, dropout, use_audio=tcfg.stage != 1, timesteps=timesteps)
+    pixel_weight = None
+    if tcfg.mouth_weight > 0:
+        h, w = dataset.store.items[0]["latents"].shape[-2:]
+        pixel_weight = region_weight_map(h, w, tcfg.mouth_box, tcfg.mouth_weight)
+    task = TeacherTask(net, dataset, tcfg.stage, dropout, use_audio=tcfg.stage != 1, timesteps=timesteps,
+                       pixel_weight=pixel_weight)
     validate = None
     if recipe.train.validate_every and tcfg.stage != 1:  # stage 1 trains single frames without audio
         from fada.training.validation import TeacherValidation

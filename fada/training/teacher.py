@@ -20,6 +20,20 @@ class TimestepSampling:
     """Standard deviation of ln σ for 'lognormal'."""
 
 
+def region_weight_map(height: int, width: int, box, extra: float) -> Tensor:
+    """(height, width) loss weights, mean 1: 1 + extra × (the share of each cell inside ``box``), ``box`` =
+    (x0, y0, x1, y1) as fractions of the frame, then divided by its mean so the loss keeps its scale."""
+
+    def cover(n: int, lo: float, hi: float) -> Tensor:
+        edges = torch.arange(n + 1, dtype=torch.float64) / n
+        return ((torch.minimum(edges[1:], torch.tensor(hi)) - torch.maximum(edges[:-1], torch.tensor(lo)))
+                .clamp(min=0) * n)
+
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w = 1.0 + float(extra) * cover(height, y0, y1)[:, None] * cover(width, x0, x1)[None, :]
+    return (w / w.mean()).float()
+
+
 @dataclass
 class ConditionDropout:
     audio_drop: float
@@ -40,13 +54,15 @@ class ConditionDropout:
 
 def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alphas_cumprod: Tensor,
                  dropout: ConditionDropout, use_audio: bool = True,
-                 timesteps: TimestepSampling = TimestepSampling()) -> tuple[Tensor, dict]:
+                 timesteps: TimestepSampling = TimestepSampling(), pixel_weight: Tensor | None = None
+                 ) -> tuple[Tensor, dict]:
     """Eq. 1: L = ‖ε − ε_tea(z_t, t, c)‖² with z_t = √ᾱ_t x0 + √(1−ᾱ_t) ε and t uniform on the 1000 train steps
     (SD1.5). A preconditioned net (``unet.precond_data_var``) weights each sample's error by its
     ``eps_loss_weight(t)``, and ``timesteps`` may draw t log-normally in σ instead (the CPU recipes).
 
     ``batch``: x0 (B, C, F, h, w), ref (B, C, h, w), motion (B, M, C, h, w), audio (B, F, 2w+1, L, D).
-    ``use_audio`` False (stage 1) drops the audio of every sample.
+    ``use_audio`` False (stage 1) drops the audio of every sample. ``pixel_weight`` (h, w), mean 1, weights the
+    squared error per latent position (``region_weight_map``: the mouth, ``teacher.mouth_weight``).
     """
     x0 = batch["x0"]
     B, device = x0.shape[0], x0.device
@@ -62,7 +78,10 @@ def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alph
         motion = torch.where(zero_motion[:, None, None, None, None], torch.zeros_like(motion), motion)
     pred = net(z_t, t.float(), batch["audio"], None, keep_audio=keep_audio, keep_ref=keep_ref,
                ref_latents=batch["ref"], motion_latents=motion if motion.shape[1] > 0 else None)
-    per = per_sample_mse(pred, eps)
+    if pixel_weight is None:
+        per = per_sample_mse(pred, eps)
+    else:
+        per = ((pred.float() - eps.float()).pow(2) * pixel_weight.to(device)).flatten(1).mean(1)
     weight = getattr(net, "module", net).eps_loss_weight(t)  # DDP wraps the net
     loss = per.mean() if weight is None else (weight.to(per.dtype) * per).mean()
     return loss, {"keep_audio": float(keep_audio.float().mean()), "keep_ref": float(keep_ref.float().mean())}

@@ -85,3 +85,22 @@ def test_yaml_booleans_map_back_to_string_choices():
     assert from_dict(M, {"mode": False, "precision": False}) == M("off", "no")
     with pytest.raises(ConfigError):
         from_dict(M, {"mode": True})
+
+
+def test_teacher_mouth_box_must_be_a_box():
+    from fada.config.schema import TeacherConfig
+
+    with pytest.raises(ConfigError) as e:
+        from_dict(TeacherConfig, {"mouth_box": [0.6, 0.5, 0.4, 0.9], "mouth_weight": -1})
+    text = "\n".join(e.value.problems)
+    assert "mouth_box: needs [x0, y0, x1, y1] with x0 < x1 and y0 < y1" in text
+    assert "mouth_weight: -1.0 is out of range" in text
+    assert from_dict(TeacherConfig, {"mouth_box": [0.1, 0.5, 0.4, 0.9]}).mouth_box == [0.1, 0.5, 0.4, 0.9]
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    # YAML 1.1 (PyYAML) reads 1e-4 as a string; a float field takes it as the number everyone means
+    obj = from_dict(Inner, {"ratio": "1e-4"})
+    assert obj.ratio == 1e-4
+    assert from_dict(Inner, {"ratio": "+2E3"}).ratio == 2000.0
+    assert "inner.ratio: expected float, got str 'fast'" in problems_of({"inner": {"ratio": "fast"}})
