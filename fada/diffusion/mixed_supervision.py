@@ -23,9 +23,13 @@ def ground_truth_endpoint(x0: Tensor, eps: Tensor, ab_e: Tensor | float) -> Tens
     return add_noise(x0, eps, ab_e)
 
 
-def per_sample_mse(pred: Tensor, target: Tensor) -> Tensor:
-    """‖pred − target‖² averaged over every dim but the batch: (B,) losses, as Eq. 7–8 need per-sample R."""
-    return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+def per_sample_mse(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """‖pred − target‖² averaged over every dim but the batch: (B,) losses, as Eq. 7–8 need per-sample R.
+    ``weight`` (broadcast over the trailing dims, e.g. an (h, w) map of mean 1) weights each squared error."""
+    err = (pred.float() - target.float()).pow(2)
+    if weight is not None:
+        err = err * weight.to(err.device, err.dtype)
+    return err.flatten(1).mean(1)
 
 
 def mixed_weight(R: Tensor, mode: MixedMode = "adaptive", s: float = 0.25, w0: float = 0.2, r_peak: float = 30.0,

@@ -78,10 +78,7 @@ def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alph
         motion = torch.where(zero_motion[:, None, None, None, None], torch.zeros_like(motion), motion)
     pred = net(z_t, t.float(), batch["audio"], None, keep_audio=keep_audio, keep_ref=keep_ref,
                ref_latents=batch["ref"], motion_latents=motion if motion.shape[1] > 0 else None)
-    if pixel_weight is None:
-        per = per_sample_mse(pred, eps)
-    else:
-        per = ((pred.float() - eps.float()).pow(2) * pixel_weight.to(device)).flatten(1).mean(1)
+    per = per_sample_mse(pred, eps, pixel_weight)
     weight = getattr(net, "module", net).eps_loss_weight(t)  # DDP wraps the net
     loss = per.mean() if weight is None else (weight.to(per.dtype) * per).mean()
     return loss, {"keep_audio": float(keep_audio.float().mean()), "keep_ref": float(keep_ref.float().mean())}

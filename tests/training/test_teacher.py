@@ -65,3 +65,11 @@ def test_teacher_loss_weights_the_error_per_position():
     assert loss.item() == pytest.approx((err * weight).mean().item(), rel=1e-5)
     assert plain.item() == pytest.approx(err.mean().item(), rel=1e-5)
     assert loss.item() != pytest.approx(plain.item(), rel=1e-3)
+
+
+def test_default_mouth_box_is_where_curate_puts_the_mouth():
+    from fada.config.schema import CurateConfig, TeacherConfig
+    from fada.curation.scores import mouth_box_in_crop
+
+    margin = CurateConfig().face_margin
+    np.testing.assert_allclose(TeacherConfig().mouth_box, mouth_box_in_crop(margin), atol=0.01)
