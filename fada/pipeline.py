@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from fada.data.portrait import find_face, prepare_portrait, read_portrait, to_uint8_rgb  # noqa: F401 (re-exported)
-from fada.diffusion import TEACHER_GUIDANCE, Guidance, conditional, guided, sample_ddim, sample_perflow, step_times
+from fada.diffusion import (TEACHER_GUIDANCE, Guidance, conditional, guided, sample_ddim, sample_perflow, step_times,
+                            video_noise)
 from fada.errors import FadaError
 from fada.export import DTYPES, ModelSpec, load_codec, load_frontend, load_net, read_spec
 from fada.models.attention import Bank
@@ -207,13 +208,15 @@ class FrameStream:
             bank = Bank.concat_views([ref_bank] * (1 + M))  # first clip: the motion frames are the reference
             gen = torch.Generator().manual_seed(int(self.seed))
             c_, h_, w_ = ref.shape[1:]
+            share = float(pipe.model_cfg.noise_share)
+            shared = torch.randn((1, c_, 1, h_, w_), generator=gen) if share > 0 else None  # one per video
             j = 0  # next output frame
             for c in range(self.clips):
                 if bar is not None:
                     bar.set_description(f"clip {c + 1}/{self.clips}")
                 s = c * F
                 rows = feats.rows(s, s + F)[None]
-                noise = torch.randn((1, c_, F, h_, w_), generator=gen)
+                noise = video_noise((1, c_, F, h_, w_), gen, share, shared=shared)
                 z, frames = pipe._sample_clip(plan, bank, rows, noise,
                                               (lambda *a: bar.update(1)) if bar is not None else None)
                 if M:

@@ -100,3 +100,27 @@ def test_demo_model_record(tmp_path):
     assert last_demo_model() is None
     record_demo_model(tmp_path / "fast")
     assert last_demo_model() == (tmp_path / "fast").resolve()
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_video_noise_prior_is_drawn_once_per_video(pipes, share):
+    """model.noise_share = 1: every frame of every clip starts from the video's one shared noise frame."""
+    import dataclasses
+
+    src = pipes["fast"]
+    spec = dataclasses.replace(src.spec, model=dataclasses.replace(src.spec.model, noise_share=share))
+    pipe = FadaPipeline(src.net, src.codec, src.frontend, spec)
+    seen = []
+    real = pipe._sample_clip
+
+    def spy(plan, bank, rows, noise, cb):
+        seen.append(noise.clone())
+        return real(plan, bank, rows, noise, cb)
+
+    pipe._sample_clip = spy
+    list(pipe.generate_frames(data.astronaut(), speech(0.7), seed=4))
+    assert len(seen) == 3
+    noise = torch.cat(seen, dim=2)  # (1, C, clips * F, h, w)
+    same = torch.equal(noise, noise[:, :, :1].expand_as(noise))
+    assert same == (share == 1.0)
+    assert abs(float(noise.std()) - 1.0) < 0.1

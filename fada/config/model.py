@@ -133,6 +133,11 @@ class ModelConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     cfg: CFGConfig = field(default_factory=CFGConfig)
+    noise_share: float = _f(0.0, ge=0.0, le=1.0)
+    """Share ρ of each frame's starting noise common to all frames of a video at generation (the PYoCo mixed
+    noise prior, fada.diffusion.noise; the shared part is drawn once per video). Training keeps independent noise
+    (Eq. 1). 0: independent noise per frame (the paper). The CPU recipes use 1: a tiny net's samples then change
+    from frame to frame only where the conditions (audio, motion frames) change them instead of flickering."""
 
     def check(self) -> list[str]:
         out = []

@@ -1,4 +1,5 @@
-"""Diffusion math of FADA: schedule, DDIM, multi-CFG (Eq. 9), PeRFlow (Eq. 2–5), mixed supervision (Eq. 6–8).
+"""Diffusion math of FADA: schedule, DDIM, multi-CFG (Eq. 9), PeRFlow (Eq. 2–5), mixed supervision (Eq. 6–8),
+the video noise prior.
 
 Pure tensor code: no file I/O (beyond the scheduler's diffusers save/load), no fada.models / fada.data imports.
 Samplers take ``eps_fn(z, t) -> eps``; `conditional` / `guided` build one from the models' shared contract
@@ -19,6 +20,7 @@ from .guidance import (
     multi_cfg,
 )
 from .mixed_supervision import MODES as MIXED_MODES
+from .noise import mix_noise, shared_shape, video_noise
 from .mixed_supervision import ground_truth_endpoint, mixed_loss, mixed_weight, per_sample_mse
 from .perflow import (
     PeRFlowScheduler,
@@ -61,5 +63,5 @@ __all__ = [
     "window_of", "window_target", "implied_endpoint", "velocity_weight",
     "NUM_TRAIN_TIMESTEPS", "make_alphas_cumprod", "sd15_alphas_cumprod", "t_to_index", "alpha_bar",
     "ab_at_index", "add_noise", "linear_eps_prior", "precond_loss_weight", "precond_output_scale",
-    "sample_train_timesteps",
+    "sample_train_timesteps", "mix_noise", "shared_shape", "video_noise",
 ]

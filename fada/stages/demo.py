@@ -105,10 +105,11 @@ def frame_features(frames: np.ndarray) -> np.ndarray:
 def evaluate(videos: list[np.ndarray], clips: list[dict], sr: int = 16000, fps: int = 25) -> dict:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+    from fada.evaluation.faces import mouth_box
     from fada.metrics.av_sync import WeightFreeSync
     from fada.metrics.frechet import frechet_from_features
 
-    sync = WeightFreeSync(max_offset=15)
+    sync = WeightFreeSync(max_offset=15, mouth_box=mouth_box())  # curate's measure: the mouth of a curate crop
     own, shuffled, psnr, ssim = [], [], [], []
     for i, (v, c) in enumerate(zip(videos, clips)):
         own.append(sync.score(v, c["audio"], sr, fps)["av_corr_conf"])

@@ -108,7 +108,7 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     if recipe.train.validate_every and tcfg.stage != 1:  # stage 1 trains single frames without audio
         from fada.training.validation import TeacherValidation
 
-        validate = TeacherValidation(dataset, vae, seed=recipe.train.seed)
+        validate = TeacherValidation(dataset, vae, seed=recipe.train.seed, noise_share=recipe.model.noise_share)
     result = train(task, recipe.train, batch_size=recipe.data.batch_size, recipe_yaml=recipe_to_yaml(recipe),
                    progress=progress, stop_after=stop_after, extra_state={"kind": "teacher"}, validate=validate)
     if progress:

@@ -13,17 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fada.diffusion import TEACHER_GUIDANCE, Guidance, guided, sample_ddim, sd15_alphas_cumprod
+from fada.diffusion import TEACHER_GUIDANCE, Guidance, guided, sample_ddim, sd15_alphas_cumprod, video_noise
 from fada.utils.io import write_bytes
 
 
 class TeacherValidation:
     def __init__(self, dataset, codec, steps: int = 10, guidance: Guidance = TEACHER_GUIDANCE, seed: int = 0,
-                 scale: int = 4):
+                 scale: int = 4, noise_share: float = 0.0):
         from fada.data.dataset import collate
 
         self.batch = collate([dataset[(0, 0)]])  # the first window of the first clip, always the same
         self.codec, self.steps, self.guidance, self.seed, self.scale = codec, int(steps), guidance, seed, scale
+        self.noise_share = float(noise_share)
         self.alphas_cumprod = sd15_alphas_cumprod()
 
     @torch.no_grad()
@@ -38,7 +39,8 @@ class TeacherValidation:
         b = {k: v.to(device=p.device, dtype=p.dtype) for k, v in self.batch.items()}
         motion = b["motion"] if b["motion"].shape[1] > 0 else None
         fn = model.model_fn(model.encode_bank(b["ref"], motion), b["audio"])
-        noise = torch.randn(b["x0"].shape, generator=torch.Generator().manual_seed(self.seed)).to(p.device, p.dtype)
+        noise = video_noise(b["x0"].shape, torch.Generator().manual_seed(self.seed), self.noise_share)
+        noise = noise.to(p.device, p.dtype)
         z = sample_ddim(guided(fn, self.guidance), noise, self.steps, self.alphas_cumprod)
         mse = float(torch.mean((z.float() - b["x0"].float()) ** 2))
         rows = [np.concatenate(list(tensor_to_frames(self.codec.decode_video(x.permute(0, 2, 1, 3, 4))[0])), 1)
