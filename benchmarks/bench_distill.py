@@ -52,6 +52,31 @@ def distances(frames: list[np.ndarray], reference: list[np.ndarray]) -> dict:
     return {"rmse": round(mse ** 0.5, 3), "psnr": round(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)), 2)}
 
 
+def corpus_clips(labels_file: Path, n: int, seconds: float, resolution: int, pipe) -> list[dict]:
+    """The first ``n`` defect-free clips of a synthetic corpus (``fada synth``'s labels.json), re-rendered, cut to
+    ``seconds`` and cropped as the demo crops its held-out clips: training identities instead of new ones (clips
+    whose first frame ``pipe`` finds no face in are skipped)."""
+    from fada.data.face import FaceDetector, crop_square
+    from fada.data.synthetic import clip_from_label
+    from fada.errors import FadaError
+
+    det, clips = FaceDetector(), []
+    for label in json.loads(Path(labels_file).read_text()):
+        if label["defects"] or len(clips) == n:
+            continue
+        frames, audio = clip_from_label(label)
+        frames, audio = frames[:int(round(seconds * label["fps"]))], audio[:int(round(seconds * label["sample_rate"]))]
+        box = det.detect(frames[0])
+        try:
+            pipe.load_portrait(frames[0], True)
+        except FadaError:
+            box = None
+        if box is not None:
+            clips.append({"portrait": frames[0], "audio": audio,
+                          "truth": np.stack([crop_square(f, box, 0.4, resolution) for f in frames])})
+    return clips
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("teacher")
@@ -62,6 +87,10 @@ def main(argv=None):
     ap.add_argument("--cfg-audio", type=float, default=6.5)
     ap.add_argument("--cfg-ref", type=float, default=2.5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--corpus", default=None, help="a corpus labels.json: use its clean clips (training identities) "
+                                                  "instead of new held-out ones")
+    ap.add_argument("--noise-share", type=float, default=None,
+                    help="sample both models under this video noise prior instead of their own model.noise_share")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -70,8 +99,17 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         teacher = load(Path(args.teacher), Path(tmp), "teacher")
         student = load(Path(args.student), Path(tmp), "student")
+        if args.noise_share is not None:
+            import dataclasses
+
+            for pipe in (teacher, student):
+                pipe.spec = dataclasses.replace(pipe.spec, model=dataclasses.replace(pipe.spec.model,
+                                                                                     noise_share=args.noise_share))
         mode = "fast" if "fast" in student.spec.modes else "balanced"
-        clips = test_clips(args.clips, args.seconds, teacher.resolution, args.seed)  # face crops as truth
+        if args.corpus:
+            clips = corpus_clips(Path(args.corpus), args.clips, args.seconds, teacher.resolution, teacher)
+        else:
+            clips = test_clips(args.clips, args.seconds, teacher.resolution, args.seed)  # face crops as truth
         scales = dict(cfg_audio=args.cfg_audio, cfg_ref=args.cfg_ref)
 
         def run(pipe, **kw):

@@ -139,6 +139,11 @@ class DistillConfig:
     ref_drop: float = _f(0.05, ge=0.0, le=1.0)
     """Balanced: P(audio and reference dropped)."""
     mixed: MixedSupervisionConfig = field(default_factory=MixedSupervisionConfig)
+    timesteps: Literal["uniform", "inference"] = "uniform"
+    """Where in its window a sample's t is drawn. uniform: t uniform on the 1000-step grid (PeRFlow, the paper).
+    inference: only the inference_steps times the sampler queries (e.g. 1, .875, .75, .625, .5, .25): the target
+    near a window's end asks the student to recover the window's noisy start from an almost clean point, a hard
+    target the sampler never queries, which a small student otherwise spends its capacity on."""
 
     def check(self) -> list[str]:
         out = []

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from fada.diffusion import (DISTILLED_GUIDANCE, Guidance, conditional, ddim_solve, ground_truth_endpoint, guided,
-                            mixed_loss, per_sample_mse, perflow_target, perflow_window, sample_t, velocity_weight)
+                            mixed_loss, per_sample_mse, perflow_target, perflow_window, sample_t, velocity_weight,
+                            step_times)
 from fada.training.teacher import ConditionDropout
 
 
@@ -35,6 +36,8 @@ class DistillSettings:
     mixed_mode: str
     mixed_kwargs: dict
     student_cfg_mode: str             # none | time_embed | layer | tokens
+    timesteps: str = "uniform"        # uniform | inference (DistillConfig.timesteps)
+    inference_steps: int = 6          # the sampler's steps (their times, for timesteps 'inference')
 
     @classmethod
     def from_config(cls, d, cfg_mode: str) -> "DistillSettings":
@@ -44,7 +47,7 @@ class DistillSettings:
                    cfg_ref_range=tuple(d.cfg_ref_range),
                    dropout=ConditionDropout(d.audio_drop, d.ref_drop, 0.0),
                    mixed_mode=m.mode, mixed_kwargs=dict(s=m.s, w0=m.w0, r_peak=m.r_peak, r_dead=m.r_dead, fixed=m.fixed),
-                   student_cfg_mode=cfg_mode)
+                   student_cfg_mode=cfg_mode, timesteps=d.timesteps, inference_steps=d.inference_steps)
 
     @property
     def guided_teacher(self) -> bool:
@@ -61,6 +64,15 @@ def sample_scales(batch: int, s: DistillSettings, generator: torch.Generator, de
     lo = torch.tensor([s.cfg_audio_range[0], s.cfg_ref_range[0]], device=device)
     hi = torch.tensor([s.cfg_audio_range[1], s.cfg_ref_range[1]], device=device)
     return lo + u * (hi - lo)
+
+
+def sample_distill_t(batch: int, s: DistillSettings, generator: torch.Generator, device=None) -> Tensor:
+    """(B,) training times: uniform on the 1000-step grid (PeRFlow), or for ``timesteps: inference`` one of the
+    sampler's step times each (``step_times(inference_steps, K)``), where the student is queried."""
+    if s.timesteps == "inference":
+        times = step_times(s.inference_steps, s.num_windows).float().to(device)
+        return times[torch.randint(0, len(times), (batch,), generator=generator, device=device)]
+    return sample_t(batch, generator, device)
 
 
 @torch.no_grad()
@@ -83,7 +95,7 @@ def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Ge
     x0 = batch["x0"]
     B, device = x0.shape[0], x0.device
     ac = alphas_cumprod.to(device)
-    t = sample_t(B, generator, device)
+    t = sample_distill_t(B, s, generator, device)
     eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
     w = perflow_window(x0, eps, t, s.num_windows, ac)
 

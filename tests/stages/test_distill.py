@@ -36,6 +36,7 @@ def recipe(teacher, out, name="tiny-fast", *extra):
     ("tiny-fast", ["model.cfg.mode=layer", "distill.mixed.mode=fixed"]),
     ("tiny-fast", ["model.cfg.mode=none", "distill.mixed.mode=adaptive_unlimited"]),
     ("tiny-fast", ["distill.variant=rflow"]),
+    ("tiny-balanced", ["distill.timesteps=inference", "distill.mixed.mode=off"]),
 ])
 def test_variants_train_and_log(teacher, tmp_path, name, extra):
     res = run(recipe(teacher, tmp_path / "run", name, *extra), progress=False)
