@@ -9,9 +9,10 @@ Generates the same held-out inputs (new synthetic identities, unseen audio, the 
 at the same guidance scales (the teacher's defaults, cfg_audio 6.5 / cfg_ref 2.5, told to a Fast student), and
 reports each one's distance to the teacher's frames: RMSE and PSNR over uint8 RGB frames, plus the ratio of the
 student's error to the 6-step teacher's (below 1: the distillation helped); ``first_clip_vs_teacher`` the same on
-each video's first clip, before the motion-frame feedback compounds differences from clip to clip. ``vs_ground_truth`` gives each one's
-distance to the rendered held-out clips themselves: mixed supervision (Eq. 6-8) pulls a student from its teacher
-towards the data, so a student may be farther from the teacher yet as close to the truth.
+each video's first clip, before the motion-frame feedback compounds differences from clip to clip.
+``vs_ground_truth`` gives each one's distance to the rendered held-out clips themselves: mixed supervision
+(Eq. 6-8) pulls a student from its teacher towards the data, so a student may be farther from the teacher yet as
+close to the truth.
 
     python benchmarks/bench_distill.py TEACHER STUDENT [--clips 4] [--seconds 1.0]
 
@@ -29,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 
 
 def load(src: Path, tmp: Path, name: str):
@@ -52,13 +52,14 @@ def distances(frames: list[np.ndarray], reference: list[np.ndarray]) -> dict:
     return {"rmse": round(mse ** 0.5, 3), "psnr": round(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)), 2)}
 
 
-def corpus_clips(labels_file: Path, n: int, seconds: float, resolution: int, pipe) -> list[dict]:
+def corpus_clips(labels_file: Path, n: int, seconds: float, resolution: int) -> list[dict]:
     """The first ``n`` defect-free clips of a synthetic corpus (``fada synth``'s labels.json), re-rendered, cut to
-    ``seconds`` and cropped as the demo crops its held-out clips: training identities instead of new ones (clips
-    whose first frame ``pipe`` finds no face in are skipped)."""
-    from fada.data.face import FaceDetector, crop_square
+    ``seconds`` and cropped as the demo crops its held-out clips (``truth_clip``): training identities instead of
+    new ones. Clips without a face the pipeline would find are skipped."""
+    from fada.data.face import FaceDetector
     from fada.data.synthetic import clip_from_label
     from fada.errors import FadaError
+    from fada.stages.demo import truth_clip
 
     det, clips = FaceDetector(), []
     for label in json.loads(Path(labels_file).read_text()):
@@ -66,14 +67,10 @@ def corpus_clips(labels_file: Path, n: int, seconds: float, resolution: int, pip
             continue
         frames, audio = clip_from_label(label)
         frames, audio = frames[:int(round(seconds * label["fps"]))], audio[:int(round(seconds * label["sample_rate"]))]
-        box = det.detect(frames[0])
         try:
-            pipe.load_portrait(frames[0], True)
+            clips.append(truth_clip(frames, audio, resolution, det))
         except FadaError:
-            box = None
-        if box is not None:
-            clips.append({"portrait": frames[0], "audio": audio,
-                          "truth": np.stack([crop_square(f, box, 0.4, resolution) for f in frames])})
+            continue
     return clips
 
 
@@ -107,7 +104,7 @@ def main(argv=None):
                                                                                      noise_share=args.noise_share))
         mode = "fast" if "fast" in student.spec.modes else "balanced"
         if args.corpus:
-            clips = corpus_clips(Path(args.corpus), args.clips, args.seconds, teacher.resolution, teacher)
+            clips = corpus_clips(Path(args.corpus), args.clips, args.seconds, teacher.resolution)
         else:
             clips = test_clips(args.clips, args.seconds, teacher.resolution, args.seed)  # face crops as truth
         scales = dict(cfg_audio=args.cfg_audio, cfg_ref=args.cfg_ref)

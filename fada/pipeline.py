@@ -36,7 +36,7 @@ import torch
 
 from fada.data.portrait import find_face, prepare_portrait, read_portrait, to_uint8_rgb  # noqa: F401 (re-exported)
 from fada.diffusion import (TEACHER_GUIDANCE, Guidance, conditional, guided, sample_ddim, sample_perflow, step_times,
-                            video_noise)
+                            shared_shape, video_noise)
 from fada.errors import FadaError
 from fada.export import DTYPES, ModelSpec, load_codec, load_frontend, load_net, read_spec
 from fada.models.attention import Bank
@@ -209,7 +209,7 @@ class FrameStream:
             gen = torch.Generator().manual_seed(int(self.seed))
             c_, h_, w_ = ref.shape[1:]
             share = float(pipe.model_cfg.noise_share)
-            shared = torch.randn((1, c_, 1, h_, w_), generator=gen) if share > 0 else None  # one per video
+            shared = torch.randn(shared_shape((1, c_, F, h_, w_)), generator=gen) if share > 0 else None  # per video
             j = 0  # next output frame
             for c in range(self.clips):
                 if bar is not None:

@@ -66,10 +66,22 @@ def curation_scores(labels: list[dict], manifest: Path) -> dict:
 
 # -- held-out test clips --------------------------------------------------------------------------------------------
 
+def truth_clip(frames: np.ndarray, audio: np.ndarray, resolution: int, detector=None) -> dict:
+    """A rendered clip as the pipeline sees it: {"portrait": its first frame, "audio", "truth": every frame cropped
+    exactly as the pipeline crops the portrait (the face found in the first frame by ``find_face``, with curate's
+    margin)}, so generated and true frames line up pixel for pixel. No face: FadaError."""
+    from fada.data.face import crop_square
+    from fada.data.portrait import face_margin, find_face
+
+    box = find_face(frames[0], detector)
+    truth = np.stack([crop_square(f, box, face_margin(), resolution) for f in frames])
+    return {"portrait": frames[0], "audio": audio, "truth": truth}
+
+
 def test_clips(n: int, seconds: float, resolution: int, seed: int = 777):
     """New identities speaking unseen audio, rendered by the generator (the ground truth), cropped the way the
-    pipeline crops the portrait (the face found in the first frame, with curate's margin)."""
-    from fada.data.face import FaceDetector, crop_square
+    pipeline crops the portrait (``truth_clip``)."""
+    from fada.data.face import FaceDetector
     from fada.data.synthetic import render_clip, sample_identity, synth_speech
 
     rng = np.random.default_rng(seed)
@@ -79,11 +91,10 @@ def test_clips(n: int, seconds: float, resolution: int, seed: int = 777):
         ident = sample_identity(rng)
         audio = synth_speech(seconds, rng)
         frames = render_clip(ident, audio, size=128, seed=seed + i)
-        box = det.detect(frames[0])
-        if box is None:
-            raise FadaError("demo: the held-out portrait has no detectable face (generator changed?)")
-        truth = np.stack([crop_square(f, box, 0.4, resolution) for f in frames])
-        clips.append({"portrait": frames[0], "audio": audio, "truth": truth})
+        try:
+            clips.append(truth_clip(frames, audio, resolution, det))
+        except FadaError:
+            raise FadaError("demo: the held-out portrait has no detectable face (generator changed?)") from None
     return clips
 
 
