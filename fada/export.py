@@ -3,8 +3,8 @@
 Layout (safetensors and JSON only; nothing is ever unpickled)::
 
     fada_model.json                  format, version, kind (teacher | balanced | fast), variant, the model config
-                                     (ModelConfig dict), sampler + steps + num_windows, CFG defaults, cfg_mode,
-                                     latent channels, audio feature shape, VAE {kind, path | "vae" when copied},
+                                     (ModelConfig dict), sampler + steps + num_windows (+ extra_steps), CFG defaults,
+                                     cfg_mode, latent channels, audio feature shape, VAE {kind, path | "vae" when copied},
                                      the audio front end's config, dtype, where it came from
     net/                             AvatarNet.save_pretrained (avatar_config.json + one config.json and
                                      model.safetensors per part), in the exported dtype
@@ -33,7 +33,7 @@ import torch
 
 from fada.config.model import ModelConfig
 from fada.config.validate import from_dict, to_dict
-from fada.diffusion import DISTILLED_GUIDANCE, TEACHER_GUIDANCE, make_alphas_cumprod
+from fada.diffusion import DISTILLED_GUIDANCE, EXTRA_STEPS, TEACHER_GUIDANCE, make_alphas_cumprod
 from fada.errors import ConfigError, FadaError, MissingFileError
 
 FORMAT = "fada-model"
@@ -89,6 +89,7 @@ class ModelSpec:
     vae_path: Optional[Path]          # SD root holding vae/ (the model folder itself when copied)
     alphas_cumprod: torch.Tensor = field(repr=False, default=None)
     source: dict = field(default_factory=dict)
+    extra_steps: str = "early"        # PeRFlow: windows that get the steps mod K ('early' | 'late', step_times)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -100,7 +101,7 @@ class ModelSpec:
 
 
 def spec_for(net, model_cfg: ModelConfig, kind: str, steps: Optional[int] = None, num_windows: int = 4,
-             root=None) -> ModelSpec:
+             root=None, extra_steps: str = "early") -> ModelSpec:
     """The ModelSpec a folder exported from ``net`` would have, without writing it (benchmarks, the demo, eval
     build pipelines in memory with it)."""
     from fada.diffusion import sd15_alphas_cumprod
@@ -116,14 +117,15 @@ def spec_for(net, model_cfg: ModelConfig, kind: str, steps: Optional[int] = None
                      num_windows=0 if kind == "teacher" else int(num_windows), cfg_audio=cfg_a, cfg_ref=cfg_r,
                      cfg_mode=net.cfg_mode, latent_channels=net.latent_channels,
                      audio_feature_shape=tuple(net.audio_feature_shape), dtype=dtype_name(p.dtype),
-                     vae_path=vae_path, alphas_cumprod=sd15_alphas_cumprod())
+                     vae_path=vae_path, alphas_cumprod=sd15_alphas_cumprod(),
+                     extra_steps="early" if kind == "teacher" else extra_steps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # writing
 
 
-def _scheduler_config(kind: str, num_windows: int) -> tuple[object, str]:
+def _scheduler_config(kind: str, num_windows: int, extra_steps: str = "early") -> tuple[object, str]:
     if kind == "teacher":
         from diffusers import DDIMScheduler
 
@@ -132,7 +134,7 @@ def _scheduler_config(kind: str, num_windows: int) -> tuple[object, str]:
                              steps_offset=1, prediction_type="epsilon"), "ddim"
     from fada.diffusion import PeRFlowScheduler
 
-    return PeRFlowScheduler(num_windows=int(num_windows)), "perflow"
+    return PeRFlowScheduler(num_windows=int(num_windows), extra_steps=extra_steps), "perflow"
 
 
 def _copy_vae(sd_root: Path, dest: Path) -> bool:
@@ -149,11 +151,13 @@ def _copy_vae(sd_root: Path, dest: Path) -> bool:
 
 
 def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: Optional[str] = None,
-                       steps: Optional[int] = None, num_windows: int = 4, dtype: str = "fp16",
+                       steps: Optional[int] = None, num_windows: int = 4, extra_steps: str = "early",
+                       dtype: str = "fp16",
                        copy_vae: bool = True, source: Optional[dict] = None, log=print) -> Path:
     """Write a model folder for ``net`` (an AvatarNet) atomically (assembled beside ``out``, then renamed).
 
-    kind: teacher | balanced | fast. steps: default sampler steps (teacher 25, students the recipe's 6).
+    kind: teacher | balanced | fast. steps: default sampler steps (teacher 25, students the recipe's 6);
+    extra_steps: which PeRFlow windows get the steps mod num_windows (``step_times``).
     An existing ``out`` is replaced only when it is itself a model folder (or empty).
     """
     if kind not in KINDS:
@@ -173,13 +177,15 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
     steps = int(steps or (TEACHER_STEPS if kind == "teacher" else 6))
     if kind != "teacher" and steps < num_windows:
         raise FadaError(f"{steps} steps < {num_windows} PeRFlow windows: PeRFlow needs a step per window")
+    if extra_steps not in EXTRA_STEPS:
+        raise FadaError(f"extra steps {extra_steps!r}: choose one of {', '.join(EXTRA_STEPS)}")
     cfg_a, cfg_r = default_guidance(kind, net.cfg_mode)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         net.save_pretrained(tmp / NET_DIR, dtype=DTYPES[dtype])
-        sched, sampler = _scheduler_config(kind, num_windows)
+        sched, sampler = _scheduler_config(kind, num_windows, extra_steps)
         sched.save_pretrained(str(tmp / SCHEDULER_DIR))
 
         mdict = to_dict(copy.deepcopy(model_cfg))
@@ -205,7 +211,8 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
         spec = {
             "format": FORMAT, "version": VERSION, "kind": kind, "variant": variant or kind,
             "model": mdict,
-            "sampler": {"name": sampler, "steps": steps, "num_windows": 0 if kind == "teacher" else int(num_windows)},
+            "sampler": {"name": sampler, "steps": steps, "num_windows": 0 if kind == "teacher" else int(num_windows),
+                        **({} if kind == "teacher" else {"extra_steps": extra_steps})},
             "guidance": {"cfg_audio": cfg_a, "cfg_ref": cfg_r},
             "cfg_mode": net.cfg_mode,
             "latent_channels": int(net.latent_channels),
@@ -302,6 +309,9 @@ def read_spec(root) -> ModelSpec:
         raise FadaError(f"{spec_file}: sampler.steps / num_windows must be positive integers")
     if kind != "teacher" and windows < 1:
         raise FadaError(f"{spec_file}: a {kind} model needs sampler.num_windows >= 1")
+    extra = sampler.get("extra_steps", "early")  # folders written before the option existed: the paper's placement
+    if extra not in EXTRA_STEPS:
+        raise FadaError(f"{spec_file}: sampler.extra_steps {extra!r} is not one of {', '.join(EXTRA_STEPS)}")
 
     sched_file = root / SCHEDULER_DIR / SCHEDULER_CONFIG
     sched = read_json(sched_file, "scheduler config")
@@ -312,6 +322,8 @@ def read_spec(root) -> ModelSpec:
         raise FadaError(f"{sched_file}: bad noise schedule ({type(e).__name__}: {e})") from None
     if kind != "teacher" and int(sched.get("num_windows", -1)) != windows:
         raise FadaError(f"{sched_file}: num_windows {sched.get('num_windows')} != {windows} in {spec_file.name}")
+    if kind != "teacher" and sched.get("extra_steps", "early") != extra:
+        raise FadaError(f"{sched_file}: extra_steps {sched.get('extra_steps')!r} != {extra!r} in {spec_file.name}")
 
     lc = _need(data, "latent_channels", int, spec_file)
     afs = tuple(_need(data, "audio_feature_shape", list, spec_file))
@@ -332,7 +344,8 @@ def read_spec(root) -> ModelSpec:
     return ModelSpec(root=root, kind=kind, variant=str(data.get("variant", kind)), model=model_cfg, sampler=name,
                      steps=steps, num_windows=windows, cfg_audio=cfg_a, cfg_ref=cfg_r, cfg_mode=cfg_mode,
                      latent_channels=lc, audio_feature_shape=tuple(int(x) for x in afs), dtype=dtype,
-                     vae_path=vae_path, alphas_cumprod=ac, source=dict(data.get("source") or {}))
+                     vae_path=vae_path, alphas_cumprod=ac, source=dict(data.get("source") or {}),
+                     extra_steps=extra)
 
 
 def load_net(spec: ModelSpec, device=None, dtype: Optional[torch.dtype] = None):

@@ -59,6 +59,7 @@ class GenerationPlan:
     cfg_ref: float
     passes: int          # denoiser passes per step: 3 (multi-CFG, one batch of 3) or 1
     told_scales: bool    # fast students with CFG conditioning get (cfg_a, cfg_r) as an input
+    extra_steps: str = "early"  # PeRFlow: the windows that get the steps mod num_windows (step_times)
 
     @property
     def nfe_per_clip(self) -> int:
@@ -68,7 +69,8 @@ class GenerationPlan:
         if self.sampler == "ddim":
             how = f"DDIM {self.steps} steps"
         else:
-            how = f"PeRFlow {self.steps} steps ({self.num_windows} window{'s' * (self.num_windows != 1)})"
+            late = ", extra steps late" if self.extra_steps == "late" and self.steps % self.num_windows else ""
+            how = f"PeRFlow {self.steps} steps ({self.num_windows} window{'s' * (self.num_windows != 1)}{late})"
         if self.passes == 3:
             cfg = f"multi-CFG cfg_audio {self.cfg_audio:g} / cfg_ref {self.cfg_ref:g}, 3 passes per step batched"
         elif self.told_scales:
@@ -324,12 +326,13 @@ class FadaPipeline:
                 raise FadaError(f"--steps {n}: DDIM needs 1..1000 steps")
         else:
             try:
-                step_times(n, windows)
+                step_times(n, windows, spec.extra_steps)
             except ValueError:
                 raise FadaError(f"--steps {n}: PeRFlow needs at least one step per window "
                                 f"({windows} windows: use --steps {windows} or more)") from None
         passes = 1 if mode == "fast" or (cfg_a == 1.0 and cfg_r == 1.0) else 3
-        return GenerationPlan(mode, sampler, n, windows, cfg_a, cfg_r, passes, told)
+        return GenerationPlan(mode, sampler, n, windows, cfg_a, cfg_r, passes, told,
+                              "early" if sampler == "ddim" else spec.extra_steps)
 
     # -- steps ---------------------------------------------------------------------------------------------------
     def load_portrait(self, portrait, crop: bool = True) -> np.ndarray:
@@ -399,7 +402,7 @@ class FadaPipeline:
         if plan.sampler == "ddim":
             z = sample_ddim(eps_fn, z, plan.steps, ac, callback)
         else:
-            z = sample_perflow(eps_fn, z, plan.steps, ac, plan.num_windows, callback)
+            z = sample_perflow(eps_fn, z, plan.steps, ac, plan.num_windows, callback, plan.extra_steps)
         video = self.codec.decode_video(z.permute(0, 2, 1, 3, 4))
         return z, tensor_to_frames(video[0])
 

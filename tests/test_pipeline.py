@@ -36,6 +36,21 @@ def test_plans_and_nfe(pipes):
     assert "NFE 75 per clip" in t.describe() and "3 passes per step batched" in t.describe()
 
 
+def test_students_sample_at_their_exported_step_times(pipes, monkeypatch):
+    pipe = pipes["balanced"]  # tiny-balanced: extra steps late
+    plan = pipe.plan(cfg_audio=1.0, cfg_ref=1.0)
+    assert plan.extra_steps == "late" and "extra steps late" in plan.describe()
+    seen, denoise = [], pipe.net.denoise
+
+    def spy(z, t, *args, **kwargs):
+        seen.append(float(torch.as_tensor(t).reshape(-1)[0]))
+        return denoise(z, t, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.net, "denoise", spy)
+    list(pipe.generate_frames(data.astronaut(), speech(0.2), cfg_audio=1.0, cfg_ref=1.0))
+    assert seen == pytest.approx([1000.0, 750.0, 500.0, 375.0, 250.0, 125.0])  # one clip, one pass per step
+
+
 def test_stream_is_seeded_and_exact(pipes):
     pipe = pipes["fast"]
     img = data.astronaut()

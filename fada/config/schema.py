@@ -35,6 +35,8 @@ class TrainConfig:
     """AdamW learning rate after warm-up."""
     lr_warmup_steps: int = _f(500, ge=0)
     """Linear warm-up steps."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """After warm-up: 'constant', or 'cosine' (half a cosine down to 0 at max_steps; diffusers' schedule)."""
     weight_decay: float = _f(1e-2, ge=0.0)
     """AdamW weight decay."""
     gradient_accumulation_steps: int = _f(1, ge=1)
@@ -130,6 +132,10 @@ class DistillConfig:
     """Teacher DDIM steps inside one window to reach its end."""
     inference_steps: int = _f(6, ge=1)
     """Student steps at inference (paper: 6 → t = 1, .875, .75, .625, .5, .25)."""
+    extra_steps: Literal["early", "late"] = "early"
+    """Which windows get the inference_steps mod num_windows extra steps: 'early', those nearest the noise (the
+    paper: 6 steps in 4 windows → 2, 2, 1, 1), or 'late', those nearest the data (1, 1, 2, 2: t = 1, .75, .5,
+    .375, .25, .125). Exported with the model; with timesteps 'inference' it also sets the training times."""
     cfg_audio_range: list[float] = _f([1.0, 8.0], ge=0.0)
     """Range cfg_a is drawn from per sample (covers the inference value 6.5)."""
     cfg_ref_range: list[float] = _f([1.0, 4.0], ge=0.0)

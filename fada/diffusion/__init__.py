@@ -23,6 +23,7 @@ from .mixed_supervision import MODES as MIXED_MODES
 from .noise import mix_noise, shared_shape, video_noise
 from .mixed_supervision import ground_truth_endpoint, mixed_loss, mixed_weight, per_sample_mse
 from .perflow import (
+    EXTRA_STEPS,
     PeRFlowScheduler,
     PeRFlowSchedulerOutput,
     PerflowWindow,
@@ -59,7 +60,7 @@ __all__ = [
     "conditional_eps", "guided", "conditional",
     "MIXED_MODES", "ground_truth_endpoint", "mixed_weight", "mixed_loss", "per_sample_mse",
     "PeRFlowScheduler", "PeRFlowSchedulerOutput", "PerflowWindow", "perflow_window", "perflow_target",
-    "perflow_step", "sample_perflow", "sample_t", "step_times", "student_input", "window_coefficients",
+    "EXTRA_STEPS", "perflow_step", "sample_perflow", "sample_t", "step_times", "student_input", "window_coefficients",
     "window_of", "window_target", "implied_endpoint", "velocity_weight",
     "NUM_TRAIN_TIMESTEPS", "make_alphas_cumprod", "sd15_alphas_cumprod", "t_to_index", "alpha_bar",
     "ab_at_index", "add_noise", "linear_eps_prior", "precond_loss_weight", "precond_output_scale",

@@ -106,15 +106,23 @@ def perflow_target(w: PerflowWindow, z_e: Tensor) -> tuple[Tensor, Tensor]:
 
 # ---- inference ------------------------------------------------------------------------------------------------
 
-def step_times(n: int, K: int = 4) -> Tensor:
-    """The n inference times (float64, from 1 down): window i gets ⌊n/K⌋ steps, +1 for i < n mod K, at
-    linspace(t_s, t_e, m, endpoint=False). n = 6, K = 4 → 1, .875, .75, .625, .5, .25 (paper §4.1)."""
+EXTRA_STEPS = ("early", "late")
+
+
+def step_times(n: int, K: int = 4, extra: str = "early") -> Tensor:
+    """The n inference times (float64, from 1 down): window i (0 = the noisiest) gets ⌊n/K⌋ steps at
+    linspace(t_s, t_e, m, endpoint=False), plus one for the n mod K windows nearest t = 1 (``extra`` 'early', the
+    paper §4.1: n = 6, K = 4 → 1, .875, .75, .625, .5, .25) or nearest t = 0 ('late': 1, .75, .5, .375, .25,
+    .125), where a small pixel-space net's window maps bend most."""
     if n < K:
         # A window without a step would be crossed by extrapolating another window's line: refuse.
         raise ValueError(f"PeRFlow needs at least one step per window: n_steps={n} < num_windows={K}")
+    if extra not in EXTRA_STEPS:
+        raise ValueError(f"extra steps {extra!r}: choose one of {', '.join(EXTRA_STEPS)}")
     times = []
     for i in range(K):
-        m = n // K + (1 if i < n % K else 0)
+        rank = i if extra == "early" else K - 1 - i
+        m = n // K + (1 if rank < n % K else 0)
         t_s, t_e = 1 - i / K, 1 - (i + 1) / K
         times.append(np.linspace(t_s, t_e, m, endpoint=False))
     return torch.from_numpy(np.concatenate(times))
@@ -164,10 +172,11 @@ def velocity_weight(t, K: int, alphas_cumprod: Tensor) -> Tensor:
 
 
 def sample_perflow(eps_fn: EpsFn, z: Tensor, n_steps: int, alphas_cumprod: Tensor, K: int = 4,
-                   callback: Optional[Callback] = None) -> Tensor:
-    """n-step PeRFlow sampling from noise z (t = 1) to t = 0; eps_fn(z, T·t) is the student's ε."""
+                   callback: Optional[Callback] = None, extra: str = "early") -> Tensor:
+    """n-step PeRFlow sampling from noise z (t = 1) to t = 0 at ``step_times(n_steps, K, extra)``; eps_fn(z, T·t)
+    is the student's ε."""
     T = alphas_cumprod.shape[0]
-    times = step_times(n_steps, K).tolist() + [0.0]
+    times = step_times(n_steps, K, extra).tolist() + [0.0]
     for i in range(n_steps):
         t_c, t_next = times[i], times[i + 1]
         eps = eps_fn(z, per_sample(T * t_c, z, torch.float32))
@@ -193,7 +202,7 @@ class PeRFlowScheduler(SchedulerMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
-                 beta_schedule: str = "scaled_linear", num_windows: int = 4):
+                 beta_schedule: str = "scaled_linear", num_windows: int = 4, extra_steps: str = "early"):
         self.alphas_cumprod = make_alphas_cumprod(num_train_timesteps, beta_start, beta_end, beta_schedule)
         self.init_noise_sigma = 1.0
         self.num_inference_steps: Optional[int] = None
@@ -202,7 +211,7 @@ class PeRFlowScheduler(SchedulerMixin, ConfigMixin):
 
     def set_timesteps(self, num_inference_steps: int, device=None) -> None:
         self.num_inference_steps = num_inference_steps
-        self.times = step_times(num_inference_steps, self.config.num_windows)
+        self.times = step_times(num_inference_steps, self.config.num_windows, self.config.extra_steps)
         self.timesteps = (self.times * self.config.num_train_timesteps).float().to(device)
 
     def scale_model_input(self, sample: Tensor, timestep=None) -> Tensor:

@@ -2,7 +2,8 @@
 
 The checkpoint's ``recipe.yaml`` says what it is: ``stage: teacher`` -> a teacher folder (DDIM 25 steps,
 multi-CFG); ``stage: distill`` with ``distill.variant`` balanced | fast | rflow -> a student folder (PeRFlow with
-``distill.inference_steps`` steps over ``distill.num_windows`` windows; rflow students behave like balanced ones
+``distill.inference_steps`` steps over ``distill.num_windows`` windows, extra steps where ``distill.extra_steps``
+puts them; rflow students behave like balanced ones
 with one window, or like fast ones when told the CFG scales). ``state.json``'s ``kind``, when a stage wrote one,
 takes precedence. Only the recipe's ``model:`` section is validated (the training data need not exist any more).
 """
@@ -56,6 +57,7 @@ def read_checkpoint_meta(ckpt: Path) -> dict:
     from fada.config.model import ModelConfig
     from fada.config.schema import DistillConfig
     from fada.config.validate import from_dict
+    from fada.diffusion import EXTRA_STEPS
 
     recipe_file, state_file, model_file = ckpt / "recipe.yaml", ckpt / "state.json", ckpt / "model.safetensors"
     if not recipe_file.is_file():
@@ -89,11 +91,14 @@ def read_checkpoint_meta(ckpt: Path) -> dict:
         windows = int(dist.get("num_windows", d.num_windows))
     except (TypeError, ValueError):
         raise FadaError(f"{recipe_file}: distill.inference_steps / num_windows must be integers") from None
+    extra = str(dist.get("extra_steps", d.extra_steps))
+    if extra not in EXTRA_STEPS:
+        raise FadaError(f"{recipe_file}: distill.extra_steps {extra!r} is not one of {', '.join(EXTRA_STEPS)}")
     if kind == "rflow":
         windows = 1
         kind = "fast" if model_cfg.cfg.mode != "none" else "balanced"
     if kind == "teacher":
-        steps, windows = 25, 0
+        steps, windows, extra = 25, 0, "early"
 
     shapes = _weight_shapes(model_file)
     try:
@@ -106,7 +111,8 @@ def read_checkpoint_meta(ckpt: Path) -> dict:
     if in_dim % win:
         raise FadaError(f"{model_file}: audio projection input {in_dim} is not a multiple of the window {win} "
                         f"(model.audio.window={model_cfg.audio.window} in {recipe_file.name})")
-    return {"kind": kind, "variant": variant, "steps": steps, "num_windows": windows, "model": model_cfg,
+    return {"kind": kind, "variant": variant, "steps": steps, "num_windows": windows, "extra_steps": extra,
+            "model": model_cfg,
             "latent_channels": int(lc), "audio_feature_shape": (win, int(layers), in_dim // win),
             "step": state.get("step")}
 
@@ -131,9 +137,12 @@ def run(checkpoint, out, dtype: str = "fp16", ema: bool = True, copy_vae: bool =
         print(f"note: {ckpt} has no EMA weights; exporting the raw ones")
     source = {"checkpoint": str(ckpt.resolve()), "step": meta["step"], "weights": "ema" if ema and has_ema else "raw"}
     out = write_model_folder(out, net.eval(), model_cfg, kind=kind, variant=meta["variant"], steps=meta["steps"],
-                             num_windows=meta["num_windows"], dtype=dtype, copy_vae=copy_vae, source=source)
+                             num_windows=meta["num_windows"], extra_steps=meta["extra_steps"], dtype=dtype,
+                             copy_vae=copy_vae, source=source)
     n = sum(p.numel() for p in net.parameters())
     sampler = "DDIM" if kind == "teacher" else f"PeRFlow, {meta['num_windows']} windows"
+    if kind != "teacher" and meta["extra_steps"] != "early":
+        sampler += f", extra steps {meta['extra_steps']}"
     print(f"exported {ckpt} ({kind} model, {n / 1e6:.1f}M parameters, {source['weights']} weights, {dtype}) to "
           f"{out}: {meta['steps']} steps {sampler} by default")
     return out

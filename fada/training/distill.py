@@ -38,6 +38,7 @@ class DistillSettings:
     student_cfg_mode: str             # none | time_embed | layer | tokens
     timesteps: str = "uniform"        # uniform | inference (DistillConfig.timesteps)
     inference_steps: int = 6          # the sampler's steps (their times, for timesteps 'inference')
+    extra_steps: str = "early"        # which windows get the extra steps (DistillConfig.extra_steps)
 
     @classmethod
     def from_config(cls, d, cfg_mode: str) -> "DistillSettings":
@@ -47,7 +48,8 @@ class DistillSettings:
                    cfg_ref_range=tuple(d.cfg_ref_range),
                    dropout=ConditionDropout(d.audio_drop, d.ref_drop, 0.0),
                    mixed_mode=m.mode, mixed_kwargs=dict(s=m.s, w0=m.w0, r_peak=m.r_peak, r_dead=m.r_dead, fixed=m.fixed),
-                   student_cfg_mode=cfg_mode, timesteps=d.timesteps, inference_steps=d.inference_steps)
+                   student_cfg_mode=cfg_mode, timesteps=d.timesteps, inference_steps=d.inference_steps,
+                   extra_steps=d.extra_steps)
 
     @property
     def guided_teacher(self) -> bool:
@@ -68,9 +70,9 @@ def sample_scales(batch: int, s: DistillSettings, generator: torch.Generator, de
 
 def sample_distill_t(batch: int, s: DistillSettings, generator: torch.Generator, device=None) -> Tensor:
     """(B,) training times: uniform on the 1000-step grid (PeRFlow), or for ``timesteps: inference`` one of the
-    sampler's step times each (``step_times(inference_steps, K)``), where the student is queried."""
+    sampler's step times each (``step_times(inference_steps, K, extra_steps)``), where the student is queried."""
     if s.timesteps == "inference":
-        times = step_times(s.inference_steps, s.num_windows).float().to(device)
+        times = step_times(s.inference_steps, s.num_windows, s.extra_steps).float().to(device)
         return times[torch.randint(0, len(times), (batch,), generator=generator, device=device)]
     return sample_t(batch, generator, device)
 

@@ -68,8 +68,12 @@ class TrainResult:
     metrics: list[dict]
 
 
-def _lr_lambda(warmup: int) -> Callable[[int], float]:
-    return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+def _lr_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LambdaLR:
+    """diffusers' warm-up schedules: linear from 0 over lr_warmup_steps, then constant or a half cosine to 0."""
+    from diffusers.optimization import get_scheduler
+
+    name = {"constant": "constant_with_warmup", "cosine": "cosine"}[cfg.lr_schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=cfg.max_steps)
 
 
 def _move(batch, device):
@@ -138,7 +142,7 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable_ids)
     optimizer = torch.optim.AdamW([p for _, p in named], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.lr_warmup_steps))
+    scheduler = _lr_scheduler(optimizer, cfg)
     ema = EMAWeights(named, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     step = 0

@@ -77,6 +77,19 @@ def test_step_times_paper_and_allocation():
             np.testing.assert_allclose(in_win.numpy(), 1 - i / 4 - np.arange(m) * 0.25 / m)
 
 
+def test_step_times_late_puts_the_extra_steps_nearest_the_data():
+    assert step_times(6, 4, "late").tolist() == [1.0, 0.75, 0.5, 0.375, 0.25, 0.125]  # 1, 1, 2, 2
+    assert step_times(7, 4, "late").tolist() == [1.0, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]  # 1, 2, 2, 2
+    for n in (4, 8, 12):  # no remainder: both placements agree
+        assert torch.equal(step_times(n, 4, "late"), step_times(n, 4))
+    for n in range(4, 13):  # the windows' step counts are the early ones reversed
+        early, late = step_times(n, 4), step_times(n, 4, "late")
+        count = lambda t: [int(((t <= 1 - i / 4) & (t > 1 - (i + 1) / 4)).sum()) for i in range(4)]
+        assert count(late) == count(early)[::-1] and len(late) == n
+    with pytest.raises(ValueError, match="middle"):
+        step_times(6, 4, "middle")
+
+
 def test_sample_t(gen):
     t = sample_t(200_000, gen)
     assert t.dtype == torch.float32 and t.shape == (200_000,)
@@ -110,13 +123,14 @@ class ExactStudent:
         return ((self.ends[j] - lam * self.ends[j - 1]) / eta).float()
 
 
-@pytest.mark.parametrize("n", [4, 6, 9])
-def test_exact_student_follows_piecewise_linear_path(n, ac, ac_np, gen):
+@pytest.mark.parametrize("n,extra", [(4, "early"), (6, "early"), (9, "early"), (6, "late"), (9, "late")])
+def test_exact_student_follows_piecewise_linear_path(n, extra, ac, ac_np, gen):
     K = 4
     ends = [torch.randn(2, 3, 4, 4, generator=gen, dtype=torch.float64) for _ in range(K + 1)]
     seen = {}
     out = sample_perflow(ExactStudent(ends, ac_np, K), ends[0].float(), n, ac, K,
-                         callback=lambda i, t, z: seen.__setitem__(float(t), z))
+                         callback=lambda i, t, z: seen.__setitem__(float(t), z), extra=extra)
+    assert sorted(seen, reverse=True) == pytest.approx(step_times(n, K, extra).tolist()[1:] + [0.0])
     for t, z in seen.items():
         j = min(int(np.floor((1 - t) * K + 1e-9)), K - 1) if t > 0 else K - 1  # window holding t (t_e inclusive)
         t_s, t_e = 1 - j / K, 1 - (j + 1) / K
@@ -145,6 +159,14 @@ def test_scheduler_step_equals_pure_sampler(ac, gen):
         s.step(z, 333.0, z)
     assert torch.equal(tup, perflow_step(z, toy(z, torch.full((2,), 1000.0)), 1.0, 0.875, 4, ac))
 
+    late = PeRFlowScheduler(extra_steps="late")
+    late.set_timesteps(6)
+    assert late.timesteps.tolist() == [1000.0, 750.0, 500.0, 375.0, 250.0, 125.0]
+    x = z.clone()
+    for t in late.timesteps:
+        x = late.step(toy(x, t.expand(2)), t, x).prev_sample
+    assert torch.equal(x, sample_perflow(toy, z, 6, ac, extra="late"))
+
 
 def test_scheduler_add_noise_and_round_trip(tmp_path, ac, gen):
     s = PeRFlowScheduler(num_windows=4)
@@ -159,9 +181,10 @@ def test_scheduler_add_noise_and_round_trip(tmp_path, ac, gen):
     r.set_timesteps(7)
     s.set_timesteps(7)
     assert torch.equal(r.timesteps, s.timesteps) and torch.equal(r.alphas_cumprod, ac)
-    other = PeRFlowScheduler(num_windows=2)
+    other = PeRFlowScheduler(num_windows=2, extra_steps="late")
     other.save_pretrained(tmp_path / "k2")
-    assert PeRFlowScheduler.from_pretrained(tmp_path / "k2").config.num_windows == 2
+    back = PeRFlowScheduler.from_pretrained(tmp_path / "k2")
+    assert back.config.num_windows == 2 and back.config.extra_steps == "late"
 
 
 def test_implied_endpoint_inverts_the_window_target():

@@ -27,9 +27,18 @@ def test_inference_timesteps_are_the_sampler_times():
     assert torch.equal(u, sample_t(5, torch.Generator().manual_seed(1)))  # the PeRFlow default is unchanged
 
 
+def test_inference_timesteps_follow_the_extra_steps():
+    from fada.training.distill import sample_distill_t
+
+    s = _settings(timesteps="inference", inference_steps=6, extra_steps="late")
+    t = sample_distill_t(600, s, torch.Generator().manual_seed(0))
+    assert sorted(set(t.tolist())) == pytest.approx([0.125, 0.25, 0.375, 0.5, 0.75, 1.0])
+
+
 def test_settings_carry_the_timesteps():
     from fada.config.schema import DistillConfig
 
-    s = DistillSettings.from_config(DistillConfig(timesteps="inference", inference_steps=8), "none")
-    assert (s.timesteps, s.inference_steps) == ("inference", 8)
+    s = DistillSettings.from_config(DistillConfig(timesteps="inference", inference_steps=8, extra_steps="late"),
+                                    "none")
+    assert (s.timesteps, s.inference_steps, s.extra_steps) == ("inference", 8, "late")
     assert DistillSettings.from_config(DistillConfig(), "tokens").timesteps == "uniform"
