@@ -14,7 +14,12 @@ each video's first clip, before the motion-frame feedback compounds differences 
 (Eq. 6-8) pulls a student from its teacher towards the data, so a student may be farther from the teacher yet as
 close to the truth.
 
-    python benchmarks/bench_distill.py TEACHER STUDENT [--clips 4] [--seconds 1.0]
+``--per-window`` adds where the student's error comes from: on each video's first clip, every PeRFlow window is
+entered at the teacher's own trajectory point (a 64-step DDIM solve per window from the clip's noise) and crossed by
+the student's steps in that window and by the teacher's DDIM with as many steps, each compared with the 64-step end
+(RMS in latent units).
+
+    python benchmarks/bench_distill.py TEACHER STUDENT [--clips 4] [--seconds 1.0] [--per-window]
 
 TEACHER and STUDENT are run folders, checkpoints or exported model folders.
 """
@@ -74,6 +79,56 @@ def corpus_clips(labels_file: Path, n: int, seconds: float, resolution: int) -> 
     return clips
 
 
+FINE_STEPS = 64  # DDIM steps per window taken as the window's exact end
+
+
+@torch.inference_mode()
+def per_window(teacher, student, clips, mode: str, scales: dict) -> list[dict]:
+    """Per PeRFlow window: RMS distance to the teacher's 64-step window end, from the same start, of the student's
+    steps in that window and of the teacher's DDIM with as many steps (first clip of each video, mean over clips)."""
+    from fada.diffusion import ddim_solve, perflow_step, shared_shape, step_times, t_to_index, video_noise
+    from fada.models.attention import Bank
+    from fada.pipeline import AudioFeatures
+
+    t_plan, s_plan = teacher.plan("teacher", 25, **scales), student.plan(mode, None, **scales)
+    K, ac = s_plan.num_windows, teacher.spec.alphas_cumprod
+    times = step_times(s_plan.steps, K, s_plan.extra_steps).tolist()
+    cfg = teacher.model_cfg
+    F, M = cfg.num_frames, cfg.motion_frames
+    sums = [{"student": 0.0, "teacher_same_steps": 0.0} for _ in range(K)]
+    rms = lambda a, b: float((a.float() - b.float()).pow(2).mean().sqrt())
+    for i, c in enumerate(clips):
+        image, wav = teacher.load_portrait(c["portrait"]), teacher.load_audio(c["audio"])
+        ref = teacher.encode_reference(image)
+        feats = AudioFeatures(teacher.frontend, wav, F, cfg.fps).rows(0, F)[None]
+        gen = torch.Generator().manual_seed(i)  # the stream's first-clip noise for seed i
+        shape = (1, *ref.shape[1:2], F, *ref.shape[2:])
+        share = float(cfg.noise_share)
+        shared = torch.randn(shared_shape(shape), generator=gen) if share > 0 else None
+        z = video_noise(shape, gen, share, shared=shared)
+        fns = {}
+        for name, pipe, plan in (("teacher", teacher, t_plan), ("student", student, s_plan)):
+            bank = Bank.concat_views([pipe.encode_reference_bank(ref)] * (1 + M))  # first clip: motion = reference
+            fns[name] = pipe.eps_fn(plan, bank, feats)
+        for k in range(K):
+            t_s, t_e = 1 - k / K, 1 - (k + 1) / K
+            i_s, i_e = int(t_to_index(t_s)), int(t_to_index(t_e))
+            end = ddim_solve(fns["teacher"], z, i_s, i_e, FINE_STEPS, ac)
+            own = [t for t in times if t_e < t <= t_s + 1e-9]
+            zs = z
+            for a, b in zip(own, own[1:] + [t_e]):
+                zs = perflow_step(zs, fns["student"](zs, torch.full((1,), 1000.0 * a)), a, b, K, ac)
+            sums[k]["student"] += rms(zs, end)
+            sums[k]["teacher_same_steps"] += rms(ddim_solve(fns["teacher"], z, i_s, i_e, len(own), ac), end)
+            z = end
+    out = []
+    for k, s in enumerate(sums):
+        own = [t for t in times if 1 - (k + 1) / K < t <= 1 - k / K + 1e-9]
+        out.append({"window": f"{1 - k / K:g} -> {1 - (k + 1) / K:g}", "steps": len(own),
+                    **{name: round(v / len(clips), 5) for name, v in s.items()}})
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("teacher")
@@ -88,6 +143,8 @@ def main(argv=None):
                                                   "instead of new held-out ones")
     ap.add_argument("--noise-share", type=float, default=None,
                     help="sample both models under this video noise prior instead of their own model.noise_share")
+    ap.add_argument("--per-window", action="store_true",
+                    help="also report each PeRFlow window's error against the teacher's 64-step window end")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -116,6 +173,7 @@ def main(argv=None):
         ref = run(teacher, mode="teacher", steps=25)
         few = run(teacher, mode="teacher", steps=6)
         stu = run(student, mode=mode)
+        windows = per_window(teacher, student, clips, mode, scales) if args.per_window else None
         nfe = {"teacher": teacher.plan("teacher", 25, **scales).nfe_per_clip,
                "teacher_6": teacher.plan("teacher", 6, **scales).nfe_per_clip,
                "student": student.plan(mode, None, **scales).nfe_per_clip}
@@ -132,7 +190,8 @@ def main(argv=None):
                       "teacher_6_vs_teacher": d_few, "student_vs_teacher": d_stu,
                       "error_ratio_student_over_teacher_6": round(d_stu["rmse"] / max(d_few["rmse"], 1e-9), 3),
                       "first_clip_vs_teacher": first,
-                      "teacher_adjacent_frame_rmse": spread["rmse"], "vs_ground_truth": vs_truth}, indent=2))
+                      "teacher_adjacent_frame_rmse": spread["rmse"], "vs_ground_truth": vs_truth,
+                      **({"per_window": windows} if windows is not None else {})}, indent=2))
 
 
 if __name__ == "__main__":

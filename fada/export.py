@@ -4,8 +4,8 @@ Layout (safetensors and JSON only; nothing is ever unpickled)::
 
     fada_model.json                  format, version, kind (teacher | balanced | fast), variant, the model config
                                      (ModelConfig dict), sampler + steps + num_windows (+ extra_steps), CFG defaults,
-                                     cfg_mode, latent channels, audio feature shape, VAE {kind, path | "vae" when copied},
-                                     the audio front end's config, dtype, where it came from
+                                     cfg_mode, latent channels, audio feature shape, VAE {kind, path | "vae" when
+                                     copied}, the audio front end's config, dtype, where it came from
     net/                             AvatarNet.save_pretrained (avatar_config.json + one config.json and
                                      model.safetensors per part), in the exported dtype
     scheduler/scheduler_config.json  PeRFlowScheduler (students) or diffusers DDIMScheduler (teacher) config;

@@ -388,15 +388,19 @@ class FadaPipeline:
         """One clip's bank: the reference's (cached) plus the M motion latents', encoded once per clip."""
         return self.net.encode_bank(ref, motion, ref_bank)
 
+    def eps_fn(self, plan: GenerationPlan, bank, feats):
+        """The sampler's ``eps_fn(z, t)`` for one clip under ``plan``: multi-CFG (one batch of 3) or one pass,
+        with the scales told to a Fast student."""
+        scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=self.device) if plan.told_scales else None
+        fn = self.net.model_fn(bank, feats.to(self.device, self.dtype), cfg_scales=scales)
+        return guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes == 3 else conditional(fn)
+
     @torch.inference_mode()
     def _sample_clip(self, plan: GenerationPlan, bank, feats, noise, callback=None):
         """One clip from its bank: sampler over the steps, decode -> (latents (1, C, F, h, w), uint8 frames)."""
         from fada.models.vae import tensor_to_frames
 
-        net = self.net
-        scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=self.device) if plan.told_scales else None
-        fn = net.model_fn(bank, feats.to(self.device, self.dtype), cfg_scales=scales)
-        eps_fn = guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes == 3 else conditional(fn)
+        eps_fn = self.eps_fn(plan, bank, feats)
         z = noise.to(self.device, self.dtype)
         ac = self.spec.alphas_cumprod
         if plan.sampler == "ddim":
