@@ -86,47 +86,36 @@ FINE_STEPS = 64  # DDIM steps per window taken as the window's exact end
 def per_window(teacher, student, clips, mode: str, scales: dict) -> list[dict]:
     """Per PeRFlow window: RMS distance to the teacher's 64-step window end, from the same start, of the student's
     steps in that window and of the teacher's DDIM with as many steps (first clip of each video, mean over clips)."""
-    from fada.diffusion import ddim_solve, perflow_step, shared_shape, step_times, t_to_index, video_noise
-    from fada.models.attention import Bank
+    from fada.diffusion import clip_noises, ddim_solve, perflow_step, step_times, t_to_index, window_of
     from fada.pipeline import AudioFeatures
 
     t_plan, s_plan = teacher.plan("teacher", 25, **scales), student.plan(mode, None, **scales)
     K, ac = s_plan.num_windows, teacher.spec.alphas_cumprod
-    times = step_times(s_plan.steps, K, s_plan.extra_steps).tolist()
+    times = step_times(s_plan.steps, K, s_plan.extra_steps)
+    starts = window_of(times, K)[0]
+    own = [[float(t) for t, s in zip(times, starts) if round(float(s) * K) == K - k] for k in range(K)]
     cfg = teacher.model_cfg
-    F, M = cfg.num_frames, cfg.motion_frames
-    sums = [{"student": 0.0, "teacher_same_steps": 0.0} for _ in range(K)]
+    F = cfg.num_frames
+    sums = np.zeros((K, 2))
     rms = lambda a, b: float((a.float() - b.float()).pow(2).mean().sqrt())
     for i, c in enumerate(clips):
-        image, wav = teacher.load_portrait(c["portrait"]), teacher.load_audio(c["audio"])
-        ref = teacher.encode_reference(image)
-        feats = AudioFeatures(teacher.frontend, wav, F, cfg.fps).rows(0, F)[None]
-        gen = torch.Generator().manual_seed(i)  # the stream's first-clip noise for seed i
-        shape = (1, *ref.shape[1:2], F, *ref.shape[2:])
-        share = float(cfg.noise_share)
-        shared = torch.randn(shared_shape(shape), generator=gen) if share > 0 else None
-        z = video_noise(shape, gen, share, shared=shared)
-        fns = {}
-        for name, pipe, plan in (("teacher", teacher, t_plan), ("student", student, s_plan)):
-            bank = Bank.concat_views([pipe.encode_reference_bank(ref)] * (1 + M))  # first clip: motion = reference
-            fns[name] = pipe.eps_fn(plan, bank, feats)
+        ref = teacher.encode_reference(teacher.load_portrait(c["portrait"]))
+        feats = AudioFeatures(teacher.frontend, teacher.load_audio(c["audio"]), F, cfg.fps).rows(0, F)[None]
+        z = next(clip_noises((1, ref.shape[1], F, *ref.shape[2:]), i, float(cfg.noise_share)))  # seed i's first clip
+        teach, stud = (pipe.eps_fn(plan, pipe.first_clip_bank(pipe.encode_reference_bank(ref)), feats)
+                       for pipe, plan in ((teacher, t_plan), (student, s_plan)))
         for k in range(K):
             t_s, t_e = 1 - k / K, 1 - (k + 1) / K
             i_s, i_e = int(t_to_index(t_s)), int(t_to_index(t_e))
-            end = ddim_solve(fns["teacher"], z, i_s, i_e, FINE_STEPS, ac)
-            own = [t for t in times if t_e < t <= t_s + 1e-9]
+            end = ddim_solve(teach, z, i_s, i_e, FINE_STEPS, ac)
             zs = z
-            for a, b in zip(own, own[1:] + [t_e]):
-                zs = perflow_step(zs, fns["student"](zs, torch.full((1,), 1000.0 * a)), a, b, K, ac)
-            sums[k]["student"] += rms(zs, end)
-            sums[k]["teacher_same_steps"] += rms(ddim_solve(fns["teacher"], z, i_s, i_e, len(own), ac), end)
+            for a, b in zip(own[k], own[k][1:] + [t_e]):
+                zs = perflow_step(zs, stud(zs, torch.full((1,), ac.shape[0] * a)), a, b, K, ac)
+            sums[k] += (rms(zs, end), rms(ddim_solve(teach, z, i_s, i_e, len(own[k]), ac), end))
             z = end
-    out = []
-    for k, s in enumerate(sums):
-        own = [t for t in times if 1 - (k + 1) / K < t <= 1 - k / K + 1e-9]
-        out.append({"window": f"{1 - k / K:g} -> {1 - (k + 1) / K:g}", "steps": len(own),
-                    **{name: round(v / len(clips), 5) for name, v in s.items()}})
-    return out
+    return [{"window": f"{1 - k / K:g} -> {1 - (k + 1) / K:g}", "steps": len(own[k]),
+             "student": round(sums[k, 0] / len(clips), 5), "teacher_same_steps": round(sums[k, 1] / len(clips), 5)}
+            for k in range(K)]
 
 
 def main(argv=None):

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from fada.data.portrait import find_face, prepare_portrait, read_portrait, to_uint8_rgb  # noqa: F401 (re-exported)
-from fada.diffusion import (TEACHER_GUIDANCE, Guidance, conditional, guided, sample_ddim, sample_perflow, step_times,
-                            shared_shape, video_noise)
+from fada.diffusion import (TEACHER_GUIDANCE, Guidance, clip_noises, conditional, guided, sample_ddim, sample_perflow,
+                            step_times)
 from fada.errors import FadaError
 from fada.export import DTYPES, ModelSpec, load_codec, load_frontend, load_net, read_spec
 from fada.models.attention import Bank
@@ -207,19 +207,16 @@ class FrameStream:
             ref = pipe.encode_reference(self.image)
             motion = ref[:, None].expand(1, M, *ref.shape[1:]) if M else None
             ref_bank = pipe.encode_reference_bank(ref)
-            bank = Bank.concat_views([ref_bank] * (1 + M))  # first clip: the motion frames are the reference
-            gen = torch.Generator().manual_seed(int(self.seed))
+            bank = pipe.first_clip_bank(ref_bank)
             c_, h_, w_ = ref.shape[1:]
-            share = float(pipe.model_cfg.noise_share)
-            shared = torch.randn(shared_shape((1, c_, F, h_, w_)), generator=gen) if share > 0 else None  # per video
+            noises = clip_noises((1, c_, F, h_, w_), self.seed, float(pipe.model_cfg.noise_share))
             j = 0  # next output frame
             for c in range(self.clips):
                 if bar is not None:
                     bar.set_description(f"clip {c + 1}/{self.clips}")
                 s = c * F
                 rows = feats.rows(s, s + F)[None]
-                noise = video_noise((1, c_, F, h_, w_), gen, share, shared=shared)
-                z, frames = pipe._sample_clip(plan, bank, rows, noise,
+                z, frames = pipe._sample_clip(plan, bank, rows, next(noises),
                                               (lambda *a: bar.update(1)) if bar is not None else None)
                 if M:
                     hist = torch.cat([motion, z.permute(0, 2, 1, 3, 4)], dim=1)
@@ -331,8 +328,7 @@ class FadaPipeline:
                 raise FadaError(f"--steps {n}: PeRFlow needs at least one step per window "
                                 f"({windows} windows: use --steps {windows} or more)") from None
         passes = 1 if mode == "fast" or (cfg_a == 1.0 and cfg_r == 1.0) else 3
-        return GenerationPlan(mode, sampler, n, windows, cfg_a, cfg_r, passes, told,
-                              "early" if sampler == "ddim" else spec.extra_steps)
+        return GenerationPlan(mode, sampler, n, windows, cfg_a, cfg_r, passes, told, spec.extra_steps)
 
     # -- steps ---------------------------------------------------------------------------------------------------
     def load_portrait(self, portrait, crop: bool = True) -> np.ndarray:
@@ -382,6 +378,10 @@ class FadaPipeline:
     def encode_reference_bank(self, ref):
         """The reference frame's part of every clip's bank (the ReferenceNet once per video)."""
         return self.net.encode_bank(ref)
+
+    def first_clip_bank(self, ref_bank):
+        """The first clip's bank: its motion frames are the reference itself, so the reference's bank is reused."""
+        return Bank.concat_views([ref_bank] * (1 + self.model_cfg.motion_frames))
 
     @torch.inference_mode()
     def encode_bank(self, ref, motion, ref_bank=None):

@@ -20,7 +20,7 @@ from .guidance import (
     multi_cfg,
 )
 from .mixed_supervision import MODES as MIXED_MODES
-from .noise import mix_noise, shared_shape, video_noise
+from .noise import clip_noises, mix_noise, shared_shape, video_noise
 from .mixed_supervision import ground_truth_endpoint, mixed_loss, mixed_weight, per_sample_mse
 from .perflow import (
     EXTRA_STEPS,
@@ -64,5 +64,5 @@ __all__ = [
     "window_of", "window_target", "implied_endpoint", "velocity_weight",
     "NUM_TRAIN_TIMESTEPS", "make_alphas_cumprod", "sd15_alphas_cumprod", "t_to_index", "alpha_bar",
     "ab_at_index", "add_noise", "linear_eps_prior", "precond_loss_weight", "precond_output_scale",
-    "sample_train_timesteps", "mix_noise", "shared_shape", "video_noise",
+    "sample_train_timesteps", "clip_noises", "mix_noise", "shared_shape", "video_noise",
 ]

@@ -19,7 +19,7 @@ Latents are (B, C, F, h, w): the frame axis is 2.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -58,3 +58,12 @@ def video_noise(shape: Sequence[int], generator: Optional[torch.Generator], shar
         return shared.expand(tuple(shape)).clone()
     ind = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
     return mix_noise(ind, shared.to(ind), share)
+
+
+def clip_noises(shape: Sequence[int], seed: int, share: float = 0.0) -> Iterator[Tensor]:
+    """One video's starting noises, clip after clip, each of ``shape`` (B, C, F, h, w): a generator seeded with
+    ``seed`` draws the shared part once for the whole video (when ρ > 0), then each clip's noise in turn."""
+    gen = torch.Generator().manual_seed(int(seed))
+    shared = torch.randn(shared_shape(shape), generator=gen) if share > 0 else None
+    while True:
+        yield video_noise(shape, gen, share, shared=shared)

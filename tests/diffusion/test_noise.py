@@ -44,3 +44,19 @@ def test_bad_inputs():
         shared_shape((2, 3, 4))
     with pytest.raises(ValueError, match="noise share must be in"):
         mix_noise(torch.zeros(1), torch.zeros(1), 1.5)
+
+
+def test_clip_noises_draw_the_shared_part_once_per_video():
+    from fada.diffusion import clip_noises
+
+    shape = (1, 2, 3, 4, 4)
+    gen = torch.Generator().manual_seed(5)
+    shared = torch.randn(shared_shape(shape), generator=gen)
+    expect = [video_noise(shape, gen, 0.5, shared=shared) for _ in range(3)]
+    got = clip_noises(shape, 5, 0.5)
+    for e in expect:
+        assert torch.equal(next(got), e)
+    independent = clip_noises(shape, 5, 0.0)  # ρ = 0: the plain seeded torch.randn sequence
+    gen = torch.Generator().manual_seed(5)
+    assert torch.equal(next(independent), torch.randn(shape, generator=gen))
+    assert torch.equal(next(independent), torch.randn(shape, generator=gen))
