@@ -55,8 +55,11 @@ def dtype_name(dtype: torch.dtype) -> str:
     raise ValueError(f"unsupported dtype {dtype}")
 
 
-def default_guidance(kind: str, cfg_mode: str) -> tuple[float, float]:
-    """(cfg_audio, cfg_ref) of paper §4.1: 6.5/2.5 without CFG distillation, 6.5/2.0 for CFG-distilled models."""
+def default_guidance(kind: str, cfg_mode: str, guidance=None) -> tuple[float, float]:
+    """(cfg_audio, cfg_ref) a model folder starts with: the recipe's ``model.cfg.guidance`` when set, else paper
+    §4.1's 6.5/2.5 without CFG distillation and 6.5/2.0 for CFG-distilled models."""
+    if guidance is not None:
+        return float(guidance[0]), float(guidance[1])
     g = DISTILLED_GUIDANCE if kind == "fast" and cfg_mode != "none" else TEACHER_GUIDANCE
     return float(g.cfg_a), float(g.cfg_r)
 
@@ -108,7 +111,7 @@ def spec_for(net, model_cfg: ModelConfig, kind: str, steps: Optional[int] = None
 
     if kind not in KINDS:
         raise FadaError(f"model kind {kind!r} is not one of {', '.join(KINDS)}")
-    cfg_a, cfg_r = default_guidance(kind, net.cfg_mode)
+    cfg_a, cfg_r = default_guidance(kind, net.cfg_mode, model_cfg.cfg.guidance)
     p = next(net.parameters())
     vae_path = Path(model_cfg.vae.path) if model_cfg.vae.kind == "sd" and model_cfg.vae.path else None
     return ModelSpec(root=Path(root) if root else Path("<memory>"), kind=kind, variant=kind, model=model_cfg,
@@ -179,7 +182,7 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
         raise FadaError(f"{steps} steps < {num_windows} PeRFlow windows: PeRFlow needs a step per window")
     if extra_steps not in EXTRA_STEPS:
         raise FadaError(f"extra steps {extra_steps!r}: choose one of {', '.join(EXTRA_STEPS)}")
-    cfg_a, cfg_r = default_guidance(kind, net.cfg_mode)
+    cfg_a, cfg_r = default_guidance(kind, net.cfg_mode, model_cfg.cfg.guidance)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

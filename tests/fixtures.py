@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 
-def make_manifest(folder: Path, n_clips: int = 4, seconds: float = 1.2, size: int = 64, seed: int = 0) -> Path:
-    """Render ``n_clips`` synthetic talking clips (mp4 + wav) and a manifest listing them as curate would."""
+def make_manifest(folder: Path, n_clips: int = 4, seconds: float = 1.2, size: int = 64, seed: int = 0,
+                  head_motion: bool = True) -> Path:
+    """Render ``n_clips`` synthetic talking clips (mp4 + wav) and a manifest listing them as curate would
+    (``head_motion`` False: the mouth is the only motion, see ``render_clip``)."""
     from fada.data.media import write_video, write_wav
     from fada.data.synthetic import render_clip, sample_identity, synth_speech
 
@@ -20,7 +22,7 @@ def make_manifest(folder: Path, n_clips: int = 4, seconds: float = 1.2, size: in
     for i in range(n_clips):
         ident = sample_identity(rng, detectable=False)
         audio = synth_speech(seconds, rng)
-        frames = render_clip(ident, audio, size=size, seed=i)
+        frames = render_clip(ident, audio, size=size, seed=i, head_motion=head_motion)
         write_video(clips / f"c{i}.mp4", frames, 25, audio=audio, threads=1)
         write_wav(clips / f"c{i}.wav", audio)
         rows.append({"id": f"c{i}", "video": f"clips/c{i}.mp4", "wav": f"clips/c{i}.wav", "in_A": True, "in_B": True})

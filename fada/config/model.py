@@ -62,16 +62,32 @@ class UNetConfig:
     """CPU-scale option: add a fixed 2-D position code to the queries and keys of the reference-bank attention, so
     a from-scratch net can copy the reference place by place (SD1.5's attention has no position input; keep
     False when starting from SD1.5 weights)."""
+    reference_concat: bool = False
+    """CPU-scale option: also give the denoising net the reference frame's latents as extra input channels, at
+    every frame (zeros where the reference is dropped; new conv_in weights start at zero). A from-scratch tiny net
+    then copies the identity it is given from its first steps; through the bank attention alone (the paper's
+    ReferenceNet path, kept as well) it learned to ignore the reference (issue 15). False for SD1.5 recipes."""
+    motion_concat: bool = False
+    """CPU-scale option: also give the denoising net the latest motion frame's latents (the last frame of the
+    previous clip; the reference at a video's start) as extra input channels, like ``reference_concat``."""
     precond_data_var: float = _f(0.0, ge=0.0)
     """CPU-scale option: > 0 preconditions the ε output for data of this variance, ε̂ = c(t)·z_t + κ(t)·F (EDM's
     c_skip/c_out for an ε net; fada.diffusion.linear_eps_prior, precond_output_scale), and the training losses
     weight the ε error by 1/κ(t)² so it is uniform in F. A from-scratch tiny net then learns in minutes what it
     would otherwise learn in hours; 0 (SD1.5, plain Eq. 1) disables it."""
+    precond_ref_var: float = _f(0.0, ge=0.0)
+    """CPU-scale option, with ``precond_data_var``: > 0 centres the preconditioning's x0 prior on the reference
+    frame's latents, with this variance, for samples that read their reference (the others keep 0 ±
+    ``precond_data_var``): ε̂ = c(t)·(z_t − √ᾱ_t·x_ref) + κ(t)·F (fada.diffusion.precondition_eps). A
+    from-scratch net is then a still copy of its reference from its first step and learns what moves; 0 (the
+    default) keeps the zero-mean prior."""
 
     def check(self) -> list[str]:
-        if self.pretrained:
-            return []
         out = []
+        if self.precond_ref_var > 0 and self.precond_data_var <= 0:
+            out.append("precond_ref_var: needs precond_data_var > 0 (it changes that preconditioning's prior)")
+        if self.pretrained:
+            return out
         n = len(self.block_out_channels)
         if len(self.down_block_types) != n or len(self.up_block_types) != n:
             out.append(f"down_block_types/up_block_types: need {n} entries each (one per block_out_channels level)")
@@ -115,6 +131,15 @@ class CFGConfig:
     timestep embedding, ω-conditioning), 'none' (no CFG conditioning; the teacher and the Balanced student)."""
     n_tokens: int = _f(4, ge=1)
     """Tokens per learnable set γ (and per CFG embedding)."""
+    guidance: Optional[list[float]] = _f(None, ge=0.0)
+    """[cfg_audio, cfg_ref]: the default multi-CFG scales (Eq. 9) written into a model exported from this recipe;
+    null: the paper's (6.5 / 2.5; 6.5 / 2.0 for CFG-distilled students). `fada generate --cfg-audio/--cfg-ref`
+    still override them."""
+
+    def check(self) -> list[str]:
+        if self.guidance is not None and len(self.guidance) != 2:
+            return [f"guidance: expected [cfg_audio, cfg_ref], got {self.guidance}"]
+        return []
 
 
 @dataclass

@@ -449,13 +449,15 @@ def _smooth_noise(rng: np.random.Generator, n: int, fps: float, freqs=(0.15, 0.3
 
 def render_clip(identity: dict | None, audio: np.ndarray, fps: float = FPS, size: int = SIZE, seed: int = 0,
                 sample_rate: int = SAMPLE_RATE, *, static: bool = False, shaky: float = 0.0,
-                opening: np.ndarray | None = None, n_frames: int | None = None) -> np.ndarray:
+                opening: np.ndarray | None = None, n_frames: int | None = None, head_motion: bool = True
+                ) -> np.ndarray:
     """Render frames (T, size, size, 3) uint8 RGB of ``identity`` speaking ``audio``.
 
     T = floor(len(audio) / sample_rate * fps) unless ``n_frames``. The mouth follows ``mouth_opening(audio)``
     (or ``opening`` when given; all zeros with ``static``). ``seed`` drives head motion and blinks. ``shaky`` > 0
     jitters the whole camera by about that fraction of the frame. ``identity=None`` draws no face (a background
-    with an object), as in ``no_face`` clips.
+    with an object), as in ``no_face`` clips. ``head_motion`` False keeps the head still and the eyes open, so the
+    audio-driven mouth is the clip's only motion (what a model can be asked to reproduce exactly).
     """
     import cv2
 
@@ -478,8 +480,10 @@ def render_clip(identity: dict | None, audio: np.ndarray, fps: float = FPS, size
     dy = 0.012 * W * _smooth_noise(rng, n_frames, fps)
     ang = 3.5 * _smooth_noise(rng, n_frames, fps)
     sc = 1.0 + 0.02 * _smooth_noise(rng, n_frames, fps)
+    if not head_motion:
+        dx, dy, ang, sc = dx * 0, dy * 0, ang * 0, sc * 0 + 1.0
     blink = np.zeros(n_frames)
-    t_next = rng.uniform(1.0, 3.5)
+    t_next = rng.uniform(1.0, 3.5) if head_motion else float("inf")
     while t_next * fps < n_frames:
         k = int(t_next * fps)
         blink[k:k + 2] = 1.0

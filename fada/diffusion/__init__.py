@@ -48,6 +48,7 @@ from .schedule import (
     linear_eps_prior,
     precond_loss_weight,
     precond_output_scale,
+    precondition_eps,
     make_alphas_cumprod,
     sample_train_timesteps,
     sd15_alphas_cumprod,
@@ -63,6 +64,6 @@ __all__ = [
     "EXTRA_STEPS", "perflow_step", "sample_perflow", "sample_t", "step_times", "student_input", "window_coefficients",
     "window_of", "window_target", "implied_endpoint", "velocity_weight",
     "NUM_TRAIN_TIMESTEPS", "make_alphas_cumprod", "sd15_alphas_cumprod", "t_to_index", "alpha_bar",
-    "ab_at_index", "add_noise", "linear_eps_prior", "precond_loss_weight", "precond_output_scale",
+    "ab_at_index", "add_noise", "linear_eps_prior", "precond_loss_weight", "precond_output_scale", "precondition_eps",
     "sample_train_timesteps", "clip_noises", "mix_noise", "shared_shape", "video_noise",
 ]

@@ -9,6 +9,8 @@ so that a DDIM end index of −1 (diffusers' "past the last step") and t = 0 giv
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -114,6 +116,27 @@ def precond_loss_weight(timesteps: Tensor, data_var: float, alphas_cumprod: Tens
     """1/κ(t)²: the per-sample weight of Eq. 1's ε error that makes the loss uniform in the preconditioned net's
     raw output F (EDM's λ(σ) = 1/c_out²)."""
     return precond_output_scale(timesteps, data_var, alphas_cumprod).pow(-2)
+
+
+def precondition_eps(z: Tensor, raw: Tensor, timesteps: Tensor, data_var: Tensor | float, alphas_cumprod: Tensor,
+                     mean: Optional[Tensor] = None) -> Tensor:
+    """The preconditioned ε output for a prior x0 ~ (μ, data_var) per element:
+    ε̂ = c(t)·(z_t − √ᾱ_t·μ) + κ(t)·F, with c from ``linear_eps_prior`` and κ from ``precond_output_scale``.
+
+    μ = 0 (``mean`` None) is EDM's zero-mean prior. A conditional mean (the reference frame's latents, for a
+    net that draws a face it is given) makes the linear part alone the minimum-MSE linear denoiser of frames
+    that differ from the reference by a residual of variance ``data_var``, so a from-scratch net starts out as
+    a still copy of its reference and learns only what moves. ``data_var`` may be per sample (B,); ``mean`` is
+    broadcast against z (B, C, F, h, w)."""
+    B = z.shape[0]
+    t = torch.as_tensor(timesteps, device=z.device, dtype=torch.float32).reshape(-1).expand(B)
+    shape = (-1, *([1] * (z.dim() - 1)))
+    var = torch.as_tensor(data_var, device=z.device, dtype=torch.float32).reshape(-1).expand(B)
+    ab = _ab_at_timesteps(t, alphas_cumprod).to(z.device).view(shape)
+    c = linear_eps_prior(t, var.to(alphas_cumprod.device), alphas_cumprod).to(z.device).view(shape)
+    k = precond_output_scale(t, var.to(alphas_cumprod.device), alphas_cumprod).to(z.device).view(shape)
+    base = z.float() if mean is None else z.float() - ab.sqrt() * mean.float()
+    return (c * base + k * raw.float()).to(raw.dtype)
 
 
 def sample_train_timesteps(batch: int, generator: torch.Generator, alphas_cumprod: Tensor, kind: str = "uniform",

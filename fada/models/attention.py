@@ -149,30 +149,40 @@ def merge_heads(x: Tensor) -> Tensor:
 
 @dataclass(eq=False)
 class Bank:
-    """ReferenceNet output: per attn1 layer path, tokens (B, V·L, C) of the V = 1 + M reference/motion views."""
+    """ReferenceNet output: per attn1 layer path, tokens (B, V·L, C) of the V = 1 + M reference/motion views, and
+    ``latents`` (B, V, C, h, w), the clean latents of those views (view 0 the reference), which a denoising net
+    with ``unet.reference_concat`` reads as extra input channels."""
 
     tokens: dict[str, Tensor]
     batch_size: int
     views: int = 1
+    latents: Optional[Tensor] = None
+
+    def _map(self, fn, batch_size: Optional[int] = None) -> "Bank":
+        """A bank with ``fn`` applied to every tensor (tokens and latents)."""
+        return Bank({k: fn(v) for k, v in self.tokens.items()}, self.batch_size if batch_size is None else batch_size,
+                    self.views, None if self.latents is None else fn(self.latents))
 
     def repeat(self, n: int) -> "Bank":
         """Tile the batch n times (torch.cat([bank]*n)), matching fada.diffusion's stacked CFG branches."""
         if n == 1:
             return self
-        return Bank({k: torch.cat([v] * n) for k, v in self.tokens.items()}, self.batch_size * n, self.views)
+        return self._map(lambda v: torch.cat([v] * n), batch_size=self.batch_size * n)
 
     def to(self, *args, **kwargs) -> "Bank":
-        return Bank({k: v.to(*args, **kwargs) for k, v in self.tokens.items()}, self.batch_size, self.views)
+        return self._map(lambda v: v.to(*args, **kwargs))
 
     def detach(self) -> "Bank":
-        return Bank({k: v.detach() for k, v in self.tokens.items()}, self.batch_size, self.views)
+        return self._map(lambda v: v.detach())
 
     def join_views(self, views: int) -> "Bank":
         """B·V single-view samples, each sample's views consecutive -> a bank of B samples (B, V·L, C)."""
         if self.views != 1 or self.batch_size % views:
             raise ValueError(f"join_views({views}): needs single-view samples in multiples of {views}")
+        lat = None if self.latents is None else self.latents.reshape(self.batch_size // views, views,
+                                                                      *self.latents.shape[2:])
         return Bank({k: v.reshape(v.shape[0] // views, views * v.shape[1], v.shape[2]) for k, v in self.tokens.items()},
-                    self.batch_size // views, views)
+                    self.batch_size // views, views, lat)
 
     @staticmethod
     def concat_views(banks: "list[Bank]") -> "Bank":
@@ -180,8 +190,11 @@ class Bank:
         b = banks[0].batch_size
         if any(x.batch_size != b for x in banks):
             raise ValueError("concat_views: banks must have the same batch size")
+        lat = None
+        if all(x.latents is not None for x in banks):
+            lat = torch.cat([x.latents for x in banks], dim=1)
         return Bank({k: torch.cat([x.tokens[k] for x in banks], dim=1) for k in banks[0].tokens}, b,
-                    sum(x.views for x in banks))
+                    sum(x.views for x in banks), lat)
 
 
 @dataclass(eq=False)

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from fada.diffusion import linear_eps_prior, precond_loss_weight, precond_output_scale, sd15_alphas_cumprod
+from fada.diffusion import precond_loss_weight, precondition_eps, sd15_alphas_cumprod
 from fada.errors import FadaError, MissingFileError
 
 from .attention import Bank, resolve_backend
@@ -79,9 +79,10 @@ class AvatarNet(nn.Module):
     def __init__(self, reference_net: ReferenceNet, denoising_net: DenoisingNet, audio_proj: nn.Module,
                  cfg: CFGConditioning, *, student: bool, latent_channels: int,
                  audio_feature_shape: tuple[int, int, int], attention_backend: str = "auto",
-                 precond_data_var: float = 0.0):
+                 precond_data_var: float = 0.0, precond_ref_var: float = 0.0):
         super().__init__()
         self.precond_data_var = float(precond_data_var)
+        self.precond_ref_var = float(precond_ref_var)
         self.register_buffer("_alphas_cumprod", sd15_alphas_cumprod().float(), persistent=False)
         self.reference_net = reference_net
         self.denoising_net = denoising_net
@@ -111,7 +112,7 @@ class AvatarNet(nn.Module):
 
     def _check_consistency(self) -> None:
         d = self.cross_attention_dim
-        rc, dc = unet_config_dict(self.reference_net.unet), unet_config_dict(self.denoising_net.unet)
+        rc, dc = unet_config_dict(self.reference_net.unet), self.denoising_net.base_unet_config()
         dc["time_cond_proj_dim"] = rc.get("time_cond_proj_dim")
         if rc != dc:
             diff = sorted(k for k in set(rc) | set(dc) if rc.get(k) != dc.get(k))
@@ -131,8 +132,8 @@ class AvatarNet(nn.Module):
             raise FadaError(f"cfg.mode {self.cfg.mode!r}: the denoising UNet has an unexpected time_cond_proj")
         if not self.cfg.uses_layers and self.denoising_net.cfg_dim:
             raise FadaError(f"cfg.mode {self.cfg.mode!r}: the denoising net has unexpected CFG layers")
-        if int(self.denoising_net.unet.config.in_channels) != self.latent_channels:
-            raise FadaError(f"UNet in_channels {self.denoising_net.unet.config.in_channels} != latent channels "
+        if self.denoising_net.latent_channels != self.latent_channels:
+            raise FadaError(f"UNet in_channels {self.denoising_net.latent_channels} != latent channels "
                             f"{self.latent_channels}")
 
     def freeze_unused_(self) -> "AvatarNet":
@@ -196,12 +197,22 @@ class AvatarNet(nn.Module):
             raise ValueError(f"cfg_scales must be (B={batch}, 2), got {tuple(s.shape)}")
         return self.cfg(s)
 
-    def eps_loss_weight(self, t: Tensor) -> Optional[Tensor]:
+    def _prior_var(self, n: int, keep_ref, has_ref: bool, device) -> Tensor:
+        """(n,) variance of the preconditioning's x0 prior: ``precond_ref_var`` around the reference for samples
+        that read one (``unet.precond_ref_var`` > 0), ``precond_data_var`` around 0 for the others."""
+        var = torch.full((n,), self.precond_data_var, device=device)
+        if self.precond_ref_var > 0 and has_ref:
+            var = torch.where(_mask(keep_ref, n, device), torch.full_like(var, self.precond_ref_var), var)
+        return var
+
+    def eps_loss_weight(self, t: Tensor, keep_ref=None) -> Optional[Tensor]:
         """Per-sample weight of an ε-MSE loss at train timesteps t (B,): 1/κ(t)² for a preconditioned net (a loss
-        uniform in its raw output, see fada.diffusion.precond_loss_weight); None (weight 1, plain Eq. 1) otherwise."""
+        uniform in its raw output, see fada.diffusion.precond_loss_weight); None (weight 1, plain Eq. 1) otherwise.
+        ``keep_ref`` (B,) says which samples had their reference (training always passes one)."""
         if self.precond_data_var <= 0:
             return None
-        return precond_loss_weight(t, self.precond_data_var, self._alphas_cumprod)
+        var = self._prior_var(t.shape[0], keep_ref, True, self._alphas_cumprod.device)
+        return precond_loss_weight(t, var, self._alphas_cumprod)
 
     def denoise(self, z: Tensor, t, audio_tokens: Tensor, bank: Optional[Bank], keep_ref=None,
                 cfg_scales=None) -> Tensor:
@@ -209,11 +220,17 @@ class AvatarNet(nn.Module):
         cfg_tokens, tcond = self.cfg_inputs(cfg_scales, z.shape[0], z.device)
         eps = self.denoising_net(z, t, audio_tokens, bank, keep_ref, cfg_tokens, tcond)
         if self.precond_data_var > 0:  # EDM-style preconditioning of the ε output (CPU-scale nets; see UNetConfig)
-            tt = torch.as_tensor(t, device=z.device, dtype=torch.float32).reshape(-1).expand(z.shape[0])
-            shape = (-1, *([1] * (z.dim() - 1)))
-            c = linear_eps_prior(tt, self.precond_data_var, self._alphas_cumprod).to(eps.dtype).view(shape)
-            k = precond_output_scale(tt, self.precond_data_var, self._alphas_cumprod).to(eps.dtype).view(shape)
-            eps = c * z + k * eps
+            n = z.shape[0]
+            tt = torch.as_tensor(t, device=z.device, dtype=torch.float32).reshape(-1).expand(n)
+            mean = None
+            if self.precond_ref_var > 0 and bank is not None:
+                if bank.latents is None:
+                    raise ValueError("unet.precond_ref_var: the bank carries no reference latents")
+                keep = _mask(keep_ref, n, z.device)[:, None, None, None]
+                ref = bank.latents[:, 0].to(z.device)
+                mean = torch.where(keep, ref, torch.zeros_like(ref))[:, :, None]  # (B, C, 1, h, w): every frame
+            var = self._prior_var(n, keep_ref, bank is not None, z.device)
+            eps = precondition_eps(z, eps, tt, var.to(self._alphas_cumprod.device), self._alphas_cumprod, mean)
         return eps
 
     def forward(self, z: Tensor, t: Tensor, audio_features: Tensor, bank: Optional[Bank],
@@ -272,13 +289,14 @@ class AvatarNet(nn.Module):
     # ----------------------------------------------------------------------------------------------------------
     def part_configs(self) -> dict:
         dn = self.denoising_net
-        dn_unet = unet_config_dict(dn.unet)
+        dn_unet = dn.base_unet_config()  # the added reference channels are rebuilt from reference_concat
         dn_unet["time_cond_proj_dim"] = None  # the cond_proj is added by DenoisingNet from time_cond_dim
         return {
             "reference_net": {"unet": unet_config_dict(self.reference_net.unet)},
             "denoising_net": {"unet": dn_unet, "temporal_heads": dn.temporal_heads, "max_frames": dn.max_frames,
                               "cfg_dim": dn.cfg_dim, "time_cond_dim": dn.time_cond_dim,
-                              "bank_positions": dn.bank_positions},
+                              "bank_positions": dn.bank_positions, "reference_concat": dn.reference_concat,
+                              "motion_concat": dn.motion_concat},
             "audio_proj": _audio_config(self.audio_proj),
             "cfg": self.cfg.config,
         }
@@ -286,7 +304,8 @@ class AvatarNet(nn.Module):
     def top_config(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "student": self.student, "cfg_mode": self.cfg.mode,
                 "latent_channels": self.latent_channels, "audio_feature_shape": list(self.audio_feature_shape),
-                "precond_data_var": self.precond_data_var, "parts": list(PARTS)}
+                "precond_data_var": self.precond_data_var, "precond_ref_var": self.precond_ref_var,
+                "parts": list(PARTS)}
 
     @classmethod
     def from_configs(cls, top: dict, parts: dict, attention_backend: str = "auto",
@@ -302,7 +321,9 @@ class AvatarNet(nn.Module):
             ref = ReferenceNet(unet_from_config_dict(rc["unet"], where("reference_net")))
             den = DenoisingNet(unet_from_config_dict(dc["unet"], where("denoising_net")), dc["temporal_heads"],
                                dc["max_frames"], dc.get("cfg_dim"), dc.get("time_cond_dim"),
-                               bank_positions=bool(dc.get("bank_positions", False)))
+                               bank_positions=bool(dc.get("bank_positions", False)),
+                               reference_concat=bool(dc.get("reference_concat", False)),
+                               motion_concat=bool(dc.get("motion_concat", False)))
         except (KeyError, TypeError) as e:
             raise FadaError(f"model config is incomplete or malformed ({type(e).__name__}: {e})") from None
         try:
@@ -316,7 +337,8 @@ class AvatarNet(nn.Module):
         try:
             return cls(ref, den, audio, cfg, student=bool(top["student"]), latent_channels=top["latent_channels"],
                        audio_feature_shape=tuple(top["audio_feature_shape"]), attention_backend=attention_backend,
-                       precond_data_var=float(top.get("precond_data_var", 0.0)))
+                       precond_data_var=float(top.get("precond_data_var", 0.0)),
+                       precond_ref_var=float(top.get("precond_ref_var", 0.0)))
         except (KeyError, TypeError) as e:
             raise FadaError(f"{where('top')}: bad model config ({type(e).__name__}: {e})") from None
 
@@ -413,11 +435,13 @@ def build_avatar_net(model_cfg, student: bool = False, latent_channels: Optional
     den = DenoisingNet(base, ucfg.temporal_heads, ucfg.max_frames,
                        cfg_dim=d if student and mode in ("tokens", "layer") else None,
                        time_cond_dim=TIME_COND_DIM if student and mode == "time_embed" else None,
-                       bank_positions=ucfg.bank_positions)
+                       bank_positions=ucfg.bank_positions, reference_concat=ucfg.reference_concat,
+                       motion_concat=ucfg.motion_concat)
     try:
         audio = build_audio_projection(model_cfg.audio, afs, out_dim=d)
     except ValueError as e:
         raise FadaError(f"audio: {e}") from None
     cfg = CFGConditioning(mode if student else "none", model_cfg.cfg.n_tokens, d)
     return AvatarNet(ref, den, audio, cfg, student=student, latent_channels=lc, audio_feature_shape=afs,
-                     attention_backend=backend, precond_data_var=ucfg.precond_data_var)
+                     attention_backend=backend, precond_data_var=ucfg.precond_data_var,
+                     precond_ref_var=ucfg.precond_ref_var)

@@ -13,6 +13,12 @@
 3 and 4 live in ``SpatialTemporalBlock``, which wraps each ``Transformer2DModel`` (down, mid and up blocks): they
 run after the spatial transformer (attn1 → attn2 → FF), i.e. after each audio layer, as the paper places them.
 All new layers start as the identity, so the net equals the SD1.5 UNet frame by frame at init.
+
+``reference_concat`` (CPU-scale option, ``unet.reference_concat``): the reference's clean latents (``Bank.latents``
+view 0; zeros where the reference is dropped) are concatenated to every frame's noisy latents as extra input
+channels, through a wider ``conv_in`` whose new input channels start at zero (InstructPix2Pix's way of adding
+image channels to a UNet). A from-scratch net then has the reference at full resolution and at the same place as
+the frame it draws; the bank attention alone, at the coarse levels of a tiny net, carried almost nothing of it.
 """
 
 from __future__ import annotations
@@ -146,6 +152,20 @@ class SpatialTemporalBlock(nn.Module):
         return Transformer2DModelOutput(sample=h) if return_dict else (h,)
 
 
+def _widen_conv_in(unet, in_channels: int) -> None:
+    """Give ``unet.conv_in`` ``in_channels`` inputs: the existing weights on the first ones, zeros on the new ones
+    (the UNet's output is unchanged at init, as for an SD1.5 init)."""
+    old = unet.conv_in
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                    device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=int(in_channels))
+
+
 def _transformer_lists(unet):
     blocks = list(unet.down_blocks) + [unet.mid_block] + list(unet.up_blocks)
     return [b.attentions for b in blocks if b is not None and hasattr(b, "attentions")]
@@ -155,9 +175,14 @@ class DenoisingNet(nn.Module):
     """The per-frame UNet with bank attention, audio cross-attention, CFG layers and temporal layers."""
 
     def __init__(self, unet, temporal_heads: int = 8, max_frames: int = 32, cfg_dim: Optional[int] = None,
-                 time_cond_dim: Optional[int] = None, attention_backend: str = "sdpa", bank_positions: bool = False):
+                 time_cond_dim: Optional[int] = None, attention_backend: str = "sdpa", bank_positions: bool = False,
+                 reference_concat: bool = False, motion_concat: bool = False):
         super().__init__()
         self.bank_positions = bool(bank_positions)
+        self.reference_concat, self.motion_concat = bool(reference_concat), bool(motion_concat)
+        self.latent_channels = int(unet.config.out_channels)
+        if self.concat_views and int(unet.config.in_channels) == self.latent_channels:
+            _widen_conv_in(unet, (1 + len(self.concat_views)) * self.latent_channels)
         self.temporal_heads, self.max_frames = int(temporal_heads), int(max_frames)
         self.cfg_dim = int(cfg_dim) if cfg_dim else None
         if time_cond_dim and unet.time_embedding.cond_proj is None:
@@ -172,6 +197,35 @@ class DenoisingNet(nn.Module):
             for i, tr in enumerate(attentions):
                 attentions[i] = SpatialTemporalBlock(tr, temporal_heads, max_frames, self.cfg_dim)
         self.set_attention_backend(attention_backend)
+
+    def base_unet_config(self) -> dict:
+        """The UNet config as the ReferenceNet's twin and as saved: without the added input channels."""
+        from .loading import unet_config_dict
+
+        cfg = unet_config_dict(self.unet)
+        cfg["in_channels"] = self.latent_channels
+        return cfg
+
+    @property
+    def concat_views(self) -> tuple:
+        """Bank views given as input channels: 0 the reference (``reference_concat``), -1 the latest motion frame
+        (``motion_concat``; the reference itself at a video's start)."""
+        return ((0,) if self.reference_concat else ()) + ((-1,) if self.motion_concat else ())
+
+    def reference_channels(self, bank: Optional[Bank], keep_ref: Optional[Tensor], b: int, f: int, like: Tensor
+                           ) -> Tensor:
+        """(B·F, V·C, h, w) latents of the ``concat_views`` per frame: zeros where the reference (and with it the
+        bank) is dropped, or where there is no bank."""
+        c = like.shape[1]
+        if bank is None:
+            return like.new_zeros(like.shape[0], len(self.concat_views) * c, *like.shape[2:])
+        if bank.latents is None:
+            raise ValueError("unet.reference_concat: the bank carries no reference latents (made by an old ReferenceNet?)")
+        ref = torch.cat([bank.latents[:, v] for v in self.concat_views], dim=1).to(like.dtype)
+        if keep_ref is not None:
+            keep = torch.as_tensor(keep_ref, device=ref.device).bool().reshape(-1).expand(b)
+            ref = torch.where(keep[:, None, None, None], ref, torch.zeros_like(ref))
+        return ref.repeat_interleave(f, dim=0)
 
     @property
     def time_cond_dim(self) -> Optional[int]:
@@ -202,6 +256,8 @@ class DenoisingNet(nn.Module):
         if audio_tokens.shape[:2] != (b, f):
             raise ValueError(f"audio_tokens must be (B={b}, F={f}, N, D), got {tuple(audio_tokens.shape)}")
         x = z.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        if self.concat_views:
+            x = torch.cat([x, self.reference_channels(bank, keep_ref, b, f, x)], dim=1)
         t = torch.as_tensor(t, device=z.device)
         t = (t.expand(b) if t.ndim == 0 else t.reshape(b)).repeat_interleave(f)
         enc = audio_tokens.reshape(b * f, *audio_tokens.shape[2:]).to(z.dtype)

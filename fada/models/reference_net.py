@@ -82,5 +82,6 @@ class ReferenceNet(nn.Module):
         ctx = AttnContext(bank_out={}, views=v)
         sample = self.unet(x, t, encoder_hidden_states=audio, cross_attention_kwargs={"fada_ctx": ctx},
                            return_dict=False)[0]
-        bank = Bank(dict(ctx.bank_out), b, v)  # a copy: checkpoint recomputation rewrites ctx.bank_out, not this
+        # a copy: checkpoint recomputation rewrites ctx.bank_out, not this
+        bank = Bank(dict(ctx.bank_out), b, v, latents=views.detach())
         return (bank, sample) if return_sample else bank

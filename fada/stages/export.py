@@ -104,7 +104,7 @@ def read_checkpoint_meta(ckpt: Path) -> dict:
     try:
         layers = shapes["audio_proj.layer_logits"][0]
         in_dim = shapes["audio_proj.mlp.0.weight"][1]
-        lc = shapes["denoising_net.unet.conv_in.weight"][1]
+        lc = shapes["reference_net.unet.conv_in.weight"][1]  # the denoising net may take reference channels too
     except KeyError as e:
         raise FadaError(f"{model_file}: not an AvatarNet state dict (no {e.args[0]})") from None
     win = 2 * model_cfg.audio.window + 1

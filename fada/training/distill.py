@@ -127,7 +127,7 @@ def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Ge
                    keep_ref=tile(keep_ref), cfg_scales=student_scales, ref_latents=tile(batch["ref"]),
                    motion_latents=tile(motion))
     per = per_sample_mse(pred, target)
-    weight = getattr(student, "module", student).eps_loss_weight(tile(w.timestep))  # preconditioned nets only
+    weight = getattr(student, "module", student).eps_loss_weight(tile(w.timestep), tile(keep_ref))  # precond nets
     if weight is not None:  # the same per-sample factor on both terms: R = L_GT / L_distill is unchanged
         per = per * weight.to(per.dtype)
     if s.variant == "rflow":  # velocity target: the ε error rescaled to the velocity error (see velocity_weight)

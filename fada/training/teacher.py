@@ -79,7 +79,7 @@ def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alph
     pred = net(z_t, t.float(), batch["audio"], None, keep_audio=keep_audio, keep_ref=keep_ref,
                ref_latents=batch["ref"], motion_latents=motion if motion.shape[1] > 0 else None)
     per = per_sample_mse(pred, eps, pixel_weight)
-    weight = getattr(net, "module", net).eps_loss_weight(t)  # DDP wraps the net
+    weight = getattr(net, "module", net).eps_loss_weight(t, keep_ref)  # DDP wraps the net
     loss = per.mean() if weight is None else (weight.to(per.dtype) * per).mean()
     return loss, {"keep_audio": float(keep_audio.float().mean()), "keep_ref": float(keep_ref.float().mean())}
 

@@ -94,6 +94,38 @@ def test_precond_matches_edm_c_skip_c_out():
     assert 0 < float(k[-1]) < 0.1 and float(k[0]) == pytest.approx(1.0, abs=2e-3)
 
 
+def test_precondition_eps_with_a_reference_mean_is_the_regression_of_eps_on_the_residual():
+    """Independent check: for x0 = μ + √v·n (a reference μ and a residual of variance v), the least-squares
+    regression of ε on z_t − √ᾱ·μ has slope c(t) with v, and what it leaves has standard deviation κ(t); F = 0
+    gives exactly that regression, F the residual scaled by κ; per-sample variances and the μ = None case."""
+    from fada.diffusion import add_noise, precondition_eps, sd15_alphas_cumprod
+
+    ac = sd15_alphas_cumprod()
+    g = torch.Generator().manual_seed(0)
+    v, n = 0.02, 1_000_000
+    for t in (10, 300, 999):
+        mu = torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1  # a non-zero-mean "reference"
+        x0 = mu + torch.randn(n, generator=g, dtype=torch.float64) * v ** 0.5
+        eps = torch.randn(n, generator=g, dtype=torch.float64)
+        z = add_noise(x0, eps, ac[t].double())
+        r = z - ac[t].double().sqrt() * mu
+        slope = float((r * eps).sum() / (r * r).sum())
+        left = float((eps - slope * r).std())
+        zz, mm = z.float().reshape(1, -1), mu.float().reshape(1, -1)
+        lin = precondition_eps(zz, torch.zeros_like(zz), torch.tensor([t]), v, ac, mm)
+        torch.testing.assert_close(lin.double(), slope * r.reshape(1, -1), rtol=0.02, atol=2e-3)
+        one = precondition_eps(zz[:, :4], torch.ones(1, 4), torch.tensor([t]), v, ac, mm[:, :4]) - lin[:, :4]
+        assert float(one[0, 0]) == pytest.approx(left, rel=0.02)
+    # per-sample variances, no mean: the zero-mean prior of linear_eps_prior / precond_output_scale
+    from fada.diffusion import linear_eps_prior, precond_output_scale
+
+    z, f = torch.randn(2, 3, 5, generator=g), torch.randn(2, 3, 5, generator=g)
+    t, var = torch.tensor([700.0, 40.0]), torch.tensor([0.25, 0.02])
+    want = torch.stack([linear_eps_prior(t[i:i + 1], float(var[i]), ac) * z[i] +
+                        precond_output_scale(t[i:i + 1], float(var[i]), ac) * f[i] for i in range(2)])
+    torch.testing.assert_close(precondition_eps(z, f, t, var, ac), want)
+
+
 def test_lognormal_timesteps_follow_the_sigma_distribution():
     """P(t <= k) = P(σ <= σ_k) = Φ((ln σ_k − mean)/std), checked against scipy's normal CDF."""
     from scipy.stats import norm

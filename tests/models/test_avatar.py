@@ -238,7 +238,8 @@ def test_precond_output_and_loss_weight_survive_save_load(tmp_path):
     from fada.models.avatar import AvatarNet, build_avatar_net
     from tests.fixtures import TINY_TEST_MODEL
 
-    m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.precond_data_var=0.25"]).model
+    m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.precond_data_var=0.25",
+                                                       "model.unet.precond_ref_var=0"]).model
     net = build_avatar_net(m).eval()
     assert net.precond_data_var == 0.25
     z = torch.randn(2, net.latent_channels, m.num_frames, 16, 16)
@@ -262,3 +263,108 @@ def test_precond_output_and_loss_weight_survive_save_load(tmp_path):
     student = AvatarNet.from_teacher(net, "tokens")
     assert student.precond_data_var == 0.25
     assert dataclasses.is_dataclass(m)
+
+
+def test_reference_concat_reads_the_reference_latents_and_survives_save_load(tmp_path):
+    from fada.config import load_recipe
+    from tests.fixtures import TINY_TEST_MODEL
+
+    from .test_nets import randomize_
+
+    m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.reference_concat=false",
+                                                       "model.unet.motion_concat=false"]).model
+    torch.manual_seed(0)
+    plain = randomize_(build_avatar_net(m), std=0.05).eval()
+    cat = AvatarNet.from_configs({**plain.top_config()}, {**plain.part_configs(), "denoising_net": {
+        **plain.part_configs()["denoising_net"], "reference_concat": True, "motion_concat": True}}).eval()
+    wide = "denoising_net.unet.conv_in.weight"
+    res = cat.load_state_dict({k: v for k, v in plain.state_dict().items() if k != wide}, strict=False)
+    assert res.missing_keys == [wide] and not res.unexpected_keys
+    conv_p, conv_c = plain.denoising_net.unet.conv_in, cat.denoising_net.unet.conv_in
+    lc = plain.latent_channels
+    assert conv_c.in_channels == 3 * lc and cat.denoising_net.unet.config.in_channels == 3 * lc
+    assert cat.reference_net.unet.config.in_channels == lc  # the ReferenceNet reads the plain latents
+    assert torch.count_nonzero(conv_c.weight[:, lc:]) == 0  # new input channels start at zero
+    with torch.no_grad():
+        conv_c.weight[:, :lc].copy_(conv_p.weight)
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(2, lc, m.num_frames, 16, 16, generator=g)
+    ref, other = torch.randn(2, 2, lc, 16, 16, generator=g)
+    feats = torch.randn(2, m.num_frames, *plain.audio_feature_shape, generator=g)
+    t = torch.tensor([300.0, 20.0])
+    with torch.no_grad():
+        # at init the wider net is the plain one: an SD1.5 init stays undisturbed
+        torch.testing.assert_close(cat(z, t, feats, None, ref_latents=ref), plain(z, t, feats, None, ref_latents=ref))
+        conv_c.weight[:, lc:].normal_(0, 0.1)
+        bank, bank2 = cat.encode_bank(ref), cat.encode_bank(other)
+        assert bank.latents.shape == (2, 1, lc, 16, 16) and torch.equal(bank.latents[:, 0], ref)
+        a = cat(z, t, feats, bank)
+        # the reference channels: only bank.latents differs, so the output moves for kept rows only
+        swapped = Bank(bank.tokens, 2, 1, bank2.latents)
+        b = cat(z, t, feats, swapped, keep_ref=torch.tensor([True, False]))
+        assert (a[0] - b[0]).abs().max() > 1e-3
+        no_ref = cat(z, t, feats, bank, keep_ref=torch.tensor([True, False]))
+        torch.testing.assert_close(b[1], no_ref[1])  # a dropped reference is zero channels, whatever it was
+        # the expected input, computed independently: the frame's latents ++ the reference ++ the latest motion
+        # frame, per frame (without motion frames, as at a video's start, the reference stands in for it)
+        x = z.permute(0, 2, 1, 3, 4).reshape(-1, lc, 16, 16)
+        r, o = ref.repeat_interleave(m.num_frames, 0), other.repeat_interleave(m.num_frames, 0)
+        seen = []
+        hook = conv_c.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+        cat(z, t, feats, bank)
+        cat(z, t, feats, cat.encode_bank(ref, other[:, None]))
+        hook.remove()
+        torch.testing.assert_close(seen[0], torch.cat([x, r, r], dim=1))
+        torch.testing.assert_close(seen[1], torch.cat([x, r, o], dim=1))
+    cat.save_pretrained(tmp_path / "n")
+    again = AvatarNet.from_pretrained(tmp_path / "n").eval()
+    assert again.denoising_net.concat_views == (0, -1) and again.part_configs()["denoising_net"]["unet"]["in_channels"] == lc
+    with torch.no_grad():
+        torch.testing.assert_close(again(z, t, feats, again.encode_bank(ref)), a)
+    student = AvatarNet.from_teacher(again, "tokens")
+    assert student.denoising_net.unet.conv_in.in_channels == 3 * lc
+    # the bank's latents follow it through the CFG tiling and the per-clip motion views
+    motion = cat.encode_bank(ref, other[:, None])
+    assert motion.latents.shape == (2, 2, lc, 16, 16) and torch.equal(motion.repeat(3).latents[2:4], motion.latents)
+    cached = cat.encode_bank(ref, other[:, None], ref_bank=bank)
+    torch.testing.assert_close(cached.latents, motion.latents)
+
+
+def test_reference_mean_preconditioning_starts_as_a_still_copy(tmp_path):
+    """unet.precond_ref_var: with a zero raw output the net's x0 estimate is the minimum-MSE linear one around
+    its reference, which at t = 999 is almost the reference itself; a dropped reference keeps the zero-mean prior;
+    the loss weight follows each sample's prior; the setting survives save/load and reaches the student."""
+    from fada.config import load_recipe
+    from fada.diffusion import linear_eps_prior, precond_loss_weight, sd15_alphas_cumprod
+    from tests.fixtures import TINY_TEST_MODEL
+
+    m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.precond_data_var=0.25",
+                                                       "model.unet.precond_ref_var=0.02"]).model
+    torch.manual_seed(0)
+    net = build_avatar_net(m).eval()
+    torch.nn.init.zeros_(net.denoising_net.unet.conv_out.weight)
+    torch.nn.init.zeros_(net.denoising_net.unet.conv_out.bias)  # raw output F = 0
+    ac = sd15_alphas_cumprod()
+    g = torch.Generator().manual_seed(2)
+    lc, f = net.latent_channels, m.num_frames
+    ref = torch.rand(2, lc, 16, 16, generator=g) * 2 - 1
+    x0 = ref[:, :, None] + 0.05 * torch.randn(2, lc, f, 16, 16, generator=g)
+    eps = torch.randn(2, lc, f, 16, 16, generator=g)
+    t = torch.tensor([999.0, 999.0])
+    ab = ac[999]
+    z = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    feats = torch.randn(2, f, *net.audio_feature_shape, generator=g)
+    with torch.no_grad():
+        out = net(z, t, feats, None, keep_ref=torch.tensor([True, False]), ref_latents=ref)
+    x0_hat = (z - (1 - ab).sqrt() * out) / ab.sqrt()
+    assert float((x0_hat[0] - x0[0]).pow(2).mean()) < 0.01  # the reference, from pure noise
+    assert float((x0_hat[1] - x0[1]).pow(2).mean()) > 0.1  # no reference: the zero-mean prior's guess
+    c0 = linear_eps_prior(t[:1], 0.25, ac)
+    torch.testing.assert_close(out[1], c0 * z[1])
+    w = net.eps_loss_weight(t, torch.tensor([True, False]))
+    torch.testing.assert_close(w, torch.cat([precond_loss_weight(t[:1], 0.02, ac), precond_loss_weight(t[:1], 0.25, ac)]))
+    net.save_pretrained(tmp_path / "n")
+    again = AvatarNet.from_pretrained(tmp_path / "n")
+    assert again.precond_ref_var == 0.02 and AvatarNet.from_teacher(again, "tokens").precond_ref_var == 0.02
+    with pytest.raises(FadaError, match="precond_ref_var"):
+        load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.precond_data_var=0", "model.unet.precond_ref_var=0.02"])

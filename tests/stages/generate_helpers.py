@@ -23,21 +23,22 @@ OVERRIDES = [
 ]
 
 
-def tiny_recipe(kind: str):
-    """A resolved recipe for kind teacher | balanced | fast | rflow."""
+def tiny_recipe(kind: str, extra: tuple = ()):
+    """A resolved recipe for kind teacher | balanced | fast | rflow (``extra``: more overrides)."""
     if kind == "teacher":
-        return load_recipe("tiny-teacher", OVERRIDES, stage="teacher")
+        return load_recipe("tiny-teacher", OVERRIDES + list(extra), stage="teacher")
     name = "tiny-fast" if kind in ("fast", "rflow") else "tiny-balanced"
-    extra = [f"distill.variant={kind}"] + (["model.cfg.mode=none"] if kind == "rflow" else [])
-    return load_recipe(name, OVERRIDES + extra, stage="distill")
+    more = [f"distill.variant={kind}"] + (["model.cfg.mode=none"] if kind == "rflow" else [])
+    return load_recipe(name, OVERRIDES + more + list(extra), stage="distill")
 
 
-def make_checkpoint(run_dir: Path, kind: str, step: int = 10, ema: bool = False, seed: int = 0) -> Path:
+def make_checkpoint(run_dir: Path, kind: str, step: int = 10, ema: bool = False, seed: int = 0,
+                    extra: tuple = ()) -> Path:
     """A training checkpoint of a random tiny net (small random weights so outputs vary), as the stages write it."""
     from fada.models.avatar import build_avatar_net
     from fada.training.checkpoint import EMAWeights, save_checkpoint
 
-    recipe = tiny_recipe(kind)
+    recipe = tiny_recipe(kind, extra)
     torch.manual_seed(seed)
     net = build_avatar_net(recipe.model, student=kind != "teacher")
     with torch.no_grad():

@@ -48,3 +48,60 @@ def test_report_markdown_has_one_row_per_model():
                         "ssim": 0.5, "fd": 1.0} for m, n in (("teacher", 75), ("balanced", 18), ("fast", 6))]}
     md = render_markdown(report)
     assert md.count("\n| teacher |") == 1 and "| fast | 6 |" in md and "12.0×" in md
+
+
+def test_still_reference_row_is_finite_and_scores_no_motion():
+    """The reference row: the first truth frame repeated. Its PSNR is finite though one frame is exact (PSNR per
+    video from its mean squared error), its sync is the floor (no motion), and its noise measure is the truth's."""
+    from fada.data.synthetic import render_clip, sample_identity, synth_speech
+    from fada.stages.demo import roughness, still_reference
+
+    rng = np.random.default_rng(1)
+    clips = []
+    for i in range(2):
+        audio = synth_speech(2.0, rng)
+        clips.append({"audio": audio, "truth": render_clip(sample_identity(rng), audio, size=64, seed=i)})
+    still = [still_reference(c) for c in clips]
+    assert all(len(s) == len(c["truth"]) and (s == c["truth"][0]).all() for s, c in zip(still, clips))
+    m = evaluate(still, clips)
+    mse = np.mean((clips[0]["truth"].astype(float) - still[0].astype(float)) ** 2)
+    assert np.isfinite(m["psnr"]) and 20 < m["psnr"] < 60
+    assert abs(evaluate(still[:1], clips[:1])["psnr"] - 10 * np.log10(255 ** 2 / mse)) < 1e-6
+    assert m["sync"] <= 0.05 < evaluate([c["truth"] for c in clips], clips)["sync"]
+    noise = rng.integers(0, 256, still[0].shape, dtype=np.uint8)
+    assert roughness(noise) > 5 * roughness(clips[0]["truth"])
+    assert abs(m["roughness"] - roughness(np.concatenate([s for s in still]))) < 1e-9
+
+
+def test_contact_sheet_rows_per_identity_columns_per_model(tmp_path):
+    import cv2
+
+    from fada.stages.demo import contact_sheet
+
+    rng = np.random.default_rng(0)
+    clips = [{"truth": rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)} for _ in range(3)]
+    videos = {k: [rng.integers(0, 256, (9, 32, 32, 3), dtype=np.uint8) for _ in range(3)]
+              for k in ("teacher", "balanced", "fast")}
+    path = contact_sheet(tmp_path / "sheet.png", clips, videos, frames=4, scale=3)
+    img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    panel = 4 * 32 + 4  # 4 frames and a 2-pixel border each side
+    assert img.shape == (28 + 3 * 3 * (32 + 4), 4 * 3 * panel, 3)
+    # row 2, the "balanced" panel, its first frame: nearest-neighbour upscaled frame 0 of that video
+    y0, x0 = 28 + 3 * (2 * (32 + 4) + 2), 3 * (2 * panel + 2)
+    np.testing.assert_array_equal(img[y0:y0 + 96:3, x0:x0 + 96:3], videos["balanced"][2][0])
+    assert not list(tmp_path.glob(".sheet*"))  # written atomically, no temporary left
+
+
+def test_quick_report_says_it_is_a_smoke_run():
+    report = {"machine": "x", "seconds": 60.0, "shuffled_audio_sync": 0.1, "ratio_teacher_fast": 5.0,
+              "stage_seconds": {"corpus": 1.0}, "quick": True, "truth": {"sync": 0.7, "shuffled_sync": 0.2,
+                                                                         "roughness": 8.0},
+              "curation": {"videos": 4, "clean": 2, "A": {"videos": 1, "precision": 1.0, "recall": 0.5},
+                           "B": {"videos": 3, "precision": 0.67, "recall": 1.0}},
+              "rows": [{"model": m, "nfe": n, "seconds_per_video_second": 1.0, "sync": 0.5, "psnr": 20.0,
+                        "ssim": 0.5, "fd": 1.0, "roughness": 9.0}
+                       for m, n in (("teacher", 75), ("balanced", 18), ("fast", 6), ("reference", 0))]}
+    md = render_markdown(report)
+    assert "Smoke run" in md and "not meant to be faces" in md
+    assert "| reference | 0 |" in md and "contact_sheet.png" in md and "(the truth: 8.0" in md
+    assert "Smoke run" not in render_markdown({**report, "quick": False})

@@ -35,12 +35,12 @@ def test_export_fast_layout_and_weights(tmp_path, dtype):
     _no_pickle(out)
     spec = json.loads((out / SPEC_NAME).read_text())
     assert spec["kind"] == "fast" and spec["cfg_mode"] == "tokens" and spec["dtype"] == dtype
-    assert spec["sampler"] == {"name": "perflow", "steps": 6, "num_windows": 4, "extra_steps": "late"}  # tiny-fast
-    assert spec["guidance"] == {"cfg_audio": 6.5, "cfg_ref": 2.0}
+    assert spec["sampler"] == {"name": "perflow", "steps": 6, "num_windows": 4, "extra_steps": "early"}  # tiny-fast
+    assert spec["guidance"] == {"cfg_audio": 6.5, "cfg_ref": 1.0}  # tiny-fast's model.cfg.guidance
     assert spec["audio"]["kind"] == "mel" and spec["vae"] == {"kind": "pixel", "factor": 2}
     assert spec["source"]["weights"] == "raw"  # no EMA in this checkpoint: said, and the raw weights exported
     sched = json.loads((out / "scheduler/scheduler_config.json").read_text())
-    assert sched["_class_name"] == "PeRFlowScheduler" and sched["num_windows"] == 4 and sched["extra_steps"] == "late"
+    assert sched["_class_name"] == "PeRFlowScheduler" and sched["num_windows"] == 4 and sched["extra_steps"] == "early"
 
     s = read_spec(out)
     want = build_avatar_net(tiny_recipe("fast").model, student=True)
@@ -64,19 +64,21 @@ def test_export_kinds_from_recipe_and_run_folder(tmp_path):
     assert json.loads((out / "scheduler/scheduler_config.json").read_text())["_class_name"] == "DDIMScheduler"
 
     s = read_spec(export.run(make_checkpoint(tmp_path / "b", "balanced"), tmp_path / "balanced"))
-    assert (s.kind, s.sampler, s.steps, s.num_windows, s.cfg_ref) == ("balanced", "perflow", 6, 4, 2.5)
+    # tiny-balanced's model.cfg.guidance [3.0, 1.0] becomes the folder's default (the paper's 2.5 otherwise)
+    assert (s.kind, s.sampler, s.steps, s.num_windows, s.cfg_audio, s.cfg_ref) == ("balanced", "perflow", 6, 4,
+                                                                                   3.0, 1.0)
     s = read_spec(export.run(make_checkpoint(tmp_path / "r", "rflow"), tmp_path / "rflow"))
     assert (s.kind, s.variant, s.num_windows) == ("balanced", "rflow", 1)
 
 
 def test_extra_steps_exported_checked_and_defaulted(tmp_path):
     out = export.run(make_checkpoint(tmp_path / "run", "balanced"), tmp_path / "m", dtype="fp32")
-    assert read_spec(out).extra_steps == "late"  # tiny-balanced's distill.extra_steps
+    assert read_spec(out).extra_steps == "early"  # tiny-balanced's distill.extra_steps
     spec_file, sched_file = out / SPEC_NAME, out / "scheduler/scheduler_config.json"
     spec, sched = json.loads(spec_file.read_text()), json.loads(sched_file.read_text())
-    spec["sampler"]["extra_steps"] = "early"  # the spec and the scheduler disagree: the scheduler file is named
+    spec["sampler"]["extra_steps"] = "late"  # the spec and the scheduler disagree: the scheduler file is named
     spec_file.write_text(json.dumps(spec))
-    with pytest.raises(FadaError, match=r"scheduler_config.json: extra_steps 'late' != 'early' in fada_model.json"):
+    with pytest.raises(FadaError, match=r"scheduler_config.json: extra_steps 'early' != 'late' in fada_model.json"):
         read_spec(out)
     spec["sampler"]["extra_steps"] = "sideways"
     spec_file.write_text(json.dumps(spec))
@@ -86,6 +88,9 @@ def test_extra_steps_exported_checked_and_defaulted(tmp_path):
     spec_file.write_text(json.dumps(spec))
     sched_file.write_text(json.dumps(sched))
     assert read_spec(out).extra_steps == "early"
+    late = export.run(make_checkpoint(tmp_path / "run2", "balanced", extra=["distill.extra_steps=late"]),
+                      tmp_path / "m2", dtype="fp32")
+    assert read_spec(late).extra_steps == "late"
 
 
 def test_export_ema_choice(tmp_path):

@@ -48,7 +48,7 @@ def test_teacher_and_balanced_modes(models, inputs, tmp_path, capsys):
     check_mp4(tmp_path / "t.mp4", 0.5)
     res = generate.run(inputs["portrait"], inputs["short"], model=models["balanced"], out=tmp_path / "b.mp4",
                        cfg_audio=3.0, progress=False)
-    assert res.nfe_per_clip == 18 and (res.plan.cfg_audio, res.plan.cfg_ref) == (3.0, 2.5)
+    assert res.nfe_per_clip == 18 and (res.plan.cfg_audio, res.plan.cfg_ref) == (3.0, 1.0)  # tiny-balanced default
     assert "NFE 9 per clip" in capsys.readouterr().out
     with pytest.raises(FadaError, match="--mode fast: the teacher model .* runs only teacher"):
         generate.run(inputs["portrait"], inputs["short"], model=models["teacher"], mode="fast",

@@ -43,7 +43,7 @@ class _ConstNet(torch.nn.Module):
     def forward(self, z, t, audio, bank, keep_audio=None, keep_ref=None, ref_latents=None, motion_latents=None):
         return self.out
 
-    def eps_loss_weight(self, t):
+    def eps_loss_weight(self, t, keep_ref=None):
         return None
 
 
