@@ -249,7 +249,12 @@ class AvatarNet(nn.Module):
         if audio_features.shape[:2] != (z.shape[0], z.shape[2]):
             raise ValueError(f"audio_features (B, F, …) {tuple(audio_features.shape[:2])} do not match z "
                              f"(B, C, F, …) {tuple(z.shape)}")
-        return self.denoise(z, t, self.audio_tokens(audio_features, keep_audio), bank, keep_ref, cfg_scales)
+        eps = self.denoise(z, t, self.audio_tokens(audio_features, keep_audio), bank, keep_ref, cfg_scales)
+        if ref_latents is not None and torch.is_grad_enabled() and not _mask(keep_ref, z.shape[0], z.device).any():
+            # no sample read the bank: a zero-weighted term keeps the ReferenceNet in the graph, so that DDP's
+            # gradient reduction (which expects every trained parameter) still completes on this step
+            eps = eps + 0.0 * sum(v.mean() for v in bank.tokens.values()).to(eps.dtype)
+        return eps
 
     def model_fn(self, bank: Optional[Bank], audio_features: Tensor,
                  cfg_scales: Optional[Tensor] = None) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:

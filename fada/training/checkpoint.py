@@ -4,7 +4,7 @@ Layout of one checkpoint (all pickle-free):
     model.safetensors                 the trained module's full state dict
     ema.safetensors, ema.json         EMA shadow weights keyed by parameter name (when EMA is on)
     optimizer.safetensors, .json      optimiser moments and hyper-parameters
-    rng.safetensors                   torch CPU/CUDA and training-generator states
+    rng.safetensors                   every rank's torch CPU/CUDA and training-generator states ("rank{r}.<name>")
     state.json                        step, LR-scheduler state, anything the task adds
     recipe.yaml                       the resolved recipe the run was started with
 The folder is assembled under a temporary name and renamed into place, so a crash never leaves half a checkpoint.
@@ -102,7 +102,10 @@ class EMAWeights:
 def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None = None, scheduler=None, ema: EMAWeights | None = None,
                     generator: torch.Generator | None = None, recipe_yaml: str | None = None,
-                    extra: dict | None = None, keep_last: int | None = None) -> Path:
+                    extra: dict | None = None, keep_last: int | None = None,
+                    rng_states: list[dict] | None = None) -> Path:
+    """Write ``step-XXXXXXX/`` under ``run_dir`` (see the module docstring). ``rng_states``: every rank's
+    ``rng_to_tensors`` (gathered by the training loop), else this process's own as rank 0."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / checkpoint_name(step)
@@ -114,7 +117,9 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
             (tmp / "ema.json").write_text(json.dumps({"decay": ema.decay, "num_updates": ema.num_updates}))
         if optimizer is not None:
             optimizer_to_files(optimizer, tmp)
-        save_file({k: v.contiguous() for k, v in rng_to_tensors(generator).items()}, str(tmp / "rng.safetensors"))
+        states = rng_states if rng_states is not None else [rng_to_tensors(generator)]
+        save_file({f"rank{r}.{k}": v.contiguous() for r, st in enumerate(states) for k, v in st.items()},
+                  str(tmp / "rng.safetensors"))
         state = {"step": step, "scheduler": scheduler.state_dict() if scheduler is not None else None}
         state.update(extra or {})
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
@@ -133,8 +138,9 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
 
 
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer=None, scheduler=None,
-                    ema: EMAWeights | None = None, generator: torch.Generator | None = None) -> dict:
-    """Restore everything ``save_checkpoint`` wrote into live objects; returns state.json's content."""
+                    ema: EMAWeights | None = None, generator: torch.Generator | None = None, rank: int = 0) -> dict:
+    """Restore everything ``save_checkpoint`` wrote into live objects; returns state.json's content. ``rank``
+    picks this process's random state (see ``rank_rng``)."""
     path = Path(path)
     state_file, model_file = path / "state.json", path / "model.safetensors"
     for f in (state_file, model_file):
@@ -160,8 +166,27 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer=N
             ema.load_tensors(load_file(str(ema_file)), meta["num_updates"])
     rng_file = path / "rng.safetensors"
     if rng_file.is_file():
-        rng_from_tensors(load_file(str(rng_file)), generator)
+        rank_rng(load_file(str(rng_file)), generator, rank)
     return state
+
+
+def rank_rng(tensors: dict[str, torch.Tensor], generator: torch.Generator | None, rank: int) -> None:
+    """Restore rank ``rank``'s random state from a checkpoint's rng tensors. A rank the checkpoint has no state for
+    (a run resumed on more processes, or a file written before per-rank states: unprefixed names, rank 0's) starts
+    from rank 0's state reseeded by its rank, so that no two ranks draw the same noise."""
+    own = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"rank{rank}.")}
+    if own:
+        rng_from_tensors(own, generator)
+        return
+    first = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("rank0.")} or \
+        {k: v for k, v in tensors.items() if not k.startswith("rank")}
+    rng_from_tensors(first, generator)
+    if rank:
+        base = int(torch.randint(0, 2 ** 62, (1,), generator=generator)) if generator is not None else \
+            int(torch.randint(0, 2 ** 62, (1,)))
+        torch.manual_seed(base + 2 * rank)
+        if generator is not None:
+            generator.manual_seed(base + 2 * rank + 1)
 
 
 def load_model_weights(path: str | os.PathLike, model: torch.nn.Module, use_ema: bool = True) -> None:

@@ -22,6 +22,7 @@ from fada.config.schema import TrainConfig
 from fada.errors import FadaError
 from fada.training.checkpoint import EMAWeights, latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
 from fada.training.sampler import ResumableBatchSampler
+from fada.training.state import rng_to_tensors
 
 
 class TrainTask(Protocol):
@@ -148,7 +149,7 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
     step = 0
     resume_from = resolve_resume(cfg.resume, run_dir)
     if resume_from is not None:
-        state = load_checkpoint(resume_from, model, optimizer, scheduler, ema, generator)
+        state = load_checkpoint(resume_from, model, optimizer, scheduler, ema, generator, rank=rank)
         step = int(state["step"])
         if accelerator.is_main_process and progress:
             tqdm.write(f"resuming from {resume_from} (step {step})")
@@ -211,10 +212,15 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
                 sums, count, t0 = {}, 0, time.perf_counter()
             if step % cfg.checkpoint_every == 0 or step == end:
                 accelerator.wait_for_everyone()
+                rng_states = [rng_to_tensors(generator)]
+                if world > 1:  # every rank's own random state, so that a resume restores each one
+                    from accelerate.utils import gather_object
+
+                    rng_states = gather_object(rng_states)
                 if accelerator.is_main_process:
                     last_ckpt = save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
                                                 ema, generator, recipe_yaml, extra=extra_state,
-                                                keep_last=cfg.keep_last)
+                                                keep_last=cfg.keep_last, rng_states=rng_states)
             if validate is not None and cfg.validate_every and step % cfg.validate_every == 0 \
                     and accelerator.is_main_process:
                 out = validate(accelerator.unwrap_model(model), step, run_dir)

@@ -105,3 +105,22 @@ def test_fast_teacher_endpoint_is_eq9_of_three_branches(teacher, tmp_path):
 def test_missing_teacher_is_a_user_error(teacher, tmp_path):
     with pytest.raises(FadaError, match="distill.teacher"):
         run(recipe(teacher, tmp_path / "x", "tiny-fast", "distill.teacher=null"), progress=False)
+
+
+def test_two_processes_when_every_sample_drops_the_reference(teacher, tmp_path):
+    """Balanced distillation at batch 1 with ref_drop 1 on 2 CPU processes (gloo): no student pass reads the bank,
+    yet DDP must still reduce the ReferenceNet's gradients (it stopped at step 2 before)."""
+    import os
+    import subprocess
+    import sys
+
+    manifest, tdir = teacher
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "fada_cli.main", "distill", "--recipe", "tiny-balanced", *TINY_TEST_MODEL, f"data.manifest={manifest}",
+           f"distill.teacher={tdir}", f"train.output_dir={out}", "distill.ref_drop=1.0", "data.batch_size=1",
+           "train.max_steps=3", "train.checkpoint_every=3"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert latest_checkpoint(out).name == "step-0000003"

@@ -91,6 +91,60 @@ def test_two_processes_through_accelerate(manifest, tmp_path):
     assert latest_checkpoint(out).name == "step-0000002"
 
 
+def _torchrun(*args):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "fada_cli.main", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=600)
+
+
+def test_two_processes_when_every_sample_drops_the_reference(manifest, tmp_path):
+    """Stage 1 at batch 1 with ref_drop 1: no sample reads the bank, yet the ReferenceNet must stay in the graph or
+    DDP stops at the second step ("Expected to have finished reduction")."""
+    out = tmp_path / "drop"
+    res = _torchrun("train-teacher", "--recipe", "tiny-teacher", *TINY_TEST_MODEL, f"data.manifest={manifest}",
+                    f"train.output_dir={out}", "teacher.stage=1", "model.num_frames=1", "teacher.ref_drop=1.0",
+                    "data.batch_size=1", "train.max_steps=3", "train.checkpoint_every=3")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert latest_checkpoint(out).name == "step-0000003"
+
+
+def test_each_rank_keeps_its_own_random_state_across_a_resume(manifest, tmp_path):
+    """Every rank's generator is saved and restored as its own: after a resume the ranks do not all draw rank 0's
+    noise, timesteps and dropout."""
+    from safetensors.torch import load_file
+
+    from fada.training.checkpoint import rank_rng
+
+    out = tmp_path / "rng"
+    common = ["train-teacher", "--recipe", "tiny-teacher", *TINY_TEST_MODEL, f"data.manifest={manifest}",
+              f"train.output_dir={out}", "data.batch_size=2", "train.checkpoint_every=2"]
+    assert _torchrun(*common, "train.max_steps=2").returncode == 0
+    res = _torchrun(*common, "train.max_steps=4")  # resumes from step 2
+    assert res.returncode == 0, res.stderr[-2000:]
+    for ck in (out / "step-0000002", out / "step-0000004"):
+        rng = load_file(str(ck / "rng.safetensors"))
+        assert not torch.equal(rng["rank0.generator"], rng["rank1.generator"])
+        assert not torch.equal(rng["rank0.torch_cpu"], rng["rank1.torch_cpu"])
+    saved = load_file(str(out / "step-0000002" / "rng.safetensors"))
+    g = torch.Generator()
+    for rank in (0, 1):  # what load_checkpoint(..., rank=) restores on each rank
+        rank_rng(saved, g, rank)
+        assert torch.equal(g.get_state(), saved[f"rank{rank}.generator"])
+    # a rank the file has no state for (more processes than saved it, or a file from before per-rank states)
+    legacy = {k.split(".", 1)[1]: v for k, v in saved.items() if k.startswith("rank0.")}
+    states = []
+    for rank in (0, 1, 2):
+        rank_rng(legacy, g, rank)
+        states.append(g.get_state())
+    assert torch.equal(states[0], saved["rank0.generator"])
+    assert not torch.equal(states[1], states[0]) and not torch.equal(states[2], states[1])
+
+
 def test_stage_one_needs_single_frames(manifest, tmp_path):
     with pytest.raises(FadaError, match="model.num_frames"):
         run(recipe(manifest, tmp_path / "s1", "teacher.stage=1"), progress=False)
