@@ -70,3 +70,18 @@ def test_a_stage_not_built_is_a_clear_user_error():
 
     with pytest.raises(FadaError, match="`fada no-such-stage` is not implemented yet"):
         run_stage("no_such_stage")
+
+
+def test_progress_bars_draw_rarely_into_logs():
+    """stderr not a terminal (a log file, Slurm, CI): a bar redraws every 10 s, not ten times a second; a
+    TQDM_MININTERVAL the user set wins."""
+    import os
+
+    code = ("import fada_cli.main, time\n"
+            "from tqdm.auto import tqdm\n"
+            "for _ in tqdm(range(300)):\n    time.sleep(0.004)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"}
+    logged = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env)  # bytes: "\r" kept
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, env={**env, "TQDM_MININTERVAL": "0"})
+    assert logged.returncode == 0 and chosen.returncode == 0
+    assert logged.stderr.count(b"\r") <= 3 < 50 < chosen.stderr.count(b"\r")
