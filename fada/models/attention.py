@@ -163,6 +163,17 @@ class Bank:
         return Bank({k: fn(v) for k, v in self.tokens.items()}, self.batch_size if batch_size is None else batch_size,
                     self.views, None if self.latents is None else fn(self.latents))
 
+    def view_latents(self, views, keep: Optional[Tensor] = None) -> Tensor:
+        """(B, len(views)·C, h, w): the latents of ``views`` (indices into V) side by side on channels, zeros for
+        samples whose reference is dropped (``keep`` (B,) False) -- a dropped reference drops the whole bank."""
+        if self.latents is None:
+            raise ValueError("the bank carries no view latents (made by an old ReferenceNet?)")
+        out = torch.cat([self.latents[:, v] for v in views], dim=1)
+        if keep is None:
+            return out
+        keep = torch.as_tensor(keep, device=out.device).bool().reshape(-1).expand(out.shape[0])
+        return torch.where(keep[:, None, None, None], out, torch.zeros_like(out))
+
     def repeat(self, n: int) -> "Bank":
         """Tile the batch n times (torch.cat([bank]*n)), matching fada.diffusion's stacked CFG branches."""
         if n == 1:

@@ -224,11 +224,7 @@ class AvatarNet(nn.Module):
             tt = torch.as_tensor(t, device=z.device, dtype=torch.float32).reshape(-1).expand(n)
             mean = None
             if self.precond_ref_var > 0 and bank is not None:
-                if bank.latents is None:
-                    raise ValueError("unet.precond_ref_var: the bank carries no reference latents")
-                keep = _mask(keep_ref, n, z.device)[:, None, None, None]
-                ref = bank.latents[:, 0].to(z.device)
-                mean = torch.where(keep, ref, torch.zeros_like(ref))[:, :, None]  # (B, C, 1, h, w): every frame
+                mean = bank.view_latents((0,), keep_ref).to(z.device)[:, :, None]  # (B, C, 1, h, w): every frame
             var = self._prior_var(n, keep_ref, bank is not None, z.device)
             eps = precondition_eps(z, eps, tt, var.to(self._alphas_cumprod.device), self._alphas_cumprod, mean)
         return eps

@@ -14,8 +14,8 @@
 run after the spatial transformer (attn1 → attn2 → FF), i.e. after each audio layer, as the paper places them.
 All new layers start as the identity, so the net equals the SD1.5 UNet frame by frame at init.
 
-``reference_concat`` (CPU-scale option, ``unet.reference_concat``): the reference's clean latents (``Bank.latents``
-view 0; zeros where the reference is dropped) are concatenated to every frame's noisy latents as extra input
+``reference_concat`` / ``motion_concat`` (CPU-scale options): the reference's (and the latest motion frame's) clean
+latents (``Bank.latents``; zeros where the reference is dropped) are concatenated to every frame's noisy latents as extra input
 channels, through a wider ``conv_in`` whose new input channels start at zero (InstructPix2Pix's way of adding
 image channels to a UNet). A from-scratch net then has the reference at full resolution and at the same place as
 the frame it draws; the bank attention alone, at the coarse levels of a tiny net, carried almost nothing of it.
@@ -212,20 +212,12 @@ class DenoisingNet(nn.Module):
         (``motion_concat``; the reference itself at a video's start)."""
         return ((0,) if self.reference_concat else ()) + ((-1,) if self.motion_concat else ())
 
-    def reference_channels(self, bank: Optional[Bank], keep_ref: Optional[Tensor], b: int, f: int, like: Tensor
-                           ) -> Tensor:
+    def reference_channels(self, bank: Optional[Bank], keep_ref: Optional[Tensor], f: int, like: Tensor) -> Tensor:
         """(B·F, V·C, h, w) latents of the ``concat_views`` per frame: zeros where the reference (and with it the
         bank) is dropped, or where there is no bank."""
-        c = like.shape[1]
         if bank is None:
-            return like.new_zeros(like.shape[0], len(self.concat_views) * c, *like.shape[2:])
-        if bank.latents is None:
-            raise ValueError("unet.reference_concat: the bank carries no reference latents (made by an old ReferenceNet?)")
-        ref = torch.cat([bank.latents[:, v] for v in self.concat_views], dim=1).to(like.dtype)
-        if keep_ref is not None:
-            keep = torch.as_tensor(keep_ref, device=ref.device).bool().reshape(-1).expand(b)
-            ref = torch.where(keep[:, None, None, None], ref, torch.zeros_like(ref))
-        return ref.repeat_interleave(f, dim=0)
+            return like.new_zeros(like.shape[0], len(self.concat_views) * like.shape[1], *like.shape[2:])
+        return bank.view_latents(self.concat_views, keep_ref).to(like.dtype).repeat_interleave(f, dim=0)
 
     @property
     def time_cond_dim(self) -> Optional[int]:
@@ -257,7 +249,7 @@ class DenoisingNet(nn.Module):
             raise ValueError(f"audio_tokens must be (B={b}, F={f}, N, D), got {tuple(audio_tokens.shape)}")
         x = z.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
         if self.concat_views:
-            x = torch.cat([x, self.reference_channels(bank, keep_ref, b, f, x)], dim=1)
+            x = torch.cat([x, self.reference_channels(bank, keep_ref, f, x)], dim=1)
         t = torch.as_tensor(t, device=z.device)
         t = (t.expand(b) if t.ndim == 0 else t.reshape(b)).repeat_interleave(f)
         enc = audio_tokens.reshape(b * f, *audio_tokens.shape[2:]).to(z.dtype)
