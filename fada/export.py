@@ -42,6 +42,7 @@ SPEC_NAME = "fada_model.json"
 NET_DIR = "net"
 SCHEDULER_DIR = "scheduler"
 SCHEDULER_CONFIG = "scheduler_config.json"
+AUDIO_DIR = "audio"
 VAE_DIR = "vae"
 KINDS = ("teacher", "balanced", "fast")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -153,10 +154,22 @@ def _copy_vae(sd_root: Path, dest: Path) -> bool:
     return True
 
 
+def _copy_audio(src: Path, dest: Path) -> bool:
+    """Copy a wav2vec2 folder (configs + safetensors only) to ``dest``; False when it has no safetensors weights."""
+    weights = sorted(src.glob("*.safetensors")) + sorted(src.glob("*.safetensors.index.json"))
+    if not (src / "config.json").is_file() or not weights:
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in [src / "config.json", *sorted(src.glob("preprocessor_config.json")), *weights]:
+        shutil.copy2(f, dest / f.name)
+    return True
+
+
 def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: Optional[str] = None,
                        steps: Optional[int] = None, num_windows: int = 4, extra_steps: str = "early",
                        dtype: str = "fp16",
-                       copy_vae: bool = True, source: Optional[dict] = None, log=print) -> Path:
+                       copy_vae: bool = True, copy_audio: bool = True, source: Optional[dict] = None,
+                       log=print) -> Path:
     """Write a model folder for ``net`` (an AvatarNet) atomically (assembled beside ``out``, then renamed).
 
     kind: teacher | balanced | fast. steps: default sampler steps (teacher 25, students the recipe's 6);
@@ -208,8 +221,13 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
         mdict["vae"]["path"] = None
         audio = to_dict(model_cfg.audio)
         if model_cfg.audio.kind == "wav2vec2":
-            audio["path"] = str(Path(model_cfg.audio.path).expanduser().resolve())
-            log(f"wav2vec2 is referenced by path: {audio['path']} (not copied: it is large)")
+            src = Path(model_cfg.audio.path).expanduser().resolve()
+            if copy_audio and _copy_audio(src, tmp / AUDIO_DIR):  # the folder moves between machines whole
+                audio["path"] = AUDIO_DIR
+                log(f"copied wav2vec2 from {src} into {out / AUDIO_DIR}")
+            else:
+                audio["path"] = str(src)
+                log(f"wav2vec2 is referenced by path: {src} (not copied)")
         mdict["audio"]["path"] = None
         spec = {
             "format": FORMAT, "version": VERSION, "kind": kind, "variant": variant or kind,
@@ -296,6 +314,8 @@ def read_spec(root) -> ModelSpec:
     mdict["vae"].update({k: v for k, v in vae.items() if k != "path"})
     mdict["vae"]["path"] = str(vae_path) if vae_path else None
     mdict["audio"] = dict(audio)
+    if audio.get("kind") == "wav2vec2" and isinstance(audio.get("path"), str) and not os.path.isabs(audio["path"]):
+        mdict["audio"]["path"] = str(root / audio["path"])  # carried in the folder
     mdict.setdefault("unet", {})["pretrained"] = None
     try:
         model_cfg = from_dict(ModelConfig, mdict, str(spec_file))

@@ -170,12 +170,16 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
     dtype: str = typer.Option("fp16", "--dtype", help="fp16, bf16 or fp32."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA weights (default) or the raw ones."),
+    copy_models: bool = typer.Option(True, "--copy-models/--link-models",
+                                     help="Copy the SD VAE and wav2vec2 into the folder (default: it moves between "
+                                          "machines whole) or reference them by absolute path."),
 ):
     """Export a checkpoint as a self-contained model folder (configs + safetensors) that `generate` loads."""
     with guard():
         if dtype not in ("fp16", "bf16", "fp32"):
             raise FadaError(f"--dtype: {dtype!r} is not one of fp16, bf16, fp32")
-        run_stage("export", checkpoint=checkpoint, out=out, dtype=dtype, ema=ema)
+        run_stage("export", checkpoint=checkpoint, out=out, dtype=dtype, ema=ema, copy_vae=copy_models,
+                  copy_audio=copy_models)
 
 
 @app.command("generate")

@@ -45,8 +45,19 @@ class TrainConfig:
     """Gradient clipping norm."""
     ema_decay: float = _f(0.9999, ge=0.0, lt=1.0)
     """EMA decay of the trained weights (0 disables EMA)."""
+    ema_device: Literal["accelerator", "cpu"] = "accelerator"
+    """Where the EMA copy lives: beside the weights, or in host RAM (frees 4 bytes per trained parameter of GPU
+    memory at the cost of a host copy per step)."""
+    optimizer: Literal["adamw", "adafactor", "adamw8bit"] = "adamw"
+    """adamw: torch AdamW (8 bytes of state per trained parameter); adafactor: transformers' Adafactor with
+    factored second moments and no first moment (well under 1 byte per parameter; any device); adamw8bit:
+    bitsandbytes' 8-bit AdamW (2 bytes per parameter; CUDA; `pip install fada[cuda]`)."""
     mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
     """accelerate mixed precision."""
+    frozen_dtype: Literal["auto", "fp32"] = "auto"
+    """Frozen weights (the distillation teacher, the trained net's frozen parts): 'auto' keeps them in the
+    mixed-precision dtype (half the memory; as diffusers' training scripts do), 'fp32' keeps them in float32.
+    Trained parameters, their gradients and the EMA stay float32."""
     gradient_checkpointing: bool = True
     """Trade compute for memory in the UNets."""
     seed: int = 42
@@ -145,6 +156,15 @@ class DistillConfig:
     ref_drop: float = _f(0.05, ge=0.0, le=1.0)
     """Balanced: P(audio and reference dropped)."""
     mixed: MixedSupervisionConfig = field(default_factory=MixedSupervisionConfig)
+    trainable: list[str] = _f(["all"])
+    """Which student parameters distillation trains: 'all' (the paper), or a list of groups from reference_net,
+    spatial, audio, temporal, cfg, and 'lora' (low-rank adapters of rank lora_rank on the denoising net, base
+    weights frozen; merged into plain weights on export). E.g. [lora, audio, cfg] fits a 24 GB GPU
+    (see fada.training.trainable and the README's memory table)."""
+    lora_rank: int = _f(64, ge=1)
+    """Rank of the LoRA adapters when trainable lists 'lora' (LCM-LoRA: 64)."""
+    lora_alpha: Optional[float] = _f(None, gt=0.0)
+    """LoRA scale numerator (update = alpha/rank · B·A); None: alpha = rank."""
     timesteps: Literal["uniform", "inference"] = "uniform"
     """Where in its window a sample's t is drawn. uniform: t uniform on the 1000-step grid (PeRFlow, the paper).
     inference: only the inference_steps times the sampler queries (e.g. 1, .875, .75, .625, .5, .25): the target
@@ -152,7 +172,9 @@ class DistillConfig:
     target the sampler never queries, which a small student otherwise spends its capacity on."""
 
     def check(self) -> list[str]:
-        out = []
+        from fada.training.trainable import check_choice
+
+        out = check_choice(list(self.trainable))
         for name in ("cfg_audio_range", "cfg_ref_range"):
             r = getattr(self, name)
             if len(r) != 2 or r[0] > r[1]:

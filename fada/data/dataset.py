@@ -1,7 +1,8 @@
 """Training data over a curated manifest (A.jsonl for the teacher, B.jsonl for distillation).
 
 Each clip is turned once into latents (through the recipe's VAE) and per-frame audio features (through the
-recipe's audio front end) and cached as safetensors, so epochs cost no decoding. An item is a window of F frames
+recipe's audio front end) and cached on disk as safetensors, read lazily in slices, so epochs cost no decoding and
+memory does not grow with the corpus. An item is a window of F frames
 with its M motion frames (the frames before it, or the reference repeated at a clip start), a reference frame
 from elsewhere in the same clip, and the F per-frame audio windows. Items are indexed by ``(index, epoch)``
 (see fada.training.sampler) and draw their randomness from those numbers, so data order and content resume
@@ -18,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from fada.errors import FadaError, MissingFileError
@@ -60,55 +62,117 @@ def _resample_indices(n_src: int, fps_src: float, fps: float) -> np.ndarray:
     return np.minimum(np.round(np.arange(n) * fps_src / fps).astype(int), n_src - 1)
 
 
+CACHE_FORMAT = 2
+"""Version of the per-clip cache files (2: unwindowed audio features, windows cut on reading)."""
+
+
+def cache_models_key(vae, frontend, resolution: int, fps: int) -> str:
+    """Hash of everything that decides a clip's cached tensors apart from the clip itself: the codec's and the
+    audio front end's identity (config and weights fingerprint), resolution, fps and the file format."""
+    ident = json.dumps({"format": CACHE_FORMAT, "codec": vae.identity(), "audio": frontend.identity(),
+                        "resolution": int(resolution), "fps": int(fps)}, sort_keys=True, default=str)
+    return hashlib.sha1(ident.encode()).hexdigest()[:16]
+
+
 class ClipStore:
-    """Latents (T, C, h, w) and audio features (T, 2w+1, L, D) per clip, computed once and cached."""
+    """A disk-backed cache of curated clips: one safetensors file per clip with its latents (T, C, h, w) and its
+    per-frame audio features (T, L, D), written once and read in slices.
+
+    Files live in ``cache_dir/models-<key>/`` where the key hashes the codec and the audio model (see
+    ``cache_models_key``): changing either re-encodes instead of silently reusing stale latents. Building is
+    resumable (each file is written atomically) and sharded: with ``world`` processes, rank r encodes clips
+    r, r+world, ... and ``barrier`` waits for the others before anyone reads. The store itself holds only the file
+    list and frame counts, so a process's memory does not grow with the corpus.
+    """
 
     def __init__(self, rows: list[dict], vae, frontend, resolution: int, fps: int, cache_dir: str | os.PathLike,
-                 min_frames: int = 1, progress: bool = True):
-        self.rows, self.vae, self.frontend = rows, vae, frontend
+                 min_frames: int = 1, progress: bool = True, rank: int = 0, world: int = 1, barrier=None):
+        self.vae, self.frontend = vae, frontend
         self.resolution, self.fps = resolution, fps
-        self.cache_dir = Path(cache_dir)
+        self.window = int(frontend.window)
+        self.cache_dir = Path(cache_dir) / f"models-{cache_models_key(vae, frontend, resolution, fps)}"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.items: list[dict[str, torch.Tensor]] = []
-        kept = []
-        for row in tqdm(rows, desc="cache clips", disable=not progress, leave=False):
-            item = self._load_or_build(row)
-            if item["latents"].shape[0] >= min_frames:
-                self.items.append(item)
-                kept.append(row)
-        if not self.items:
+        models_file = self.cache_dir / "models.json"
+        if rank == 0 and not models_file.is_file():
+            from fada.utils.io import atomic_path
+
+            with atomic_path(models_file) as tmp:  # says what made these files
+                tmp.write_text(json.dumps({"codec": vae.identity(), "audio": frontend.identity(),
+                                           "resolution": resolution, "fps": fps, "format": CACHE_FORMAT},
+                                          indent=1, default=str))
+        paths = [self.cache_dir / f"{self._key(row)}.safetensors" for row in rows]
+        todo = [i for i in range(rank, len(rows), world) if not paths[i].is_file()]
+        for i in tqdm(todo, desc="cache clips", disable=not progress or not todo, leave=False):
+            self._build(rows[i], paths[i])
+        if barrier is not None:
+            barrier()
+        self.rows, self.paths, self.lengths = [], [], []
+        for row, path in zip(rows, paths):
+            n = self._frames(path)
+            if n >= min_frames:
+                self.rows.append(row)
+                self.paths.append(path)
+                self.lengths.append(n)
+        if not self.paths:
             raise FadaError(f"no clip has the {min_frames} frames a training item needs")
-        self.rows = kept
+        with safe_open(str(self.paths[0]), "pt") as f:
+            self.latent_shape = tuple(f.get_slice("latents").get_shape()[1:])
 
     def _key(self, row: dict) -> str:
         st = os.stat(row["video"])
-        ident = json.dumps([row["video"], st.st_size, int(st.st_mtime), row["wav"], self.vae.name,
-                            self.frontend.name, self.resolution, self.fps])
+        ident = json.dumps([row["video"], st.st_size, int(st.st_mtime), row["wav"]])
         return hashlib.sha1(ident.encode()).hexdigest()[:16]
 
-    def _load_or_build(self, row: dict) -> dict[str, torch.Tensor]:
-        path = self.cache_dir / f"{self._key(row)}.safetensors"
-        if path.is_file():
-            return load_file(str(path))
+    @staticmethod
+    def _frames(path: Path) -> int:
+        try:
+            with safe_open(str(path), "pt") as f:
+                n, na = f.get_slice("latents").get_shape()[0], f.get_slice("audio").get_shape()[0]
+        except Exception as e:
+            raise FadaError(f"{path}: unreadable cache file ({' '.join(str(e).split())[:200]}); delete it to "
+                            "re-encode the clip") from None
+        if n != na:
+            raise FadaError(f"{path}: {n} latent frames but {na} audio frames; delete it to re-encode the clip")
+        return int(n)
+
+    def _build(self, row: dict, path: Path) -> None:
         from fada.data.media import read_audio, read_video
         from fada.models.vae import frames_to_tensor
+        from fada.utils.io import atomic_path
 
         frames, fps_src = read_video(row["video"])
         frames = _resize_frames(frames[_resample_indices(len(frames), fps_src, self.fps)], self.resolution)
         audio = read_audio(row["wav"], self.frontend.sample_rate)
         with torch.no_grad():
-            latents = torch.cat([self.vae.encode(frames_to_tensor(frames[i:i + 16], device=self.vae.device))
-                                 for i in range(0, len(frames), 16)]).float().cpu()
-            feats = self.frontend.features(audio, len(frames), self.fps).float().cpu()
-        item = {"latents": latents.contiguous(), "audio": feats.contiguous()}
-        from fada.utils.io import atomic_path
-
+            latents = torch.cat([self.vae.encode(frames_to_tensor(frames[i:i + 16], device=self.vae.device,
+                                                                  dtype=self.vae.dtype)).float().cpu()
+                                 for i in range(0, len(frames), 16)])
+            feats = self.frontend.frame_features(np.asarray(audio, np.float32), len(frames), self.fps)
+        item = {"latents": latents.contiguous(), "audio": feats.float().cpu().contiguous()}
         with atomic_path(path) as tmp:
             save_file(item, str(tmp))
-        return item
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.paths)
+
+    def num_frames(self, index: int) -> int:
+        return self.lengths[index]
+
+    def latents(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Latents of frames [start, stop) of clip ``index`` (read from disk, nothing else loaded)."""
+        with safe_open(str(self.paths[index]), "pt") as f:
+            return f.get_slice("latents")[start:stop].clone()
+
+    def audio(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Windowed audio features (stop - start, 2w+1, L, D) of frames [start, stop): frame f holds the clip's
+        frames f-w..f+w clamped to the clip, exactly as ``window_features`` of the whole clip would."""
+        T, w = self.lengths[index], self.window
+        stop = T if stop is None else stop
+        lo, hi = max(0, start - w), min(T, stop + w)
+        with safe_open(str(self.paths[index]), "pt") as f:
+            part = f.get_slice("audio")[lo:hi].clone()
+        idx = (torch.arange(start, stop)[:, None] + torch.arange(-w, w + 1)[None, :]).clamp_(0, T - 1) - lo
+        return part[idx]
 
 
 class ClipWindowDataset(torch.utils.data.Dataset):
@@ -123,20 +187,18 @@ class ClipWindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
         index, epoch = key
         rng = np.random.default_rng([self.seed, epoch, index])
-        item = self.store.items[index]
-        lat, aud = item["latents"], item["audio"]
-        T, F, M = lat.shape[0], self.F, self.M
+        T, F, M = self.store.num_frames(index), self.F, self.M
         start = int(rng.integers(0, T - F + 1))
         # the reference comes from outside the window when the clip allows it (as a portrait would)
         outside = np.r_[0:start, start + F:T]
         ref_i = int(rng.choice(outside)) if len(outside) else int(rng.integers(0, T))
-        ref = lat[ref_i]
+        ref = self.store.latents(index, ref_i, ref_i + 1)[0]
         if start >= M:
-            motion = lat[start - M:start]
+            motion = self.store.latents(index, start - M, start)
         else:  # a clip start: the reference stands in for the frames before
-            motion = ref.unsqueeze(0).expand(M, *ref.shape)
-        return {"x0": lat[start:start + F].permute(1, 0, 2, 3).contiguous(),  # (C, F, h, w)
-                "ref": ref.clone(), "motion": motion.clone(), "audio": aud[start:start + F].clone()}
+            motion = ref.unsqueeze(0).expand(M, *ref.shape).clone()
+        return {"x0": self.store.latents(index, start, start + F).permute(1, 0, 2, 3).contiguous(),  # (C, F, h, w)
+                "ref": ref, "motion": motion, "audio": self.store.audio(index, start, start + F)}
 
 
 def collate(items: list[dict]) -> dict[str, torch.Tensor]:

@@ -127,6 +127,10 @@ class AudioFrontEnd(abc.ABC):
     def to(self, device) -> "AudioFrontEnd":
         return self
 
+    def identity(self) -> dict:
+        """What decides the per-frame features (the data cache is keyed by it; the window is applied on reading)."""
+        return {"audio": self.name, "sample_rate": self.sample_rate}
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
@@ -210,13 +214,20 @@ class Wav2Vec2FrontEnd(AudioFrontEnd):
                                    "audio.path must be a local wav2vec2 folder in transformers layout")
         from transformers import Wav2Vec2Model
 
+        from fada.models.loading import quiet_hf_loading
+
         try:
-            model = Wav2Vec2Model.from_pretrained(str(root))
+            with quiet_hf_loading():  # a CTC checkpoint's lm_head is not used: no table about it on every load
+                model, info = Wav2Vec2Model.from_pretrained(str(root), output_loading_info=True)
         except (OSError, EnvironmentError) as e:
             raise MissingFileError(root / "model.safetensors", "wav2vec2 weights",
                                    " ".join(str(e).split())[:300]) from e
         except Exception as e:
             raise FadaError(f"cannot load wav2vec2 from {root}: {' '.join(str(e).split())[:300]}") from e
+        missing = [k for k in info.get("missing_keys", []) if "masked_spec_embed" not in k]  # training-only
+        if missing:
+            raise FadaError(f"{root}: the wav2vec2 weights lack {len(missing)} tensors the model needs, e.g. "
+                            f"{sorted(missing)[0]}")
         model.requires_grad_(False)
         model.eval()
         self.model = model.to(device)
@@ -243,6 +254,12 @@ class Wav2Vec2FrontEnd(AudioFrontEnd):
         self.chunk_frames = max(1, int(chunk_seconds * self.sample_rate) // self.stride)
         self.context_frames = max(0, int(context_seconds * self.sample_rate) // self.stride)
         self.name = f"wav2vec2({self.num_layers}x{self.feature_dim})"
+
+    def identity(self) -> dict:
+        from fada.models.loading import config_identity, weights_fingerprint
+
+        return {"audio": "wav2vec2", "config": config_identity(self.model.config.to_dict()), "do_normalize": self.do_normalize,
+                "sample_rate": self.sample_rate, "weights": weights_fingerprint(self.path)}
 
     def to(self, device) -> "Wav2Vec2FrontEnd":
         self.model.to(device)

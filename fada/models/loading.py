@@ -11,7 +11,9 @@ MissingFileError) naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -45,6 +47,56 @@ def read_json(path, what: str = "config") -> dict:
     if not isinstance(data, dict):
         raise FadaError(f"{path}: {what} must be a JSON object")
     return data
+
+
+def weights_fingerprint(folder) -> list:
+    """What identifies the weights in ``folder`` without reading them all: for each ``*.safetensors`` file its
+    name, size and a hash of its first and last MiB (header and the first and last tensors). A copied file keeps
+    its fingerprint; a fine-tune of the same architecture does not."""
+    import hashlib
+
+    out = []
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        size = f.stat().st_size
+        h = hashlib.sha1()
+        with f.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(size - (1 << 20))
+                h.update(fh.read(1 << 20))
+        out.append([f.name, size, h.hexdigest()])
+    return out
+
+
+@contextlib.contextmanager
+def quiet_hf_loading():
+    """Silence transformers' and diffusers' load-time reports (the "UNEXPECTED lm_head" table of every CTC
+    wav2vec2 checkpoint, dtype notes): fada checks the load itself and names real problems in one line."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    levels = tlog.get_verbosity(), dlog.get_verbosity()
+    bars = tlog.is_progress_bar_enabled(), dlog.is_progress_bar_enabled()
+    tlog.set_verbosity_error()
+    dlog.set_verbosity_error()
+    tlog.disable_progress_bar()  # "Loading weights" bars for a load that takes a second
+    dlog.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        tlog.set_verbosity(levels[0])
+        dlog.set_verbosity(levels[1])
+        if bars[0]:
+            tlog.enable_progress_bar()
+        if bars[1]:
+            dlog.enable_progress_bar()
+
+
+def config_identity(config) -> dict:
+    """A model config without the fields that name where or by which library version it was saved."""
+    return {k: v for k, v in dict(config).items() if not k.startswith("_") and k != "transformers_version"}
 
 
 def read_safetensors(path) -> dict[str, Tensor]:

@@ -118,6 +118,10 @@ class LatentCodec(ABC):
         flat, f = flatten_video(latents)
         return unflatten_video(self.decode(flat), f)
 
+    def identity(self) -> dict:
+        """What decides the latents this codec makes (the data cache is keyed by it)."""
+        return {"codec": self.name}
+
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, h, w) of the latents of an H×W image."""
         return (self.latent_channels, height // self.downsample, width // self.downsample)
@@ -185,7 +189,10 @@ class SDVAE(LatentCodec):
         from diffusers import AutoencoderKL
 
         try:
-            vae = AutoencoderKL.from_pretrained(str(root), subfolder="vae")
+            from fada.models.loading import quiet_hf_loading
+
+            with quiet_hf_loading():
+                vae = AutoencoderKL.from_pretrained(str(root), subfolder="vae")
         except (OSError, EnvironmentError) as e:
             raise MissingFileError(root / "vae" / "diffusion_pytorch_model.safetensors", "SD VAE weights",
                                    _one_line(e)) from e
@@ -203,6 +210,12 @@ class SDVAE(LatentCodec):
         self.device = torch.device("cpu")
         self.dtype = next(vae.parameters()).dtype
         self.to(device, dtype)
+
+    def identity(self) -> dict:
+        from fada.models.loading import config_identity, weights_fingerprint
+
+        return {"codec": "sd-vae", "config": config_identity(self.vae.config), "scaling_factor": self.scaling_factor,
+                "weights": weights_fingerprint(Path(self.path) / "vae")}
 
     def to(self, device=None, dtype: Optional[torch.dtype] = None) -> "SDVAE":
         if device is not None or dtype is not None:

@@ -10,17 +10,18 @@ from fada.config import recipe_to_yaml, save_resolved
 from fada.config.schema import DistillRecipe
 from fada.errors import FadaError
 from fada.training import TrainResult, train
-from fada.training.loop import ClipTask
+from fada.training.loop import ClipTask, process_state
 
 
 class DistillTask(ClipTask):
     """The shared loop's view of distillation: the student is trained and checkpointed; the teacher is frozen."""
 
-    def __init__(self, student, teacher, dataset, settings):
+    def __init__(self, student, teacher, dataset, settings, trainable=("all",)):
         from fada.diffusion import sd15_alphas_cumprod
+        from fada.training.trainable import select_trainable
 
         frozen = {f"reference_net.{n}" for n in getattr(student, "frozen_reference_parameters", [])}
-        super().__init__(student, dataset, [(n, p) for n, p in student.named_parameters() if n not in frozen])
+        super().__init__(student, dataset, select_trainable(student, list(trainable), exclude=frozen))
         self.teacher, self.settings = teacher, settings
         self.alphas_cumprod = sd15_alphas_cumprod()
 
@@ -31,20 +32,47 @@ class DistillTask(ClipTask):
 
 
 def load_teacher(recipe: DistillRecipe, latent_channels: int, audio_feature_shape):
-    """The teacher named by ``distill.teacher`` (checkpoint, run folder or exported model), frozen, in eval mode."""
+    """The teacher named by ``distill.teacher`` (exported model, checkpoint or run folder), frozen, in eval mode.
+    Built from its own configs when it has them (no SD1.5 folder read, each net loaded once)."""
     import dataclasses
 
     from fada.models.avatar import build_avatar_net
-    from fada.stages.train_teacher import load_init
+    from fada.stages.train_teacher import load_avatar, load_init
 
     if not recipe.distill.teacher:
         raise FadaError("distill.teacher: not set; point it at the teacher's run folder, checkpoint or export")
-    teacher_cfg = dataclasses.replace(recipe.model, cfg=dataclasses.replace(recipe.model.cfg, mode="none"))
-    teacher = build_avatar_net(teacher_cfg, student=False, latent_channels=latent_channels,
-                               audio_feature_shape=audio_feature_shape)
-    load_init(teacher, recipe.distill.teacher)
+    teacher = load_avatar(recipe.distill.teacher)
+    if teacher is None:  # a checkpoint without net_config.json: rebuild from the recipe's model section
+        teacher_cfg = dataclasses.replace(recipe.model, cfg=dataclasses.replace(recipe.model.cfg, mode="none"))
+        teacher = build_avatar_net(teacher_cfg, student=False, latent_channels=latent_channels,
+                                   audio_feature_shape=audio_feature_shape)
+        load_init(teacher, recipe.distill.teacher)
+    if teacher.student:
+        raise FadaError(f"distill.teacher: {recipe.distill.teacher} is a student model; distil from a teacher")
+    if teacher.latent_channels != latent_channels or tuple(teacher.audio_feature_shape) != tuple(audio_feature_shape):
+        raise FadaError(f"distill.teacher: {recipe.distill.teacher} takes {teacher.latent_channels} latent channels "
+                        f"and audio features {tuple(teacher.audio_feature_shape)}; the recipe's codec and audio "
+                        f"give {latent_channels} and {tuple(audio_feature_shape)}")
     teacher.requires_grad_(False)
     return teacher.eval()
+
+
+def exported_teacher(recipe: DistillRecipe):
+    """When distill.teacher is an exported model folder: its spec, and the recipe with the codec and audio model
+    the teacher was trained with (from the folder; model.unet.pretrained is not needed). Else (None, recipe)."""
+    import dataclasses
+
+    from fada.export import SPEC_NAME, read_spec
+
+    root = Path(recipe.distill.teacher or "")
+    if not recipe.distill.teacher or not (root / SPEC_NAME).is_file():
+        return None, recipe
+    spec = read_spec(root)
+    if spec.kind != "teacher":
+        raise FadaError(f"distill.teacher: {root} is a {spec.kind} model; distil from a teacher")
+    m = dataclasses.replace(recipe.model, vae=spec.model.vae, audio=spec.model.audio,
+                            unet=dataclasses.replace(recipe.model.unet, pretrained=None))
+    return spec, dataclasses.replace(recipe, model=m)
 
 
 def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = None) -> TrainResult:
@@ -53,17 +81,25 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     from fada.models.vae import build_vae
     from fada.stages.train_teacher import build_data
     from fada.training.distill import DistillSettings
+    from fada.training.loop import weight_dtype
+    from fada.training.trainable import add_lora
 
     m, d = recipe.model, recipe.distill
     if d.variant == "fast" and d.inference_steps < d.num_windows:
         raise FadaError(f"distill.inference_steps: {d.inference_steps} is fewer than num_windows {d.num_windows}")
     torch.manual_seed(recipe.train.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = process_state().device  # this process's own GPU under torchrun / accelerate launch
+    _, recipe = exported_teacher(recipe)
+    m = recipe.model
     vae = build_vae(m.vae, device=device)
     frontend = build_audio_frontend(m.audio, device=device)
     teacher = load_teacher(recipe, vae.latent_channels, frontend.feature_shape).to(device)  # where accelerate trains
     dataset = build_data(recipe, frontend, vae, progress)
+    del vae, frontend  # the clips are cached: neither is needed while training
     student = AvatarNet.from_teacher(teacher, m.cfg.mode, n_tokens=m.cfg.n_tokens)
+    teacher.to(dtype=weight_dtype(recipe.train))  # frozen: the training dtype (train.frozen_dtype)
+    if "lora" in d.trainable:
+        add_lora(student, d.lora_rank, d.lora_alpha)
     student.requires_grad_(True)
     student.freeze_unused_()
     student.train()
@@ -71,10 +107,14 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
         student.enable_gradient_checkpointing()
     save_resolved(recipe, Path(recipe.train.output_dir))
     settings = DistillSettings.from_config(d, m.cfg.mode)
-    task = DistillTask(student, teacher, dataset, settings)
+    task = DistillTask(student, teacher, dataset, settings, d.trainable)
     result = train(task, recipe.train, batch_size=recipe.data.batch_size, recipe_yaml=recipe_to_yaml(recipe),
-                   progress=progress, stop_after=stop_after, extra_state={"kind": d.variant})
+                   progress=progress, stop_after=stop_after, num_workers=recipe.data.num_workers,
+                   extra_state={"kind": d.variant})
     if progress:
+        n = sum(p.numel() for _, p in task.trainable_parameters())
+        print(f"distill: trained {n / 1e6:.1f}M of {sum(p.numel() for p in student.parameters()) / 1e6:.1f}M "
+              f"parameters ({', '.join(d.trainable)})")
         print(f"distill ({d.variant}, cfg {m.cfg.mode}, mixed {d.mixed.mode}): step {result.step}, "
               f"checkpoint {result.last_checkpoint}")
     return result

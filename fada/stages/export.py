@@ -111,13 +111,18 @@ def read_checkpoint_meta(ckpt: Path) -> dict:
     if in_dim % win:
         raise FadaError(f"{model_file}: audio projection input {in_dim} is not a multiple of the window {win} "
                         f"(model.audio.window={model_cfg.audio.window} in {recipe_file.name})")
+    trainable = list(dist.get("trainable", d.trainable)) if stage == "distill" else []
+    lora = {"rank": int(dist.get("lora_rank", d.lora_rank)), "alpha": dist.get("lora_alpha", d.lora_alpha)} \
+        if "lora" in trainable else None
     return {"kind": kind, "variant": variant, "steps": steps, "num_windows": windows, "extra_steps": extra,
+            "lora": lora,
             "model": model_cfg,
             "latent_channels": int(lc), "audio_feature_shape": (win, int(layers), in_dim // win),
             "step": state.get("step")}
 
 
-def run(checkpoint, out, dtype: str = "fp16", ema: bool = True, copy_vae: bool = True) -> Path:
+def run(checkpoint, out, dtype: str = "fp16", ema: bool = True, copy_vae: bool = True,
+        copy_audio: bool = True) -> Path:
     """Export ``checkpoint`` (a step folder or run folder) to the model folder ``out``; returns ``out``."""
     from fada.export import DTYPES, write_model_folder
     from fada.models.avatar import build_avatar_net
@@ -129,16 +134,36 @@ def run(checkpoint, out, dtype: str = "fp16", ema: bool = True, copy_vae: bool =
     meta = read_checkpoint_meta(ckpt)
     model_cfg = meta["model"]
     kind = meta["kind"]
-    net = build_avatar_net(model_cfg, student=kind != "teacher", latent_channels=meta["latent_channels"],
-                           audio_feature_shape=meta["audio_feature_shape"])
+    cfg_file = ckpt / "net_config.json"
+    if cfg_file.is_file():  # the net's own configs: no SD1.5 folder needed
+        from fada.models.avatar import AvatarNet
+
+        try:
+            cfg = json.loads(cfg_file.read_text())
+            net = AvatarNet.from_configs(cfg["top"], cfg["parts"], sources={"top": cfg_file})
+        except (ValueError, KeyError, TypeError) as e:
+            raise FadaError(f"{cfg_file}: not a readable net config ({type(e).__name__}: {e})") from None
+        if net.student != (kind != "teacher"):
+            raise FadaError(f"{cfg_file}: a {'student' if net.student else 'teacher'} net, but the recipe says {kind}")
+    else:
+        net = build_avatar_net(model_cfg, student=kind != "teacher", latent_channels=meta["latent_channels"],
+                               audio_feature_shape=meta["audio_feature_shape"])
+    if meta["lora"]:  # the checkpoint holds adapters: load them into the same structure, then merge
+        from fada.training.trainable import add_lora
+
+        add_lora(net, meta["lora"]["rank"], meta["lora"]["alpha"])
     has_ema = (ckpt / "ema.safetensors").is_file()
     load_model_weights(ckpt, net, use_ema=ema)
+    if meta["lora"]:
+        from fada.training.trainable import merge_lora
+
+        merge_lora(net)
     if ema and not has_ema:
         print(f"note: {ckpt} has no EMA weights; exporting the raw ones")
     source = {"checkpoint": str(ckpt.resolve()), "step": meta["step"], "weights": "ema" if ema and has_ema else "raw"}
     out = write_model_folder(out, net.eval(), model_cfg, kind=kind, variant=meta["variant"], steps=meta["steps"],
                              num_windows=meta["num_windows"], extra_steps=meta["extra_steps"], dtype=dtype,
-                             copy_vae=copy_vae, source=source)
+                             copy_vae=copy_vae, copy_audio=copy_audio, source=source)
     n = sum(p.numel() for p in net.parameters())
     sampler = "DDIM" if kind == "teacher" else f"PeRFlow, {meta['num_windows']} windows"
     if kind != "teacher" and meta["extra_steps"] != "early":

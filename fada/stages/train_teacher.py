@@ -10,7 +10,7 @@ from fada.config import recipe_to_yaml, save_resolved
 from fada.config.schema import TeacherRecipe
 from fada.errors import FadaError
 from fada.training import TrainResult, train
-from fada.training.loop import ClipTask
+from fada.training.loop import ClipTask, process_state
 
 
 class TeacherTask(ClipTask):
@@ -43,12 +43,41 @@ def build_data(recipe, frontend, vae, progress: bool = True):
     m = recipe.model
     rows = read_manifest(recipe.data.manifest)
     cache = recipe.data.cache_dir or str(Path(recipe.train.output_dir) / "cache")
+    state = process_state()
     store = ClipStore(rows, vae, frontend, m.resolution, m.fps, cache, min_frames=m.num_frames + 1,
-                      progress=progress)
+                      progress=progress and state.is_main_process, rank=state.process_index,
+                      world=state.num_processes, barrier=state.wait_for_everyone)
     if len(store) < recipe.data.batch_size:
         raise FadaError(f"{recipe.data.manifest}: {len(store)} usable clip(s), fewer than data.batch_size "
                         f"{recipe.data.batch_size}")
     return ClipWindowDataset(store, m.num_frames, m.motion_frames, recipe.train.seed)
+
+
+def load_avatar(path):
+    """The AvatarNet at ``path`` built from its own configs, no SD1.5 folder read: an exported model folder, or a
+    checkpoint / run folder whose checkpoint carries net_config.json (EMA weights when present). None for a
+    checkpoint written before checkpoints carried their configs."""
+    import json
+
+    from fada.models.avatar import AvatarNet
+    from fada.training.checkpoint import latest_checkpoint, load_model_weights
+
+    p = Path(path)
+    if (p / "net").is_dir() and not (p / "state.json").is_file():
+        return AvatarNet.from_pretrained(p / "net")
+    ckpt = p if (p / "state.json").is_file() else latest_checkpoint(p)
+    if ckpt is None:
+        raise FadaError(f"{path}: not a checkpoint, run folder or exported model")
+    cfg_file = ckpt / "net_config.json"
+    if not cfg_file.is_file():
+        return None
+    try:
+        cfg = json.loads(cfg_file.read_text())
+        net = AvatarNet.from_configs(cfg["top"], cfg["parts"], sources={"top": cfg_file})
+    except (ValueError, KeyError, TypeError) as e:
+        raise FadaError(f"{cfg_file}: not a readable net config ({type(e).__name__}: {e})") from None
+    load_model_weights(ckpt, net, use_ema=True)
+    return net.eval()
 
 
 def load_init(net, path: str) -> None:
@@ -84,12 +113,13 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     if tcfg.stage == 1 and m.num_frames != 1:
         raise FadaError("model.num_frames: stage 1 trains on single frames; set model.num_frames=1")
     torch.manual_seed(recipe.train.seed)  # weight init: a fresh run is reproducible
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = process_state().device  # this process's own GPU under torchrun / accelerate launch
     vae = build_vae(m.vae, device=device)
     frontend = build_audio_frontend(m.audio, device=device)
     dataset = build_data(recipe, frontend, vae, progress)
-    net = build_avatar_net(m, student=False, latent_channels=vae.latent_channels,
-                           audio_feature_shape=frontend.feature_shape)
+    feature_shape = frontend.feature_shape
+    del frontend  # the clips are cached; the VAE stays only for validation samples
+    net = build_avatar_net(m, student=False, latent_channels=vae.latent_channels, audio_feature_shape=feature_shape)
     if tcfg.init_from:
         load_init(net, tcfg.init_from)
     if recipe.train.gradient_checkpointing:
@@ -100,7 +130,7 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     timesteps = TimestepSampling(tcfg.timesteps, tcfg.lognormal_mean, tcfg.lognormal_std)
     pixel_weight = None
     if tcfg.mouth_weight > 0:
-        h, w = dataset.store.items[0]["latents"].shape[-2:]
+        h, w = dataset.store.latent_shape[-2:]
         pixel_weight = region_weight_map(h, w, tcfg.mouth_box, tcfg.mouth_weight)
     task = TeacherTask(net, dataset, tcfg.stage, dropout, use_audio=tcfg.stage != 1, timesteps=timesteps,
                        pixel_weight=pixel_weight)
@@ -110,7 +140,8 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
 
         validate = TeacherValidation(dataset, vae, seed=recipe.train.seed, noise_share=recipe.model.noise_share)
     result = train(task, recipe.train, batch_size=recipe.data.batch_size, recipe_yaml=recipe_to_yaml(recipe),
-                   progress=progress, stop_after=stop_after, extra_state={"kind": "teacher"}, validate=validate)
+                   progress=progress, stop_after=stop_after, num_workers=recipe.data.num_workers,
+                   extra_state={"kind": "teacher"}, validate=validate)
     if progress:
         print(f"teacher: step {result.step}, checkpoint {result.last_checkpoint}")
     return result

@@ -2,6 +2,8 @@
 
 Layout of one checkpoint (all pickle-free):
     model.safetensors                 the trained module's full state dict
+    net_config.json                   the AvatarNet's own configs (top + parts), so that export and distillation
+                                      rebuild it without the SD1.5 folder it was first made from
     ema.safetensors, ema.json         EMA shadow weights keyed by parameter name (when EMA is on)
     optimizer.safetensors, .json      optimiser moments and hyper-parameters
     rng.safetensors                   every rank's torch CPU/CUDA and training-generator states ("rank{r}.<name>")
@@ -64,11 +66,11 @@ def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
 class EMAWeights:
     """Exponential moving average of named parameters (decay warms up as (1+n)/(10+n), capped at ``decay``)."""
 
-    def __init__(self, named_params, decay: float):
+    def __init__(self, named_params, decay: float, device=None):
         self.decay = decay
         self.num_updates = 0
         self.params = dict(named_params)
-        self.shadow = {n: p.detach().clone().float() for n, p in self.params.items()}
+        self.shadow = {n: p.detach().float().to(device or p.device, copy=True) for n, p in self.params.items()}
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
@@ -77,7 +79,8 @@ class EMAWeights:
     def update(self) -> None:
         d = self.current_decay()
         for name, p in self.params.items():
-            self.shadow[name].lerp_(p.detach().float(), 1.0 - d)
+            s = self.shadow[name]
+            s.lerp_(p.detach().to(s.device, torch.float32, non_blocking=True), 1.0 - d)
         self.num_updates += 1
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -112,6 +115,9 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=run_dir))
     try:
         save_model(model, str(tmp / "model.safetensors"))
+        if hasattr(model, "top_config") and hasattr(model, "part_configs"):
+            (tmp / "net_config.json").write_text(json.dumps({"top": model.top_config(),
+                                                             "parts": model.part_configs()}, indent=1))
         if ema is not None:
             save_file(ema.state_tensors(), str(tmp / "ema.safetensors"))
             (tmp / "ema.json").write_text(json.dumps({"decay": ema.decay, "num_updates": ema.num_updates}))

@@ -69,6 +69,43 @@ class TrainResult:
     metrics: list[dict]
 
 
+def process_state():
+    """accelerate's view of this process (rank, world size, device), available before the Accelerator exists so
+    that the stages build every model on this process's own device: under torchrun or accelerate launch it sets
+    up the process group and maps the local rank to its GPU. The Accelerator made later shares it."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def weight_dtype(cfg) -> torch.dtype:
+    """The dtype frozen weights are kept in (train.frozen_dtype: 'auto' = the mixed-precision dtype)."""
+    if cfg.frozen_dtype == "fp32":
+        return torch.float32
+    return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
+    """The optimiser train.optimizer names (see TrainConfig.optimizer for the memory each needs)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        # a fixed learning rate (the LR schedule drives it), no first moment: only factored second moments
+        return Adafactor(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, scale_parameter=False,
+                         relative_step=False, warmup_init=False, beta1=None)
+    if cfg.optimizer == "adamw8bit":
+        if not torch.cuda.is_available():
+            raise FadaError("train.optimizer: adamw8bit runs on CUDA GPUs only; use adafactor on this machine")
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise FadaError("train.optimizer: adamw8bit needs bitsandbytes: pip install 'fada[cuda]'") from None
+        return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    raise FadaError(f"train.optimizer: unknown optimiser {cfg.optimizer!r}")
+
+
 def _lr_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LambdaLR:
     """diffusers' warm-up schedules: linear from 0 over lr_warmup_steps, then constant or a half cosine to 0."""
     from diffusers.optimization import get_scheduler
@@ -124,12 +161,17 @@ class MetricsLog:
 
 def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str | None = None, progress: bool = True,
           validate: Callable[[torch.nn.Module, int, Path], dict | None] | None = None,
-          stop_after: int | None = None, extra_state: dict | None = None) -> TrainResult:
-    """Run (or resume) training until ``cfg.max_steps``; ``stop_after`` ends the session early (tests, budgets)."""
+          stop_after: int | None = None, extra_state: dict | None = None, num_workers: int = 0) -> TrainResult:
+    """Run (or resume) training until ``cfg.max_steps``; ``stop_after`` ends the session early (tests, budgets).
+    ``num_workers``: DataLoader worker processes reading the clip cache (data.num_workers)."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    from accelerate.state import AcceleratorState
+
     run_dir = Path(cfg.output_dir)
+    if AcceleratorState._shared_state.get("_mixed_precision", cfg.mixed_precision) != cfg.mixed_precision:
+        AcceleratorState._reset_state()  # one process training runs of different precision (demo, tests)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
                               gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                               cpu=not torch.cuda.is_available())
@@ -140,11 +182,18 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
     model = task.model
     named = task.trainable_parameters()
     trainable_ids = {id(p) for _, p in named}
+    frozen_dtype = weight_dtype(cfg)
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable_ids)
-    optimizer = torch.optim.AdamW([p for _, p in named], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        if id(p) not in trainable_ids and p.is_floating_point() and p.dtype != frozen_dtype:
+            p.data = p.data.to(frozen_dtype)  # frozen: half the memory under mixed precision
+        elif id(p) in trainable_ids and p.dtype != torch.float32:
+            p.data = p.data.float()  # trained weights, their gradients and optimiser state stay float32
+    model.to(accelerator.device)
+    optimizer = build_optimizer([p for _, p in named], cfg)
     scheduler = _lr_scheduler(optimizer, cfg)
-    ema = EMAWeights(named, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = EMAWeights(named, cfg.ema_decay, device="cpu" if cfg.ema_device == "cpu" else None) \
+        if cfg.ema_decay > 0 else None
 
     step = 0
     resume_from = resolve_resume(cfg.resume, run_dir)
@@ -159,8 +208,8 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
     dataset = task.dataset()
     sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed,
                                     start_step=step * cfg.gradient_accumulation_steps, rank=rank, world_size=world)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate,
-                        num_workers=getattr(task, "num_workers", 0))
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate, num_workers=num_workers,
+                        persistent_workers=num_workers > 0, pin_memory=accelerator.device.type == "cuda")
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +272,8 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
                                                 keep_last=cfg.keep_last, rng_states=rng_states)
             if validate is not None and cfg.validate_every and step % cfg.validate_every == 0 \
                     and accelerator.is_main_process:
-                out = validate(accelerator.unwrap_model(model), step, run_dir)
+                with accelerator.autocast():  # frozen parts may be in the training dtype
+                    out = validate(accelerator.unwrap_model(model), step, run_dir)
                 if out:
                     log.write({"step": step, **{f"val/{k}": v for k, v in out.items()}})
                 model.train()

@@ -232,3 +232,32 @@ def test_load_audio_errors(tmp_path):
     zero.write_bytes(b"")
     with pytest.raises(FadaError):
         load_audio(zero)
+
+
+def test_wav2vec2_ctc_checkpoint_loads_quietly(tmp_path, capfd):
+    """Users have CTC checkpoints (wav2vec2-base-960h): the encoder loads from them, the lm_head is ignored
+    without a report, and the features are the CTC model's own encoder states (its weights, not a fresh init)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    torch.manual_seed(3)
+    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_feat_extract_layers=2,
+                         num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, vocab_size=12)
+    ctc = Wav2Vec2ForCTC(cfg).eval()
+    ctc.save_pretrained(tmp_path / "ctc")
+    capfd.readouterr()
+    fe = Wav2Vec2FrontEnd(tmp_path / "ctc", window=0)
+    out = capfd.readouterr()
+    assert "lm_head" not in out.out + out.err and "UNEXPECTED" not in out.out + out.err
+    assert "Loading weights" not in out.err
+    wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    norm = ((wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)).astype(np.float32)
+    norm = norm[:(len(norm) - fe.receptive_field) // fe.stride * fe.stride + fe.receptive_field]  # whole frames
+    loaded = Wav2Vec2ForCTC.from_pretrained(tmp_path / "ctc").eval()  # transformers' own load of the same file
+    with torch.no_grad():
+        ref = torch.stack(loaded.wav2vec2(torch.from_numpy(norm)[None], output_hidden_states=True).hidden_states,
+                          2)[0]
+        fresh = torch.stack(ctc.wav2vec2(torch.from_numpy(norm)[None], output_hidden_states=True).hidden_states,
+                            2)[0]
+    torch.testing.assert_close(fe.hidden_states(norm), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fe.hidden_states(norm), fresh, rtol=0.05, atol=0.02)  # the saved weights

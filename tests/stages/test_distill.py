@@ -124,3 +124,48 @@ def test_two_processes_when_every_sample_drops_the_reference(teacher, tmp_path):
                          timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert latest_checkpoint(out).name == "step-0000003"
+
+
+def test_memory_options_train_resume_and_export(teacher, tmp_path):
+    """The 24 GB options together: LoRA + audio + CFG groups, Adafactor, bf16 with frozen weights in bf16, EMA in
+    host memory. Frozen weights are stored in bf16, the run resumes exactly, and the export merges the adapters."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from fada.models.avatar import AvatarNet
+    from fada.stages.export import run as export
+
+    opts = ["distill.trainable=[lora,audio,cfg]", "distill.lora_rank=4", "train.optimizer=adafactor",
+            "train.mixed_precision=bf16", "train.ema_device=cpu"]
+    run(recipe(teacher, tmp_path / "a", "tiny-fast", *opts), progress=False)
+    run(recipe(teacher, tmp_path / "b", "tiny-fast", *opts), progress=False, stop_after=2)
+    run(recipe(teacher, tmp_path / "b", "tiny-fast", *opts), progress=False)
+    ck = latest_checkpoint(tmp_path / "a")
+    a, b = load_file(str(ck / "model.safetensors")), load_file(str(latest_checkpoint(tmp_path / "b") /
+                                                                     "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    lora = [k for k in a if ".lora_" in k]
+    assert lora and all(a[k].dtype == torch.float32 for k in lora)
+    assert a["audio_proj.mlp.0.weight"].dtype == torch.float32  # trained group: float32
+    base = next(k for k in a if k.endswith("attn1.to_q.base_layer.weight"))
+    assert a[base].dtype == torch.bfloat16 and a["reference_net.unet.conv_in.weight"].dtype == torch.bfloat16
+    ema = load_file(str(ck / "ema.safetensors"))
+    assert set(ema) == {n for n in a if ".lora_" in n or n.startswith("audio_proj.")
+                        or (n.startswith("denoising_net.") and ".attn2." in n) or n.startswith("cfg.") or ".cfg." in n}
+    out = export(tmp_path / "a", tmp_path / "model", dtype="fp32")
+    with safe_open(str(out / "net" / "denoising_net" / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("lora_" in k or "base_layer" in k for k in keys)
+    net = AvatarNet.from_pretrained(out / "net")
+    plain = dict(net.named_parameters())
+    name = base.replace(".base_layer", "")
+    A, B = ema[base.replace("base_layer", "lora_A.default")], ema[base.replace("base_layer", "lora_B.default")]
+    torch.testing.assert_close(plain[name], a[base].float() + B @ A, rtol=1e-5, atol=1e-5)  # alpha = rank
+
+
+def test_bad_trainable_group_is_one_config_error(teacher, tmp_path):
+    from fada.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="distill.trainable"):
+        recipe(teacher, tmp_path / "x", "tiny-fast", "distill.trainable=[unet]")

@@ -55,8 +55,8 @@ def training_clips(manifest, pipe) -> list[dict]:
     rows = read_manifest(manifest)
     store = ClipStore(rows, pipe.codec, pipe.frontend, pipe.resolution, pipe.model_cfg.fps,
                       manifest.parent.parent / "cache", progress=False)
-    return [{"frames": tensor_to_frames(pipe.codec.decode(item["latents"])),
-             "audio": read_audio(row["wav"], pipe.frontend.sample_rate)} for item, row in zip(store.items, rows)]
+    return [{"frames": tensor_to_frames(pipe.codec.decode(store.latents(i))),
+             "audio": read_audio(row["wav"], pipe.frontend.sample_rate)} for i, row in enumerate(store.rows)]
 
 
 def redraw(pipe, clip, portrait, **kw) -> np.ndarray:

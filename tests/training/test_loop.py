@@ -154,3 +154,28 @@ def test_cosine_schedule_resumes(tmp_path):
     train(resumed, cfg(tmp_path / "b", lr_schedule="cosine", checkpoint_every=6), batch_size=8, progress=False)
     for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_adafactor_and_host_ema_learn_and_resume(tmp_path):
+    """Adafactor keeps only factored second moments; with the EMA in host memory the run still resumes exactly."""
+    kw = dict(optimizer="adafactor", ema_device="cpu", max_steps=60, checkpoint_every=30, learning_rate=3e-2)
+    whole = ToyTask()
+    res = train(whole, cfg(tmp_path / "a", **kw), batch_size=8, progress=False)
+    assert res.metrics[-1]["loss"] < 0.3 * res.metrics[0]["loss"]
+    train(ToyTask(), cfg(tmp_path / "b", **kw), batch_size=8, progress=False, stop_after=30)
+    resumed = ToyTask()
+    train(resumed, cfg(tmp_path / "b", **kw), batch_size=8, progress=False)
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    from safetensors.torch import load_file
+
+    state = load_file(str(latest_checkpoint(tmp_path / "a" / "run") / "optimizer.safetensors"))
+    assert not any(k.endswith("exp_avg") for k in state)  # no first moment
+    assert any(k.endswith("exp_avg_sq_row") for k in state)  # factored second moment of the 8x4 weight
+
+
+def test_adamw8bit_needs_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(FadaError, match="adamw8bit runs on CUDA"):
+        train(ToyTask(), cfg(tmp_path, optimizer="adamw8bit"), batch_size=8, progress=False)
