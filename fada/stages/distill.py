@@ -57,22 +57,33 @@ def load_teacher(recipe: DistillRecipe, latent_channels: int, audio_feature_shap
     return teacher.eval()
 
 
-def exported_teacher(recipe: DistillRecipe):
-    """When distill.teacher is an exported model folder: its spec, and the recipe with the codec and audio model
-    the teacher was trained with (from the folder; model.unet.pretrained is not needed). Else (None, recipe)."""
+def with_teacher_models(recipe: DistillRecipe) -> DistillRecipe:
+    """The recipe with the codec and audio model the teacher was trained with, read from the teacher itself (an
+    exported folder's spec, or a checkpoint's recipe.yaml): the data must be cached with those, and the student
+    copies the teacher's audio projection. When the teacher carries its net configs (exports, and checkpoints
+    with net_config.json) model.unet.pretrained is not read: no SD1.5 folder is needed."""
     import dataclasses
 
     from fada.export import SPEC_NAME, read_spec
+    from fada.stages.export import read_checkpoint_meta, resolve_checkpoint
 
-    root = Path(recipe.distill.teacher or "")
-    if not recipe.distill.teacher or not (root / SPEC_NAME).is_file():
-        return None, recipe
-    spec = read_spec(root)
-    if spec.kind != "teacher":
-        raise FadaError(f"distill.teacher: {root} is a {spec.kind} model; distil from a teacher")
-    m = dataclasses.replace(recipe.model, vae=spec.model.vae, audio=spec.model.audio,
-                            unet=dataclasses.replace(recipe.model.unet, pretrained=None))
-    return spec, dataclasses.replace(recipe, model=m)
+    if not recipe.distill.teacher:
+        raise FadaError("distill.teacher: not set; point it at the teacher's run folder, checkpoint or export")
+    root = Path(recipe.distill.teacher)
+    if (root / SPEC_NAME).is_file():
+        spec = read_spec(root)
+        if spec.kind != "teacher":
+            raise FadaError(f"distill.teacher: {root} is a {spec.kind} model; distil from a teacher")
+        model, own_configs = spec.model, True
+    else:
+        ckpt = resolve_checkpoint(root)
+        meta = read_checkpoint_meta(ckpt)
+        if meta["kind"] != "teacher":
+            raise FadaError(f"distill.teacher: {ckpt} is a {meta['kind']} checkpoint; distil from a teacher")
+        model, own_configs = meta["model"], (ckpt / "net_config.json").is_file()
+    unet = dataclasses.replace(recipe.model.unet, pretrained=None) if own_configs else recipe.model.unet
+    m = dataclasses.replace(recipe.model, vae=model.vae, audio=model.audio, unet=unet)
+    return dataclasses.replace(recipe, model=m)
 
 
 def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = None) -> TrainResult:
@@ -89,7 +100,7 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
         raise FadaError(f"distill.inference_steps: {d.inference_steps} is fewer than num_windows {d.num_windows}")
     torch.manual_seed(recipe.train.seed)
     device = process_state().device  # this process's own GPU under torchrun / accelerate launch
-    _, recipe = exported_teacher(recipe)
+    recipe = with_teacher_models(recipe)
     m = recipe.model
     vae = build_vae(m.vae, device=device)
     frontend = build_audio_frontend(m.audio, device=device)
