@@ -208,21 +208,27 @@ class Bank:
                     sum(x.views for x in banks), lat)
 
 
-@dataclass(eq=False)
 class AttnContext:
-    """What one forward tells its processors and wrapper layers (see module docstring)."""
+    """What one forward tells its processors and wrapper layers (see module docstring).
 
-    num_frames: int = 1
-    # ReferenceNet (writing): where to write, and views per sample
-    bank_out: Optional[dict] = None
-    views: int = 1
-    # DenoisingNet (reading)
-    bank: Optional[Bank] = None
-    keep_idx: Optional[Tensor] = None  # (K,) rows of the B·F batch that attend to the bank
-    keep_bank_idx: Optional[Tensor] = None  # (K,) their sample index in the bank
-    drop_idx: Optional[Tensor] = None  # (B·F − K,) rows that do not; None when every row keeps it
-    cfg_tokens: Optional[Tensor] = None  # (B·F, n, d) CFG embedding tokens, repeated per frame
-    grid: Optional[tuple] = None  # (h, w) of the latents when the bank attention adds position codes, else None
+    A plain class, not a dataclass: FSDP2 and autocast rebuild dataclass and dict inputs field by field on their
+    way into each wrapped module, which would leave the processors writing into a copy of ``bank_out``."""
+
+    def __init__(self, num_frames: int = 1, bank_out: Optional[dict] = None, views: int = 1,
+                 bank: Optional[Bank] = None, keep_idx: Optional[Tensor] = None,
+                 keep_bank_idx: Optional[Tensor] = None, drop_idx: Optional[Tensor] = None,
+                 cfg_tokens: Optional[Tensor] = None, grid: Optional[tuple] = None):
+        self.num_frames = num_frames
+        # ReferenceNet (writing): where to write, and views per sample
+        self.bank_out = bank_out
+        self.views = views
+        # DenoisingNet (reading)
+        self.bank = bank
+        self.keep_idx = keep_idx  # (K,) rows of the B·F batch that attend to the bank
+        self.keep_bank_idx = keep_bank_idx  # (K,) their sample index in the bank
+        self.drop_idx = drop_idx  # (B·F − K,) rows that do not; None when every row keeps it
+        self.cfg_tokens = cfg_tokens  # (B·F, n, d) CFG embedding tokens, repeated per frame
+        self.grid = grid  # (h, w) of the latents when the bank attention adds position codes, else None
 
 
 def make_read_context(bank: Optional[Bank], keep_ref: Optional[Tensor], batch: int, num_frames: int,

@@ -219,7 +219,10 @@ class SDVAE(LatentCodec):
 
     def to(self, device=None, dtype: Optional[torch.dtype] = None) -> "SDVAE":
         if device is not None or dtype is not None:
-            self.vae.to(device=device, dtype=dtype)
+            from fada.models.loading import quiet_hf_loading
+
+            with quiet_hf_loading():  # diffusers' note on casting with to() (the SD VAE has no fp32-only modules)
+                self.vae.to(device=device, dtype=dtype)
         p = next(self.vae.parameters())
         self.device, self.dtype = p.device, p.dtype
         return self

@@ -122,10 +122,9 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     result = train(task, recipe.train, batch_size=recipe.data.batch_size, recipe_yaml=recipe_to_yaml(recipe),
                    progress=progress, stop_after=stop_after, num_workers=recipe.data.num_workers,
                    extra_state={"kind": d.variant})
-    if progress:
-        n = sum(p.numel() for _, p in task.trainable_parameters())
-        print(f"distill: trained {n / 1e6:.1f}M of {sum(p.numel() for p in student.parameters()) / 1e6:.1f}M "
-              f"parameters ({', '.join(d.trainable)})")
+    if progress and process_state().is_main_process:
+        n, total = result.trained_parameters, result.total_parameters
+        print(f"distill: trained {n / 1e6:.1f}M of {total / 1e6:.1f}M parameters ({', '.join(d.trainable)})")
         print(f"distill ({d.variant}, cfg {m.cfg.mode}, mixed {d.mixed.mode}): step {result.step}, "
               f"checkpoint {result.last_checkpoint}")
     return result

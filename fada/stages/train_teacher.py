@@ -142,6 +142,8 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     result = train(task, recipe.train, batch_size=recipe.data.batch_size, recipe_yaml=recipe_to_yaml(recipe),
                    progress=progress, stop_after=stop_after, num_workers=recipe.data.num_workers,
                    extra_state={"kind": "teacher"}, validate=validate)
-    if progress:
+    if progress and process_state().is_main_process:
+        n, total = result.trained_parameters, result.total_parameters
+        print(f"teacher: trained {n / 1e6:.1f}M of {total / 1e6:.1f}M parameters (stage {tcfg.stage})")
         print(f"teacher: step {result.step}, checkpoint {result.last_checkpoint}")
     return result

@@ -70,7 +70,8 @@ class EMAWeights:
         self.decay = decay
         self.num_updates = 0
         self.params = dict(named_params)
-        self.shadow = {n: p.detach().float().to(device or p.device, copy=True) for n, p in self.params.items()}
+        self.shadow = {n: p.detach().float().clone() if hasattr(p, "device_mesh")  # FSDP: a shard, in place
+                       else p.detach().float().to(device or p.device, copy=True) for n, p in self.params.items()}
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
@@ -80,18 +81,24 @@ class EMAWeights:
         d = self.current_decay()
         for name, p in self.params.items():
             s = self.shadow[name]
-            s.lerp_(p.detach().to(s.device, torch.float32, non_blocking=True), 1.0 - d)
+            s.lerp_(p.detach().float() if hasattr(s, "device_mesh")
+                    else p.detach().to(s.device, torch.float32, non_blocking=True), 1.0 - d)
         self.num_updates += 1
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {n: t.contiguous() for n, t in self.shadow.items()}
+        """Full tensors by name (sharded FSDP shadows are gathered: then every rank must call)."""
+        from fada.training.sharding import full_tensor
+
+        return {n: full_tensor(t).contiguous() for n, t in self.shadow.items()}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor], num_updates: int) -> None:
         missing = set(self.shadow) - set(tensors)
         if missing:
             raise FadaError(f"EMA weights are missing {len(missing)} parameters, e.g. {sorted(missing)[0]}")
+        from fada.training.sharding import like
+
         for n in self.shadow:
-            self.shadow[n].copy_(tensors[n])
+            self.shadow[n].copy_(like(tensors[n].to(torch.float32), self.shadow[n]))
         self.num_updates = num_updates
 
     @torch.no_grad()
@@ -106,23 +113,29 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
                     optimizer: torch.optim.Optimizer | None = None, scheduler=None, ema: EMAWeights | None = None,
                     generator: torch.Generator | None = None, recipe_yaml: str | None = None,
                     extra: dict | None = None, keep_last: int | None = None,
-                    rng_states: list[dict] | None = None) -> Path:
+                    rng_states: list[dict] | None = None, model_state: dict | None = None,
+                    optimizer_state: dict | None = None, ema_state: dict | None = None) -> Path:
     """Write ``step-XXXXXXX/`` under ``run_dir`` (see the module docstring). ``rng_states``: every rank's
-    ``rng_to_tensors`` (gathered by the training loop), else this process's own as rank 0."""
+    ``rng_to_tensors`` (gathered by the training loop), else this process's own as rank 0. ``model_state`` /
+    ``optimizer_state`` / ``ema_state``: full states gathered beforehand (FSDP), used instead of reading the
+    objects."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / checkpoint_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=run_dir))
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        if model_state is not None:
+            save_file({k: v.contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+        else:
+            save_model(model, str(tmp / "model.safetensors"))
         if hasattr(model, "top_config") and hasattr(model, "part_configs"):
             (tmp / "net_config.json").write_text(json.dumps({"top": model.top_config(),
                                                              "parts": model.part_configs()}, indent=1))
         if ema is not None:
-            save_file(ema.state_tensors(), str(tmp / "ema.safetensors"))
+            save_file(ema_state if ema_state is not None else ema.state_tensors(), str(tmp / "ema.safetensors"))
             (tmp / "ema.json").write_text(json.dumps({"decay": ema.decay, "num_updates": ema.num_updates}))
         if optimizer is not None:
-            optimizer_to_files(optimizer, tmp)
+            optimizer_to_files(optimizer, tmp, state_dict=optimizer_state)
         states = rng_states if rng_states is not None else [rng_to_tensors(generator)]
         save_file({f"rank{r}.{k}": v.contiguous() for r, st in enumerate(states) for k, v in st.items()},
                   str(tmp / "rng.safetensors"))

@@ -22,6 +22,7 @@ from fada.config.schema import TrainConfig
 from fada.errors import FadaError
 from fada.training.checkpoint import EMAWeights, latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
 from fada.training.sampler import ResumableBatchSampler
+from fada.training.sharding import force_fsdp_on_cpu, full_tensor, is_fsdp
 from fada.training.state import rng_to_tensors
 
 
@@ -67,6 +68,10 @@ class TrainResult:
     run_dir: Path
     last_checkpoint: Path | None
     metrics: list[dict]
+    trained_parameters: int = 0
+    """Parameters the optimiser updated."""
+    total_parameters: int = 0
+    """Parameters of the whole trained model (frozen parts included)."""
 
 
 def process_state():
@@ -175,35 +180,45 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
                               gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                               cpu=not torch.cuda.is_available())
+    force_fsdp_on_cpu(accelerator)
+    fsdp = is_fsdp(accelerator)
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(cfg.seed + rank)
     generator = torch.Generator(device=accelerator.device).manual_seed(cfg.seed * 7919 + rank)
 
     model = task.model
     named = task.trainable_parameters()
+    names = [n for n, _ in named]
     trainable_ids = {id(p) for _, p in named}
     frozen_dtype = weight_dtype(cfg)
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable_ids)
-        if id(p) not in trainable_ids and p.is_floating_point() and p.dtype != frozen_dtype:
-            p.data = p.data.to(frozen_dtype)  # frozen: half the memory under mixed precision
+        if id(p) not in trainable_ids and p.is_floating_point() and p.dtype != frozen_dtype and not fsdp:
+            p.data = p.data.to(frozen_dtype)  # frozen: half the memory (FSDP shards them instead: one dtype)
         elif id(p) in trainable_ids and p.dtype != torch.float32:
             p.data = p.data.float()  # trained weights, their gradients and optimiser state stay float32
     model.to(accelerator.device)
     optimizer = build_optimizer([p for _, p in named], cfg)
     scheduler = _lr_scheduler(optimizer, cfg)
-    ema = EMAWeights(named, cfg.ema_decay, device="cpu" if cfg.ema_device == "cpu" else None) \
-        if cfg.ema_decay > 0 else None
+
+    def make_ema(params):
+        return EMAWeights(params, cfg.ema_decay, device="cpu" if cfg.ema_device == "cpu" else None) \
+            if cfg.ema_decay > 0 else None
+
+    ema = None if fsdp else make_ema(named)  # under FSDP: made from the sharded parameters after prepare
 
     step = 0
     resume_from = resolve_resume(cfg.resume, run_dir)
     if resume_from is not None:
-        state = load_checkpoint(resume_from, model, optimizer, scheduler, ema, generator, rank=rank)
+        # FSDP: the optimiser and EMA states are scattered onto their shards after prepare (below)
+        state = load_checkpoint(resume_from, model, None if fsdp else optimizer, scheduler, ema, generator,
+                                rank=rank)
         step = int(state["step"])
         if accelerator.is_main_process and progress:
             tqdm.write(f"resuming from {resume_from} (step {step})")
+    counts = (sum(p.numel() for _, p in named), sum(p.numel() for p in model.parameters()))
     if step >= cfg.max_steps:
-        return TrainResult(step, run_dir, resume_from, [])
+        return TrainResult(step, run_dir, resume_from, [], *counts)
 
     dataset = task.dataset()
     sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed,
@@ -211,6 +226,33 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate, num_workers=num_workers,
                         persistent_workers=num_workers > 0, pin_memory=accelerator.device.type == "cuda")
     model, optimizer = accelerator.prepare(model, optimizer)
+    if fsdp:  # fully_shard replaced the parameters by sharded ones (same names)
+        from fada.training.sharding import keep_reference_net_gathered
+
+        units = keep_reference_net_gathered(model)
+        if accelerator.is_main_process and progress:
+            from torch.distributed.fsdp import FSDPModule
+
+            tqdm.write(f"FSDP2: parameters sharded over {world} processes in "
+                       f"{sum(isinstance(m, FSDPModule) for m in model.modules())} units "
+                       f"({units} in the ReferenceNet kept gathered from forward to backward)")
+        own = dict(model.named_parameters())
+        named = [(n, own[n]) for n in names]
+        ema = make_ema(named)
+        if resume_from is not None:
+            from fada.training.sharding import load_optimizer_state
+            from fada.training.state import optimizer_state_from_files
+
+            opt_state, groups = optimizer_state_from_files(resume_from)
+            load_optimizer_state(model, optimizer, {"state": opt_state, "param_groups": groups}, names)
+            if ema is not None and (resume_from / "ema.safetensors").is_file():
+                from safetensors.torch import load_file
+
+                meta = json.loads((resume_from / "ema.json").read_text())
+                ema.load_tensors(load_file(str(resume_from / "ema.safetensors")), meta["num_updates"])
+        if validate is not None and accelerator.is_main_process and progress:
+            tqdm.write("note: train.validate_every is skipped under FSDP (export a checkpoint and generate)")
+        validate = None
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run_dir, step, accelerator.is_main_process)
@@ -237,7 +279,7 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     grad_norm = accelerator.clip_grad_norm_([p for _, p in named], cfg.max_grad_norm)
-                    metrics = {**metrics, "grad_norm": float(grad_norm)}
+                    metrics = {**metrics, "grad_norm": float(full_tensor(grad_norm))}
                 optimizer.step()
                 if accelerator.sync_gradients:
                     scheduler.step()
@@ -266,10 +308,17 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
                     from accelerate.utils import gather_object
 
                     rng_states = gather_object(rng_states)
+                full = {}
+                if fsdp:  # gather the shards (every rank takes part); rank 0 writes them
+                    from fada.training.sharding import full_model_state, full_optimizer_state
+
+                    full = {"model_state": full_model_state(model),
+                            "optimizer_state": full_optimizer_state(model, optimizer, names),
+                            "ema_state": ema.state_tensors() if ema is not None else None}
                 if accelerator.is_main_process:
                     last_ckpt = save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
                                                 ema, generator, recipe_yaml, extra=extra_state,
-                                                keep_last=cfg.keep_last, rng_states=rng_states)
+                                                keep_last=cfg.keep_last, rng_states=rng_states, **full)
             if validate is not None and cfg.validate_every and step % cfg.validate_every == 0 \
                     and accelerator.is_main_process:
                 with accelerator.autocast():  # frozen parts may be in the training dtype
@@ -281,5 +330,5 @@ def train(task: TrainTask, cfg: TrainConfig, batch_size: int, recipe_yaml: str |
         bar.close()
         log.close()
     accelerator.wait_for_everyone()
-    return TrainResult(step, run_dir, last_ckpt, history)
+    return TrainResult(step, run_dir, last_ckpt, history, *counts)
 

@@ -14,9 +14,11 @@ from safetensors.torch import load_file, save_file
 from fada.errors import FadaError
 
 
-def optimizer_to_files(optimizer: torch.optim.Optimizer, folder: Path, name: str = "optimizer") -> None:
-    """Split ``optimizer.state_dict()`` into ``name.safetensors`` (per-parameter tensors) + ``name.json``."""
-    sd = optimizer.state_dict()
+def optimizer_to_files(optimizer: torch.optim.Optimizer, folder: Path, name: str = "optimizer",
+                       state_dict: dict | None = None) -> None:
+    """Split ``optimizer.state_dict()`` (or ``state_dict`` in its layout, e.g. gathered from FSDP shards) into
+    ``name.safetensors`` (per-parameter tensors) + ``name.json``."""
+    sd = state_dict if state_dict is not None else optimizer.state_dict()
     tensors, scalars = {}, {}
     for idx, slots in sd["state"].items():
         for slot, value in slots.items():
@@ -30,7 +32,8 @@ def optimizer_to_files(optimizer: torch.optim.Optimizer, folder: Path, name: str
     (folder / f"{name}.json").write_text(json.dumps({"param_groups": groups, "scalars": scalars}))
 
 
-def optimizer_from_files(optimizer: torch.optim.Optimizer, folder: Path, name: str = "optimizer") -> None:
+def optimizer_state_from_files(folder: Path, name: str = "optimizer") -> tuple[dict, list[dict]]:
+    """(per-index state, saved param_groups) of ``optimizer_to_files``' output."""
     meta_path, tensor_path = folder / f"{name}.json", folder / f"{name}.safetensors"
     for p in (meta_path, tensor_path):
         if not p.is_file():
@@ -43,9 +46,15 @@ def optimizer_from_files(optimizer: torch.optim.Optimizer, folder: Path, name: s
     for key, value in meta["scalars"].items():
         idx, slot = key.split(".", 1)
         state.setdefault(int(idx), {})[slot] = value
+    return state, meta["param_groups"]
+
+
+def optimizer_from_files(optimizer: torch.optim.Optimizer, folder: Path, name: str = "optimizer") -> None:
+    meta_path = folder / f"{name}.json"
+    state, saved_groups = optimizer_state_from_files(folder, name)
     template = optimizer.state_dict()["param_groups"]
     groups = []
-    for saved, current in zip(meta["param_groups"], template):
+    for saved, current in zip(saved_groups, template):
         g = dict(saved)
         for k, v in current.items():  # restore tuple-typed hyper-parameters (betas) as the optimiser made them
             if isinstance(v, tuple) and k in g:

@@ -169,3 +169,75 @@ def test_bad_trainable_group_is_one_config_error(teacher, tmp_path):
 
     with pytest.raises(ConfigError, match="distill.trainable"):
         recipe(teacher, tmp_path / "x", "tiny-fast", "distill.trainable=[unet]")
+
+
+def torchrun(args, env=None, timeout=900):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "fada_cli.main", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_fast_with_the_24gb_options_on_two_processes(teacher, tmp_path):
+    """Fast distillation with LoRA + audio + CFG groups and Adafactor under DDP on 2 CPU processes: the frozen base
+    and the adapters live side by side in one DDP module, and the run checkpoints."""
+    manifest, tdir = teacher
+    out = tmp_path / "ddp"
+    torchrun(["distill", "--recipe", "tiny-fast", *TINY_TEST_MODEL, f"data.manifest={manifest}",
+              f"distill.teacher={tdir}", f"train.output_dir={out}", "data.batch_size=1", "train.max_steps=2",
+              "train.checkpoint_every=2", "distill.trainable=[lora,audio,cfg]", "distill.lora_rank=4",
+              "train.optimizer=adafactor"])
+    assert latest_checkpoint(out).name == "step-0000002"
+
+
+def test_fsdp_on_two_processes_saves_full_tensors_and_resumes(teacher, tmp_path):
+    """Fast distillation of the whole student under accelerate's FSDP2 on 2 CPU processes (gloo; FADA_FSDP_CPU,
+    since accelerate enables FSDP only on GPUs): parameters are sharded, yet checkpoints hold full tensors in the
+    usual layout; a run stopped at step 2 and resumed under FSDP equals an uninterrupted one, and the FSDP
+    checkpoint resumes in a single process and exports."""
+    from safetensors.torch import load_file
+
+    from fada.stages.export import run as export
+
+    manifest, tdir = teacher
+    env = {"FADA_FSDP_CPU": "1"}
+
+    def args(out, steps):
+        return ["distill", "--recipe", "tiny-fast", *TINY_TEST_MODEL, f"data.manifest={manifest}",
+                f"distill.teacher={tdir}", f"train.output_dir={out}", "data.batch_size=1",
+                f"train.max_steps={steps}", "train.checkpoint_every=2", "train.ema_decay=0.9"]
+
+    out = torchrun(args(tmp_path / "a", 4), env)
+    assert "FSDP2: parameters sharded over 2 processes" in out.stdout + out.stderr
+    torchrun(args(tmp_path / "b", 2), env)
+    torchrun(args(tmp_path / "b", 4), env)  # resume=auto from step 2, under FSDP
+    ca, cb = latest_checkpoint(tmp_path / "a"), latest_checkpoint(tmp_path / "b")
+    a, b = load_file(str(ca / "model.safetensors")), load_file(str(cb / "model.safetensors"))
+    from fada.stages.train_teacher import load_avatar
+
+    full = {n: p.shape for n, p in load_avatar(tmp_path / "a").state_dict().items()}  # unsharded shapes
+    assert set(a) == set(b) == set(full) and all(a[k].shape == full[k] for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5, msg=k)
+    ema_a, ema_b = load_file(str(ca / "ema.safetensors")), load_file(str(cb / "ema.safetensors"))
+    for k in ema_a:
+        torch.testing.assert_close(ema_a[k], ema_b[k], rtol=0, atol=1e-5, msg=k)
+    from fada.training.state import optimizer_state_from_files
+
+    state, groups = optimizer_state_from_files(ca)
+    assert len(groups[0]["params"]) == len(state) and all("exp_avg" in s for s in state.values())
+    # portable: the FSDP checkpoint resumes in one process (no sharding) and exports
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "c")
+    r = load_recipe("tiny-fast", TINY_TEST_MODEL + [
+        f"data.manifest={manifest}", f"distill.teacher={tdir}", f"train.output_dir={tmp_path / 'c'}",
+        "data.batch_size=1", "train.max_steps=5", "train.checkpoint_every=5", "train.ema_decay=0.9"], stage="distill")
+    assert run(r, progress=False).step == 5
+    assert (export(tmp_path / "a", tmp_path / "model", dtype="fp32") / "net").is_dir()
