@@ -115,6 +115,7 @@ class ClipStore:
                 self.lengths.append(n)
         if not self.paths:
             raise FadaError(f"no clip has the {min_frames} frames a training item needs")
+        self.vae = self.frontend = None  # the files are written: data workers receive paths, not models
         with safe_open(str(self.paths[0]), "pt") as f:
             self.latent_shape = tuple(f.get_slice("latents").get_shape()[1:])
 

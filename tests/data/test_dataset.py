@@ -31,8 +31,8 @@ def store(rows, cache, vae=None, fe=None, **kw):
 def test_slices_equal_the_whole_clip(rows, tmp_path):
     from fada.data.media import read_audio, read_video
 
-    s = store(rows, tmp_path)
-    fe = s.frontend
+    fe = MelFrontEnd(n_mels=8, window=2)
+    s = store(rows, tmp_path, fe=fe)
     frames, _ = read_video(rows[0]["video"])
     whole = window_features(fe.frame_features(read_audio(rows[0]["wav"], fe.sample_rate), len(frames), 25), 2)
     T = s.num_frames(0)
