@@ -58,18 +58,18 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def default_guidance(kind: str, cfg_mode: str, guidance=None) -> tuple[float, float]:
     """(cfg_audio, cfg_ref) a model folder starts with: the recipe's ``model.cfg.guidance`` when set, else paper
-    §4.1's 6.5/2.5 without CFG distillation and 6.5/2.0 for CFG-distilled models."""
+    §4.1's 6.5/2.5 for multi-CFG sampling (teacher, Balanced) and 6.5/2.0 for Fast models."""
     if guidance is not None:
         return float(guidance[0]), float(guidance[1])
-    g = DISTILLED_GUIDANCE if kind == "fast" and cfg_mode != "none" else TEACHER_GUIDANCE
+    # a Fast net learned guided targets: told the scales (CFG-distilled), or at the fixed 6.5 / 2.0 it was trained
+    # with when it cannot be told them (cfg mode 'none'; fada.training.distill.sample_scales)
+    g = DISTILLED_GUIDANCE if kind == "fast" else TEACHER_GUIDANCE
     return float(g.cfg_a), float(g.cfg_r)
 
 
 def supported_modes(kind: str, cfg_mode: str) -> tuple[str, ...]:
-    """Modes a folder of this kind can run. A Fast net without CFG conditioning is an ordinary conditional
-    student, so it can also run Balanced-style multi-CFG; one told the scales (tokens, layer, time_embed) cannot."""
-    if kind == "fast" and cfg_mode == "none":
-        return ("fast", "balanced")
+    """Modes a folder of this kind can run: its own. A Fast net's output already holds guidance (its targets were
+    the multi-CFG teacher's), so the Balanced mode's multi-CFG passes on top would guide it twice."""
     return (kind,)
 
 

@@ -296,8 +296,8 @@ class FadaPipeline:
         if mode not in spec.modes:
             why = ""
             if spec.kind == "fast" and mode == "balanced":
-                why = (f": its net is told the CFG scales (cfg mode {spec.cfg_mode!r}) and was not trained for "
-                       f"multi-CFG passes")
+                why = (": it was distilled on the guided teacher's output, so multi-CFG passes on top would apply "
+                       "guidance twice")
             elif spec.kind == "teacher":
                 why = ": a teacher samples with DDIM; distill it (`fada distill`) for the 6-step modes"
             raise FadaError(f"--mode {mode}: the {spec.kind} model at {spec.root} runs only "

@@ -139,3 +139,24 @@ def test_video_noise_prior_is_drawn_once_per_video(pipes, share):
     same = torch.equal(noise, noise[:, :, :1].expand_as(noise))
     assert same == (share == 1.0)
     assert abs(float(noise.std()) - 1.0) < 0.1
+
+
+@pytest.mark.parametrize("mode,nfe", [("teacher", 75), ("balanced", 18), ("fast", 6)])
+def test_nfe_counted_from_the_denoiser_calls(pipes, mode, nfe):
+    """Denoiser passes (batch rows through the denoising net) per clip, counted where they happen, not from the
+    plan's arithmetic: 25 DDIM steps x 3 branches, 6 PeRFlow steps x 3, 6 x 1 (at cfg 6.5 / 2.0)."""
+    import numpy as np
+
+    pipe = pipes[mode]
+    rows = []
+    hook = pipe.net.denoising_net.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        F, fps = pipe.model_cfg.num_frames, pipe.model_cfg.fps
+        audio = np.random.default_rng(0).standard_normal(int(2 * F / fps * 16000)).astype(np.float32) * 0.1
+        frames = np.concatenate(list(pipe.generate_frames(np.full((32, 32, 3), 128, np.uint8), audio, crop=False,
+                                                          mode=mode, cfg_audio=6.5, cfg_ref=2.0)))
+    finally:
+        hook.remove()
+    clips = -(-len(frames) // F)
+    assert clips == 2 and sum(rows) == nfe * clips, (rows, len(frames))
+    assert pipe.plan(mode, cfg_audio=6.5, cfg_ref=2.0).nfe_per_clip == nfe

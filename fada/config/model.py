@@ -131,6 +131,9 @@ class CFGConfig:
     timestep embedding, ω-conditioning), 'none' (no CFG conditioning; the teacher and the Balanced student)."""
     n_tokens: int = _f(4, ge=1)
     """Tokens per learnable set γ (and per CFG embedding)."""
+    normalize: bool = False
+    """LayerNorm on the CFG embedding before the CFG layers read it. False: Eq. 10 as written, the embedding linear
+    in the scales; True: the normalised variant (each token centred and rescaled, which drops the scale)."""
     guidance: Optional[list[float]] = _f(None, ge=0.0)
     """[cfg_audio, cfg_ref]: the default multi-CFG scales (Eq. 9) written into a model exported from this recipe;
     null: the paper's (6.5 / 2.5; 6.5 / 2.0 for CFG-distilled students). `fada generate --cfg-audio/--cfg-ref`

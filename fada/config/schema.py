@@ -85,8 +85,6 @@ class TeacherConfig:
     """P(audio dropped): learns the reference-only branch ε_r of multi-CFG."""
     ref_drop: float = _f(0.05, ge=0.0, le=1.0)
     """P(audio and reference dropped together): learns the unconditional branch ε_b."""
-    motion_zero: float = _f(0.1, ge=0.0, le=1.0)
-    """P(motion frames zeroed), as for the first clip of a video."""
     timesteps: Literal["uniform", "lognormal"] = "uniform"
     """Train timesteps: 'uniform' on the 1000 steps (Eq. 1, SD1.5), or 'lognormal' on the noise-to-signal ratio
     σ = √(1−ᾱ)/√ᾱ, ln σ ~ N(lognormal_mean, lognormal_std²) (EDM's training distribution: far more samples at
@@ -136,7 +134,8 @@ class DistillConfig:
     variant: Literal["balanced", "fast", "rflow"] = "fast"
     """balanced: teacher at guidance 1 on the student's dropped conditions (student keeps multi-CFG);
     fast: teacher with multi-CFG (Eq. 9) at sampled scales, student told the scales (model.cfg.mode);
-    rflow: plain rectified-flow baseline (one window, velocity target)."""
+    rflow: the rectified-flow baseline of Table 2 (one window, velocity target), distilled and sampled like
+    balanced (guidance-1 teacher on dropped conditions, multi-CFG at sampling; model.cfg.mode none)."""
     num_windows: int = _f(4, ge=1, le=50)
     """PeRFlow windows K (paper: 4)."""
     solver_steps: int = _f(8, ge=1)
@@ -152,9 +151,9 @@ class DistillConfig:
     cfg_ref_range: list[float] = _f([1.0, 4.0], ge=0.0)
     """Range cfg_r is drawn from per sample (covers 2.0 and 2.5)."""
     audio_drop: float = _f(0.05, ge=0.0, le=1.0)
-    """Balanced: P(audio dropped) for the student's own conditions."""
+    """Balanced and rflow: P(audio dropped) for the student's own conditions."""
     ref_drop: float = _f(0.05, ge=0.0, le=1.0)
-    """Balanced: P(audio and reference dropped)."""
+    """Balanced and rflow: P(audio and reference dropped)."""
     mixed: MixedSupervisionConfig = field(default_factory=MixedSupervisionConfig)
     trainable: list[str] = _f(["all"])
     """Which student parameters distillation trains: 'all' (the paper), or a list of groups from reference_net,
@@ -292,9 +291,9 @@ class DistillRecipe:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def check(self) -> list[str]:
-        if self.distill.variant == "balanced" and self.model.cfg.mode != "none":
-            return ["model.cfg.mode: a balanced student keeps multi-CFG at inference and takes no CFG conditioning; "
-                    "use 'none'"]
+        if self.distill.variant in ("balanced", "rflow") and self.model.cfg.mode != "none":
+            return [f"model.cfg.mode: a {self.distill.variant} student keeps multi-CFG at inference and takes no CFG "
+                    "conditioning; use 'none'"]
         return []
 
 

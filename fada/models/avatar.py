@@ -297,7 +297,7 @@ class AvatarNet(nn.Module):
             "denoising_net": {"unet": dn_unet, "temporal_heads": dn.temporal_heads, "max_frames": dn.max_frames,
                               "cfg_dim": dn.cfg_dim, "time_cond_dim": dn.time_cond_dim,
                               "bank_positions": dn.bank_positions, "reference_concat": dn.reference_concat,
-                              "motion_concat": dn.motion_concat},
+                              "motion_concat": dn.motion_concat, "cfg_norm": dn.cfg_norm},
             "audio_proj": _audio_config(self.audio_proj),
             "cfg": self.cfg.config,
         }
@@ -324,7 +324,8 @@ class AvatarNet(nn.Module):
                                dc["max_frames"], dc.get("cfg_dim"), dc.get("time_cond_dim"),
                                bank_positions=bool(dc.get("bank_positions", False)),
                                reference_concat=bool(dc.get("reference_concat", False)),
-                               motion_concat=bool(dc.get("motion_concat", False)))
+                               motion_concat=bool(dc.get("motion_concat", False)),
+                               cfg_norm=bool(dc.get("cfg_norm", True)))  # folders from before the option: normed
         except (KeyError, TypeError) as e:
             raise FadaError(f"model config is incomplete or malformed ({type(e).__name__}: {e})") from None
         try:
@@ -378,7 +379,8 @@ class AvatarNet(nn.Module):
         return model.eval()
 
     @classmethod
-    def from_teacher(cls, teacher: "AvatarNet", cfg_mode: str, n_tokens: Optional[int] = None) -> "AvatarNet":
+    def from_teacher(cls, teacher: "AvatarNet", cfg_mode: str, n_tokens: Optional[int] = None,
+                     cfg_norm: bool = False) -> "AvatarNet":
         """A student with the teacher's weights; its new CFG layers / tokens / cond_proj start at their init
         (CFG layer and cond_proj outputs zero, so the student initially equals the teacher)."""
         if cfg_mode not in CFG_MODES:
@@ -387,6 +389,7 @@ class AvatarNet(nn.Module):
         d = teacher.cross_attention_dim
         top["student"], top["cfg_mode"] = True, cfg_mode
         parts["denoising_net"]["cfg_dim"] = d if cfg_mode in ("tokens", "layer") else None
+        parts["denoising_net"]["cfg_norm"] = bool(cfg_norm)
         parts["denoising_net"]["time_cond_dim"] = TIME_COND_DIM if cfg_mode == "time_embed" else None
         parts["cfg"] = {"mode": cfg_mode, "n_tokens": int(n_tokens or teacher.cfg.n_tokens), "dim": d,
                         "time_cond_dim": TIME_COND_DIM}
@@ -437,7 +440,7 @@ def build_avatar_net(model_cfg, student: bool = False, latent_channels: Optional
                        cfg_dim=d if student and mode in ("tokens", "layer") else None,
                        time_cond_dim=TIME_COND_DIM if student and mode == "time_embed" else None,
                        bank_positions=ucfg.bank_positions, reference_concat=ucfg.reference_concat,
-                       motion_concat=ucfg.motion_concat)
+                       motion_concat=ucfg.motion_concat, cfg_norm=model_cfg.cfg.normalize)
     try:
         audio = build_audio_projection(model_cfg.audio, afs, out_dim=d)
     except ValueError as e:

@@ -86,16 +86,19 @@ class TemporalAttention(nn.Module):
 
 
 class CFGCrossAttention(nn.Module):
-    """CFG layer: cross-attention from the spatial tokens to the CFG embedding tokens; zero-init output; residual."""
+    """CFG layer: cross-attention from the spatial tokens to the CFG embedding tokens (Eq. 10's Emb_cfg as given,
+    or layer-normalised with ``normalize``); zero-init output; residual."""
 
     _fada_attention_layer = True
 
-    def __init__(self, channels: int, heads: int, cfg_dim: int):
+    def __init__(self, channels: int, heads: int, cfg_dim: int, normalize: bool = False):
         super().__init__()
         self.heads = int(heads)
         self.attention_backend = "sdpa"
         self.norm = nn.LayerNorm(channels)
-        self.norm_cfg = nn.LayerNorm(cfg_dim)
+        # Eq. 10 builds Emb_cfg linear in (cfg_a, cfg_r); a LayerNorm on it would erase that scale structure (the
+        # embeddings of (6.5, 2.0) and (8, 2.46) differ by 23.5 % before a norm, 2.2 % after). Off: the paper.
+        self.norm_cfg = nn.LayerNorm(cfg_dim) if normalize else nn.Identity()
         self.to_q = nn.Linear(channels, channels, bias=False)
         self.to_k = nn.Linear(cfg_dim, channels, bias=False)
         self.to_v = nn.Linear(cfg_dim, channels, bias=False)
@@ -118,12 +121,13 @@ class SpatialTemporalBlock(nn.Module):
     CFG tokens) from ``cross_attention_kwargs``.
     """
 
-    def __init__(self, spatial: nn.Module, temporal_heads: int, max_frames: int, cfg_dim: Optional[int]):
+    def __init__(self, spatial: nn.Module, temporal_heads: int, max_frames: int, cfg_dim: Optional[int],
+                 cfg_norm: bool = False):
         super().__init__()
         channels = int(spatial.config.in_channels)
         attn1 = spatial.transformer_blocks[0].attn1
         self.spatial = spatial
-        self.cfg = CFGCrossAttention(channels, attn1.heads, cfg_dim) if cfg_dim else None
+        self.cfg = CFGCrossAttention(channels, attn1.heads, cfg_dim, cfg_norm) if cfg_dim else None
         self.temporal = TemporalAttention(channels, temporal_heads, max_frames)
         self.gradient_checkpointing = False
 
@@ -176,8 +180,9 @@ class DenoisingNet(nn.Module):
 
     def __init__(self, unet, temporal_heads: int = 8, max_frames: int = 32, cfg_dim: Optional[int] = None,
                  time_cond_dim: Optional[int] = None, attention_backend: str = "sdpa", bank_positions: bool = False,
-                 reference_concat: bool = False, motion_concat: bool = False):
+                 reference_concat: bool = False, motion_concat: bool = False, cfg_norm: bool = False):
         super().__init__()
+        self.cfg_norm = bool(cfg_norm)
         self.bank_positions = bool(bank_positions)
         self.reference_concat, self.motion_concat = bool(reference_concat), bool(motion_concat)
         self.latent_channels = int(unet.config.out_channels)
@@ -195,7 +200,7 @@ class DenoisingNet(nn.Module):
         install_processors(self.unet, BankReadProcessor, attention_backend)
         for attentions in _transformer_lists(unet):
             for i, tr in enumerate(attentions):
-                attentions[i] = SpatialTemporalBlock(tr, temporal_heads, max_frames, self.cfg_dim)
+                attentions[i] = SpatialTemporalBlock(tr, temporal_heads, max_frames, self.cfg_dim, self.cfg_norm)
         self.set_attention_backend(attention_backend)
 
     def base_unet_config(self) -> dict:

@@ -107,7 +107,7 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     teacher = load_teacher(recipe, vae.latent_channels, frontend.feature_shape).to(device)  # where accelerate trains
     dataset = build_data(recipe, frontend, vae, progress)
     del vae, frontend  # the clips are cached: neither is needed while training
-    student = AvatarNet.from_teacher(teacher, m.cfg.mode, n_tokens=m.cfg.n_tokens)
+    student = AvatarNet.from_teacher(teacher, m.cfg.mode, n_tokens=m.cfg.n_tokens, cfg_norm=m.cfg.normalize)
     teacher.to(dtype=weight_dtype(recipe.train))  # frozen: the training dtype (train.frozen_dtype)
     if "lora" in d.trainable:
         add_lora(student, d.lora_rank, d.lora_alpha)

@@ -3,8 +3,7 @@
 The checkpoint's ``recipe.yaml`` says what it is: ``stage: teacher`` -> a teacher folder (DDIM 25 steps,
 multi-CFG); ``stage: distill`` with ``distill.variant`` balanced | fast | rflow -> a student folder (PeRFlow with
 ``distill.inference_steps`` steps over ``distill.num_windows`` windows, extra steps where ``distill.extra_steps``
-puts them; rflow students behave like balanced ones
-with one window, or like fast ones when told the CFG scales). ``state.json``'s ``kind``, when a stage wrote one,
+puts them; rflow students are balanced ones with one window). ``state.json``'s ``kind``, when a stage wrote one,
 takes precedence. Only the recipe's ``model:`` section is validated (the training data need not exist any more).
 """
 
@@ -94,9 +93,12 @@ def read_checkpoint_meta(ckpt: Path) -> dict:
     extra = str(dist.get("extra_steps", d.extra_steps))
     if extra not in EXTRA_STEPS:
         raise FadaError(f"{recipe_file}: distill.extra_steps {extra!r} is not one of {', '.join(EXTRA_STEPS)}")
-    if kind == "rflow":
+    if kind == "rflow":  # distilled like balanced (guidance-1 targets): sampled with multi-CFG, one window
         windows = 1
-        kind = "fast" if model_cfg.cfg.mode != "none" else "balanced"
+        if model_cfg.cfg.mode != "none":
+            raise FadaError(f"{recipe_file}: an rflow student takes no CFG conditioning (cfg mode "
+                            f"{model_cfg.cfg.mode!r}); it was trained by a fada version that guided it twice")
+        kind = "balanced"
     if kind == "teacher":
         steps, windows, extra = 25, 0, "early"
 

@@ -126,7 +126,7 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
         net.enable_gradient_checkpointing()
     out = Path(recipe.train.output_dir)
     save_resolved(recipe, out)
-    dropout = ConditionDropout(tcfg.audio_drop, tcfg.ref_drop, tcfg.motion_zero)
+    dropout = ConditionDropout(tcfg.audio_drop, tcfg.ref_drop)
     timesteps = TimestepSampling(tcfg.timesteps, tcfg.lognormal_mean, tcfg.lognormal_std)
     pixel_weight = None
     if tcfg.mouth_weight > 0:

@@ -39,17 +39,16 @@ class ConditionDropout:
     audio_drop: float
     """P(audio dropped, reference kept): the ε_r branch of Eq. 9."""
     ref_drop: float
-    """P(audio and reference dropped together): the ε_b branch."""
-    motion_zero: float
-    """P(motion frames zeroed), as for the first clip of a video."""
+    """P(audio and reference dropped together): the ε_b branch. The reference is never dropped alone: Eq. 9's
+    branches are (audio, ref), (ref) and (none)."""
 
-    def sample(self, batch: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor, Tensor]:
-        """keep_audio, keep_ref, zero_motion: (B,) bool each."""
+    def sample(self, batch: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
+        """keep_audio, keep_ref: (B,) bool each; one uniform draw per sample decides both, so that a dropped
+        reference always comes with dropped audio."""
         u = torch.rand(batch, generator=generator, device=device)
         drop_both = u < self.ref_drop
         drop_audio = drop_both | (u < self.ref_drop + self.audio_drop)
-        zero_motion = torch.rand(batch, generator=generator, device=device) < self.motion_zero
-        return ~drop_audio, ~drop_both, zero_motion
+        return ~drop_audio, ~drop_both
 
 
 def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alphas_cumprod: Tensor,
@@ -70,12 +69,12 @@ def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alph
     t = sample_train_timesteps(B, generator, ac, timesteps.kind, timesteps.mean, timesteps.std)
     eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
     z_t = add_noise(x0, eps, ac[t])
-    keep_audio, keep_ref, zero_motion = dropout.sample(B, generator, device)
+    keep_audio, keep_ref = dropout.sample(B, generator, device)
     if not use_audio:
         keep_audio = torch.zeros_like(keep_audio)
+    # motion frames are never zeroed: the first clip of a video has the reference as its past, in the dataset
+    # (a clip start) and at generation alike, so a zero-motion condition would be one the model never meets
     motion = batch["motion"]
-    if motion.shape[1] > 0:
-        motion = torch.where(zero_motion[:, None, None, None, None], torch.zeros_like(motion), motion)
     pred = net(z_t, t.float(), batch["audio"], None, keep_audio=keep_audio, keep_ref=keep_ref,
                ref_latents=batch["ref"], motion_latents=motion if motion.shape[1] > 0 else None)
     per = per_sample_mse(pred, eps, pixel_weight)

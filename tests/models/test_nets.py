@@ -13,6 +13,10 @@ from fada.models.denoising_net import DenoisingNet, TemporalAttention
 from fada.models.loading import load_sd_unet
 from fada.models.reference_net import ReferenceNet
 
+# Equal up to float32 accumulation order: conv and matmul kernels sum in different orders on different CPUs (an
+# AVX-512 machine gave 1.8187e-01 where this one gives 1.8188e-01), so exact-to-1e-6 comparisons are not portable.
+FP32_RTOL, FP32_ATOL = 1e-5, 1e-5
+
 C, HW, F, M, D = 12, 16, 4, 2, 32
 
 
@@ -80,10 +84,10 @@ def test_denoising_net_equals_sd_unet_at_init(nets):
     expect = _plain_frames(plain, z, t, audio)
     out = den(z, t, audio)
     assert out.shape == z.shape
-    assert torch.allclose(out, expect, atol=1e-6, rtol=0)
+    assert torch.allclose(out, expect, atol=FP32_ATOL, rtol=FP32_RTOL)
     bank = ref(r, m)  # with a bank that no sample keeps, still plain SD
     out2 = den(z, t, audio, bank=bank, keep_ref=torch.tensor([False, False]))
-    assert torch.allclose(out2, expect, atol=1e-6, rtol=0)
+    assert torch.allclose(out2, expect, atol=FP32_ATOL, rtol=FP32_RTOL)
 
 
 @torch.no_grad()
@@ -93,7 +97,7 @@ def test_reference_net_equals_sd_unet(nets):
     bank, sample = ref(r, m, return_sample=True)
     x = torch.cat([r[:, None], m], 1).reshape(-1, C, HW, HW)
     expect = plain(x, torch.zeros(x.shape[0]), encoder_hidden_states=torch.zeros(x.shape[0], 5, D)).sample
-    assert torch.allclose(sample, expect, atol=1e-6, rtol=0)
+    assert torch.allclose(sample, expect, atol=FP32_ATOL, rtol=FP32_RTOL)
     assert bank.batch_size == 2 and bank.views == 1 + M
     assert sorted(bank.tokens) == sorted(ref.bank_layers())
     first = bank.tokens[ref.bank_layers()[0]]
@@ -177,10 +181,10 @@ def test_cfg_layers_and_time_embed_do_not_disturb_sd_at_init(sd_folder):
     expect = _plain_frames(plain, z, t, audio)
     den = DenoisingNet(load_sd_unet(root), 4, 8, cfg_dim=D).eval()
     tokens = torch.randn(2, 3, D)
-    assert torch.allclose(den(z, t, audio, cfg_tokens=tokens), expect, atol=1e-6, rtol=0)
+    assert torch.allclose(den(z, t, audio, cfg_tokens=tokens), expect, atol=FP32_ATOL, rtol=FP32_RTOL)
     den_t = DenoisingNet(load_sd_unet(root), 4, 8, time_cond_dim=TIME_COND_DIM).eval()
     tc = cfg_scale_embedding(torch.tensor([[6.5, 2.0], [3.0, 1.0]]), TIME_COND_DIM)
-    assert torch.allclose(den_t(z, t, audio, timestep_cond=tc), expect, atol=1e-6, rtol=0)
+    assert torch.allclose(den_t(z, t, audio, timestep_cond=tc), expect, atol=FP32_ATOL, rtol=FP32_RTOL)
     # once trained (non-zero), the CFG tokens do reach the output
     for n, p in den.named_parameters():
         if ".cfg.to_out" in n:

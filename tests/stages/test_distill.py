@@ -35,7 +35,7 @@ def recipe(teacher, out, name="tiny-fast", *extra):
     ("tiny-fast", []), ("tiny-balanced", []), ("tiny-fast", ["model.cfg.mode=time_embed", "distill.mixed.mode=off"]),
     ("tiny-fast", ["model.cfg.mode=layer", "distill.mixed.mode=fixed"]),
     ("tiny-fast", ["model.cfg.mode=none", "distill.mixed.mode=adaptive_unlimited"]),
-    ("tiny-fast", ["distill.variant=rflow"]),
+    ("tiny-balanced", ["distill.variant=rflow"]),
     ("tiny-balanced", ["distill.timesteps=inference", "distill.mixed.mode=off"]),
 ])
 def test_variants_train_and_log(teacher, tmp_path, name, extra):
@@ -241,3 +241,34 @@ def test_fsdp_on_two_processes_saves_full_tensors_and_resumes(teacher, tmp_path)
         "data.batch_size=1", "train.max_steps=5", "train.checkpoint_every=5", "train.ema_decay=0.9"], stage="distill")
     assert run(r, progress=False).step == 5
     assert (export(tmp_path / "a", tmp_path / "model", dtype="fp32") / "net").is_dir()
+
+
+def test_rflow_is_a_balanced_student_sampled_with_multi_cfg(teacher, tmp_path):
+    """Table 2's RFlow baseline: guidance-1 targets, so it is exported as a one-window Balanced model whose multi-CFG
+    at sampling is the only guidance (before, it distilled the guided teacher and was guided again)."""
+    from fada.errors import ConfigError
+    from fada.export import read_spec
+    from fada.pipeline import FadaPipeline
+    from fada.stages.export import run as export
+
+    run(recipe(teacher, tmp_path / "r", "tiny-balanced", "distill.variant=rflow"), progress=False)
+    spec = read_spec(export(tmp_path / "r", tmp_path / "m", dtype="fp32"))
+    assert (spec.kind, spec.variant, spec.num_windows, spec.modes) == ("balanced", "rflow", 1, ("balanced",))
+    assert FadaPipeline.from_pretrained(spec.root).plan().nfe_per_clip == 18
+    with pytest.raises(ConfigError, match="model.cfg.mode"):
+        recipe(teacher, tmp_path / "x", "tiny-fast", "distill.variant=rflow")
+
+
+def test_fast_without_cfg_distillation_records_its_trained_scales_and_refuses_balanced(teacher, tmp_path):
+    """A Fast student told no scales learned the teacher guided at 6.5 / 2.0: its folder says so, and running it with
+    multi-CFG passes on top (Balanced mode) is refused as double guidance."""
+    from fada.export import read_spec
+    from fada.pipeline import FadaPipeline
+    from fada.stages.export import run as export
+
+    run(recipe(teacher, tmp_path / "f", "tiny-fast", "model.cfg.mode=none", "model.cfg.guidance=null",
+               "train.max_steps=2"), progress=False)
+    spec = read_spec(export(tmp_path / "f", tmp_path / "m", dtype="fp32"))
+    assert (spec.cfg_audio, spec.cfg_ref) == (6.5, 2.0) and spec.modes == ("fast",)
+    with pytest.raises(FadaError, match="guidance twice"):
+        FadaPipeline.from_pretrained(spec.root).plan("balanced")

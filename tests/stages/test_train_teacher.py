@@ -52,7 +52,7 @@ def test_loss_falls_when_overfitting_one_batch(manifest, tmp_path):
     losses = []
     for _ in range(40):
         g = torch.Generator().manual_seed(0)  # the same t and noise every step: pure overfitting
-        loss, _ = teacher_loss(net, batch, g, ac, ConditionDropout(0.0, 0.0, 0.0))
+        loss, _ = teacher_loss(net, batch, g, ac, ConditionDropout(0.0, 0.0))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -9,7 +9,7 @@ from fada.training.teacher import ConditionDropout
 
 def _settings(**kw):
     base = dict(variant="balanced", num_windows=4, solver_steps=4, cfg_audio_range=(1.0, 8.0),
-                cfg_ref_range=(1.0, 4.0), dropout=ConditionDropout(0.0, 0.0, 0.0), mixed_mode="off",
+                cfg_ref_range=(1.0, 4.0), dropout=ConditionDropout(0.0, 0.0), mixed_mode="off",
                 mixed_kwargs={}, student_cfg_mode="none")
     base.update(kw)
     return DistillSettings(**base)
@@ -42,3 +42,115 @@ def test_settings_carry_the_timesteps():
                                     "none")
     assert (s.timesteps, s.inference_steps, s.extra_steps) == ("inference", 8, "late")
     assert DistillSettings.from_config(DistillConfig(), "tokens").timesteps == "uniform"
+
+
+# ---- distill_loss against an independent computation --------------------------------------------------------------
+
+class FakeTeacher:
+    """ε = 0.1·z + 0.3·keep_audio + 0.2·keep_ref per sample; records the batch rows of every pass."""
+
+    def __init__(self):
+        self.rows = []
+
+    def encode_bank(self, ref, motion):
+        return None
+
+    def model_fn(self, bank, audio):
+        def fn(z, t, keep_audio=None, keep_ref=None):
+            self.rows.append(z.shape[0])
+            ka = keep_audio.float().reshape(-1, 1, 1, 1, 1)
+            kr = keep_ref.float().reshape(-1, 1, 1, 1, 1)
+            return 0.1 * z + 0.3 * ka + 0.2 * kr
+        return fn
+
+
+class FakeStudent(torch.nn.Module):
+    """Predicts ε = w·z (one weight); records what it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.5))
+        self.calls = []
+
+    def forward(self, z, t, audio, bank, keep_audio=None, keep_ref=None, cfg_scales=None, ref_latents=None,
+                motion_latents=None):
+        self.calls.append(dict(z=z.detach().clone(), t=t, keep_audio=keep_audio, keep_ref=keep_ref,
+                               cfg_scales=cfg_scales))
+        return self.w * z
+
+    def eps_loss_weight(self, t, keep_ref):
+        return None
+
+
+def _batch(B=3):
+    g = torch.Generator().manual_seed(7)
+    return {"x0": torch.randn(B, 4, 2, 3, 3, generator=g), "ref": torch.zeros(B, 4, 3, 3),
+            "motion": torch.zeros(B, 0, 4, 3, 3), "audio": torch.zeros(B, 2, 1, 1, 1)}
+
+
+def _expected(variant, batch, seed, s):
+    """The loss by hand: the same draws in the same order, Eq. 9 written out, the two halves as documented."""
+    from fada.diffusion import (ddim_solve, ground_truth_endpoint, perflow_target, perflow_window,
+                                sd15_alphas_cumprod)
+
+    ac = sd15_alphas_cumprod()
+    x0 = batch["x0"]
+    B = x0.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(1, 1001, (B,), generator=g).float() / 1000
+    eps = torch.randn(x0.shape, generator=g)
+    w = perflow_window(x0, eps, t, s.num_windows, ac)
+    if variant == "fast":
+        u = torch.rand(B, 2, generator=g)
+        scales = torch.tensor([1.0, 1.0]) + u * torch.tensor([7.0, 3.0])
+        ca, cr = scales[:, 0].reshape(-1, 1, 1, 1, 1), scales[:, 1].reshape(-1, 1, 1, 1, 1)
+
+        def eps_fn(z, tt):  # Eq. 9: ε_b + cfg_r(ε_r − ε_b) + cfg_a(ε_a − ε_r)
+            e_a, e_r, e_b = 0.1 * z + 0.5, 0.1 * z + 0.2, 0.1 * z
+            return e_b + cr * (e_r - e_b) + ca * (e_a - e_r)
+    else:  # guidance 1 on the student's own conditions: nothing dropped at rates 0
+        scales = None
+
+        def eps_fn(z, tt):
+            return 0.1 * z + 0.5
+    z_t, eps_hat = perflow_target(w, ddim_solve(eps_fn, w.z_s, w.index_s, w.index_e, s.solver_steps, ac))
+    z_gt, eps_gt = perflow_target(w, ground_truth_endpoint(x0, eps, w.ab_e))
+    return z_t, eps_hat, z_gt, eps_gt, scales
+
+
+@pytest.mark.parametrize("variant", ["balanced", "fast", "rflow"])
+def test_distill_loss_pairs_inputs_targets_and_scales(variant):
+    from fada.diffusion import sd15_alphas_cumprod
+    from fada.training.distill import distill_loss
+
+    s = _settings(variant=variant, num_windows=1 if variant == "rflow" else 4,
+                  student_cfg_mode="tokens" if variant == "fast" else "none", mixed_mode="fixed",
+                  mixed_kwargs=dict(s=0.25, w0=0.2, r_peak=30.0, r_dead=100.0, fixed=0.5))
+    batch, teacher, student = _batch(), FakeTeacher(), FakeStudent()
+    loss, _ = distill_loss(student, teacher, batch, torch.Generator().manual_seed(11), sd15_alphas_cumprod(), s)
+    z_t, eps_hat, z_gt, eps_gt, scales = _expected(variant, batch, 11, s)
+    B = batch["x0"].shape[0]
+    # the guided teacher runs its three Eq. 9 branches as one batch of 3B; Balanced and RFlow one pass of B
+    assert set(teacher.rows) == {3 * B if variant == "fast" else B}
+    call = student.calls[-1]
+    torch.testing.assert_close(call["z"][:B], z_t, rtol=1e-5, atol=1e-5)  # first half: the teacher-supervised input
+    torch.testing.assert_close(call["z"][B:], z_gt, rtol=1e-5, atol=1e-5)  # second half: the ground-truth one
+    if variant == "fast":  # the student is told exactly the scales the teacher was guided with, in both halves
+        torch.testing.assert_close(call["cfg_scales"], torch.cat([scales, scales]))
+    else:
+        assert call["cfg_scales"] is None
+    l_d = ((0.5 * z_t - eps_hat) ** 2).flatten(1).mean(1)
+    l_gt = ((0.5 * z_gt - eps_gt) ** 2).flatten(1).mean(1)
+    if variant == "rflow":  # velocity target: both halves rescaled alike
+        from fada.diffusion import sd15_alphas_cumprod as sac, velocity_weight
+
+        g = torch.Generator().manual_seed(11)
+        t = torch.randint(1, 1001, (B,), generator=g).float() / 1000
+        vw = velocity_weight(t, 1, sac())
+        l_d, l_gt = l_d * vw, l_gt * vw
+    torch.testing.assert_close(loss, (l_d + 0.5 * l_gt).mean().float(), rtol=1e-4, atol=1e-6)  # Eq. 7, W = 0.5
+
+
+def test_rflow_distils_the_unguided_teacher():
+    assert not _settings(variant="rflow").guided_teacher and not _settings(variant="balanced").guided_teacher
+    assert _settings(variant="fast").guided_teacher

@@ -54,7 +54,7 @@ def test_teacher_loss_weights_the_error_per_position():
     pred = torch.randn(B, C, F, h, w, generator=torch.Generator().manual_seed(3))
     weight = region_weight_map(h, w, (0.5, 0.5, 1.0, 1.0), 3.0)
     ac = torch.linspace(0.99, 0.01, 1000)
-    drop = ConditionDropout(0.0, 0.0, 0.0)
+    drop = ConditionDropout(0.0, 0.0)
     loss, _ = teacher_loss(_ConstNet(pred), batch, torch.Generator().manual_seed(0), ac, drop, pixel_weight=weight)
     plain, _ = teacher_loss(_ConstNet(pred), batch, torch.Generator().manual_seed(0), ac, drop)
     # the same draws as teacher_loss: t (B,), then the noise
@@ -73,3 +73,15 @@ def test_default_mouth_box_is_where_curate_puts_the_mouth():
 
     margin = CurateConfig().face_margin
     np.testing.assert_allclose(TeacherConfig().mouth_box, mouth_box_in_crop(margin), atol=0.01)
+
+
+def test_condition_dropout_rates_over_many_draws():
+    """P(audio only dropped) = audio_drop, P(both dropped) = ref_drop, and the reference is never dropped alone."""
+    n = 200_000
+    keep_audio, keep_ref = ConditionDropout(0.15, 0.1).sample(n, torch.Generator().manual_seed(0), "cpu")
+    only_audio = (~keep_audio & keep_ref).float().mean().item()
+    both = (~keep_audio & ~keep_ref).float().mean().item()
+    assert only_audio == pytest.approx(0.15, abs=0.005) and both == pytest.approx(0.1, abs=0.005)
+    assert not (keep_audio & ~keep_ref).any()  # reference dropped implies audio dropped
+    ka, kr = ConditionDropout(0.0, 0.0).sample(1000, torch.Generator().manual_seed(1), "cpu")
+    assert ka.all() and kr.all()
