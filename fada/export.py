@@ -81,7 +81,7 @@ class ModelSpec:
     kind: str
     variant: str
     model: ModelConfig
-    sampler: str                      # "ddim" (teacher) | "perflow" (students)
+    sampler: str                      # "ddim" (teacher) | "perflow" (students) | "tcd" (the TCD baseline)
     steps: int
     num_windows: int                  # PeRFlow windows K (0 for the DDIM teacher)
     cfg_audio: float
@@ -94,6 +94,7 @@ class ModelSpec:
     alphas_cumprod: torch.Tensor = field(repr=False, default=None)
     source: dict = field(default_factory=dict)
     extra_steps: str = "early"        # PeRFlow: windows that get the steps mod K ('early' | 'late', step_times)
+    tcd: dict = field(default_factory=dict)  # TCD: {"gamma", "original_steps"}
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -129,7 +130,14 @@ def spec_for(net, model_cfg: ModelConfig, kind: str, steps: Optional[int] = None
 # writing
 
 
-def _scheduler_config(kind: str, num_windows: int, extra_steps: str = "early") -> tuple[object, str]:
+def _scheduler_config(kind: str, num_windows: int, extra_steps: str = "early",
+                      tcd: Optional[dict] = None) -> tuple[object, str]:
+    if tcd:
+        from diffusers import TCDScheduler
+
+        return TCDScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                            beta_schedule="scaled_linear", original_inference_steps=int(tcd["original_steps"]),
+                            prediction_type="epsilon", timestep_spacing="leading"), "tcd"
     if kind == "teacher":
         from diffusers import DDIMScheduler
 
@@ -169,7 +177,7 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
                        steps: Optional[int] = None, num_windows: int = 4, extra_steps: str = "early",
                        dtype: str = "fp16",
                        copy_vae: bool = True, copy_audio: bool = True, source: Optional[dict] = None,
-                       log=print) -> Path:
+                       log=print, tcd: Optional[dict] = None) -> Path:
     """Write a model folder for ``net`` (an AvatarNet) atomically (assembled beside ``out``, then renamed).
 
     kind: teacher | balanced | fast. steps: default sampler steps (teacher 25, students the recipe's 6);
@@ -191,7 +199,9 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
         if any(out.iterdir()) and not (out / SPEC_NAME).is_file():
             raise FadaError(f"{out}: exists and is not a model folder; choose another --out")
     steps = int(steps or (TEACHER_STEPS if kind == "teacher" else 6))
-    if kind != "teacher" and steps < num_windows:
+    if tcd and kind != "balanced":
+        raise FadaError("a TCD student samples with multi-CFG: export it as a balanced model")
+    if kind != "teacher" and not tcd and steps < num_windows:
         raise FadaError(f"{steps} steps < {num_windows} PeRFlow windows: PeRFlow needs a step per window")
     if extra_steps not in EXTRA_STEPS:
         raise FadaError(f"extra steps {extra_steps!r}: choose one of {', '.join(EXTRA_STEPS)}")
@@ -201,7 +211,7 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         net.save_pretrained(tmp / NET_DIR, dtype=DTYPES[dtype])
-        sched, sampler = _scheduler_config(kind, num_windows, extra_steps)
+        sched, sampler = _scheduler_config(kind, num_windows, extra_steps, tcd)
         sched.save_pretrained(str(tmp / SCHEDULER_DIR))
 
         mdict = to_dict(copy.deepcopy(model_cfg))
@@ -232,8 +242,11 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
         spec = {
             "format": FORMAT, "version": VERSION, "kind": kind, "variant": variant or kind,
             "model": mdict,
-            "sampler": {"name": sampler, "steps": steps, "num_windows": 0 if kind == "teacher" else int(num_windows),
-                        **({} if kind == "teacher" else {"extra_steps": extra_steps})},
+            "sampler": {"name": sampler, "steps": steps,
+                        "num_windows": 0 if kind == "teacher" or tcd else int(num_windows),
+                        **({} if kind == "teacher" or tcd else {"extra_steps": extra_steps}),
+                        **({"gamma": float(tcd["gamma"]), "original_steps": int(tcd["original_steps"])}
+                           if tcd else {})},
             "guidance": {"cfg_audio": cfg_a, "cfg_ref": cfg_r},
             "cfg_mode": net.cfg_mode,
             "latent_channels": int(net.latent_channels),
@@ -323,14 +336,20 @@ def read_spec(root) -> ModelSpec:
         raise FadaError(f"{spec_file}: bad model config: {'; '.join(e.problems)}") from None
 
     name = sampler.get("name")
-    want = "ddim" if kind == "teacher" else "perflow"
+    want = "ddim" if kind == "teacher" else ("tcd" if name == "tcd" and kind == "balanced" else "perflow")
     if name != want:
         raise FadaError(f"{spec_file}: a {kind} model samples with {want!r}, the spec says {name!r}")
     steps = sampler.get("steps")
     windows = sampler.get("num_windows", 0)
     if not isinstance(steps, int) or steps < 1 or not isinstance(windows, int) or windows < 0:
         raise FadaError(f"{spec_file}: sampler.steps / num_windows must be positive integers")
-    if kind != "teacher" and windows < 1:
+    tcd = {}
+    if name == "tcd":
+        try:
+            tcd = {"gamma": float(sampler["gamma"]), "original_steps": int(sampler["original_steps"])}
+        except (KeyError, TypeError, ValueError):
+            raise FadaError(f"{spec_file}: a TCD sampler needs numeric gamma and original_steps") from None
+    elif kind != "teacher" and windows < 1:
         raise FadaError(f"{spec_file}: a {kind} model needs sampler.num_windows >= 1")
     extra = sampler.get("extra_steps", "early")  # folders written before the option existed: the paper's placement
     if extra not in EXTRA_STEPS:
@@ -343,9 +362,9 @@ def read_spec(root) -> ModelSpec:
                                  float(sched["beta_end"]), str(sched["beta_schedule"]))
     except (KeyError, ValueError, TypeError) as e:
         raise FadaError(f"{sched_file}: bad noise schedule ({type(e).__name__}: {e})") from None
-    if kind != "teacher" and int(sched.get("num_windows", -1)) != windows:
+    if kind != "teacher" and not tcd and int(sched.get("num_windows", -1)) != windows:
         raise FadaError(f"{sched_file}: num_windows {sched.get('num_windows')} != {windows} in {spec_file.name}")
-    if kind != "teacher" and sched.get("extra_steps", "early") != extra:
+    if kind != "teacher" and not tcd and sched.get("extra_steps", "early") != extra:
         raise FadaError(f"{sched_file}: extra_steps {sched.get('extra_steps')!r} != {extra!r} in {spec_file.name}")
 
     lc = _need(data, "latent_channels", int, spec_file)
@@ -368,7 +387,7 @@ def read_spec(root) -> ModelSpec:
                      steps=steps, num_windows=windows, cfg_audio=cfg_a, cfg_ref=cfg_r, cfg_mode=cfg_mode,
                      latent_channels=lc, audio_feature_shape=tuple(int(x) for x in afs), dtype=dtype,
                      vae_path=vae_path, alphas_cumprod=ac, source=dict(data.get("source") or {}),
-                     extra_steps=extra)
+                     extra_steps=extra, tcd=tcd)
 
 
 def load_net(spec: ModelSpec, device=None, dtype: Optional[torch.dtype] = None):

@@ -68,6 +68,8 @@ class GenerationPlan:
     def describe(self) -> str:
         if self.sampler == "ddim":
             how = f"DDIM {self.steps} steps"
+        elif self.sampler == "tcd":
+            how = f"TCD {self.steps} steps"
         else:
             late = ", extra steps late" if self.extra_steps == "late" and self.steps % self.num_windows else ""
             how = f"PeRFlow {self.steps} steps ({self.num_windows} window{'s' * (self.num_windows != 1)}{late})"
@@ -315,12 +317,15 @@ class FadaPipeline:
         for name, v in (("--cfg-audio", cfg_a), ("--cfg-ref", cfg_r)):
             if not math.isfinite(v) or v < 0:
                 raise FadaError(f"{name} {v}: must be a finite number >= 0")
-        sampler = "ddim" if mode == "teacher" else "perflow"
-        windows = 0 if mode == "teacher" else spec.num_windows
+        sampler = "ddim" if mode == "teacher" else ("tcd" if spec.sampler == "tcd" else "perflow")
+        windows = 0 if sampler != "perflow" else spec.num_windows
         n = int(steps if steps is not None else spec.steps)
         if sampler == "ddim":
             if not 1 <= n <= 1000:
                 raise FadaError(f"--steps {n}: DDIM needs 1..1000 steps")
+        elif sampler == "tcd":
+            if not 1 <= n <= spec.tcd["original_steps"]:
+                raise FadaError(f"--steps {n}: TCD needs 1..{spec.tcd['original_steps']} steps")
         else:
             try:
                 step_times(n, windows, spec.extra_steps)
@@ -405,10 +410,28 @@ class FadaPipeline:
         ac = self.spec.alphas_cumprod
         if plan.sampler == "ddim":
             z = sample_ddim(eps_fn, z, plan.steps, ac, callback)
+        elif plan.sampler == "tcd":
+            z = self._sample_tcd(eps_fn, z, plan.steps, noise, callback)
         else:
             z = sample_perflow(eps_fn, z, plan.steps, ac, plan.num_windows, callback, plan.extra_steps)
         video = self.codec.decode_video(z.permute(0, 2, 1, 3, 4))
         return z, tensor_to_frames(video[0])
+
+    def _sample_tcd(self, eps_fn, z, steps: int, noise, callback=None):
+        """diffusers' TCDScheduler over ``steps`` of the TCD grid, γ from the model folder; its stochastic steps
+        draw from a generator seeded by the clip's own starting noise, so a seed reproduces the video."""
+        from diffusers import TCDScheduler
+
+        sched = TCDScheduler.from_pretrained(str(self.spec.root / "scheduler"))
+        sched.set_timesteps(steps, device=z.device)
+        seed = int(torch.as_tensor(noise).flatten()[:64].abs().sum().item() * 1e6) % (2 ** 31)
+        g = torch.Generator(device=z.device).manual_seed(seed)
+        for i, t in enumerate(sched.timesteps):
+            eps = eps_fn(z, torch.full((z.shape[0],), float(t), device=z.device))
+            z = sched.step(eps, t, z, eta=self.spec.tcd["gamma"], generator=g).prev_sample
+            if callback is not None:
+                callback(i, t, z)
+        return z
 
     # -- public entry points -------------------------------------------------------------------------------------
     def generate_frames(self, portrait, audio, mode: Optional[str] = None, steps: Optional[int] = None,

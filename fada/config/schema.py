@@ -131,11 +131,17 @@ class MixedSupervisionConfig:
 class DistillConfig:
     teacher: Optional[str] = _f(None, path="dir")
     """Teacher checkpoint or exported model folder (from `fada train-teacher` / `fada export`)."""
-    variant: Literal["balanced", "fast", "rflow"] = "fast"
+    variant: Literal["balanced", "fast", "rflow", "tcd"] = "fast"
     """balanced: teacher at guidance 1 on the student's dropped conditions (student keeps multi-CFG);
     fast: teacher with multi-CFG (Eq. 9) at sampled scales, student told the scales (model.cfg.mode);
     rflow: the rectified-flow baseline of Table 2 (one window, velocity target), distilled and sampled like
-    balanced (guidance-1 teacher on dropped conditions, multi-CFG at sampling; model.cfg.mode none)."""
+    balanced (guidance-1 teacher on dropped conditions, multi-CFG at sampling; model.cfg.mode none);
+    tcd: the trajectory consistency distillation baseline of Table 2 (fada.diffusion.tcd), distilled like balanced,
+    sampled with diffusers' TCDScheduler and multi-CFG (mixed.mode off: it has no ground-truth term)."""
+    tcd_original_steps: int = _f(50, ge=2, le=1000)
+    """TCD: points of the teacher's skipping-step grid (TCD and LCM: 50)."""
+    tcd_gamma: float = _f(0.3, ge=0.0, le=1.0)
+    """TCD: the sampler's stochasticity γ written into the exported model (TCD's default 0.3)."""
     num_windows: int = _f(4, ge=1, le=50)
     """PeRFlow windows K (paper: 4)."""
     solver_steps: int = _f(8, ge=1)
@@ -291,10 +297,13 @@ class DistillRecipe:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def check(self) -> list[str]:
-        if self.distill.variant in ("balanced", "rflow") and self.model.cfg.mode != "none":
-            return [f"model.cfg.mode: a {self.distill.variant} student keeps multi-CFG at inference and takes no CFG "
-                    "conditioning; use 'none'"]
-        return []
+        out = []
+        if self.distill.variant in ("balanced", "rflow", "tcd") and self.model.cfg.mode != "none":
+            out.append(f"model.cfg.mode: a {self.distill.variant} student keeps multi-CFG at inference and takes no "
+                       "CFG conditioning; use 'none'")
+        if self.distill.variant == "tcd" and self.distill.mixed.mode != "off":
+            out.append("distill.mixed.mode: the TCD baseline has no ground-truth term; use 'off'")
+        return out
 
 
 @dataclass

@@ -21,6 +21,7 @@ from .guidance import (
 )
 from .mixed_supervision import MODES as MIXED_MODES
 from .noise import clip_noises, mix_noise, shared_shape, video_noise
+from .tcd import GAMMA as TCD_GAMMA, ORIGINAL_STEPS as TCD_ORIGINAL_STEPS, consistency_jump, sample_tcd, tcd_grid
 from .mixed_supervision import ground_truth_endpoint, mixed_loss, mixed_weight, per_sample_mse
 from .perflow import (
     EXTRA_STEPS,

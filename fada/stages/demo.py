@@ -35,13 +35,15 @@ class DemoSize:
 FULL = DemoSize(corpus=60, seconds=(3.0, 5.0), teacher_steps=600, distill_steps=100, test_clips=4, test_seconds=3.0)
 QUICK = DemoSize(corpus=16, seconds=(2.2, 3.0), teacher_steps=60, distill_steps=12, test_clips=2, test_seconds=1.6)
 
-# Table 3/4 ablations: (row name, recipe overrides) distilled in addition with --ablations.
+# Table 2/3/4 ablations: (row name, recipe, overrides) distilled in addition with --ablations.
 ABLATIONS = [
-    ("fast / mixed off", ["distill.mixed.mode=off"]),
-    ("fast / mixed fixed-0.2", ["distill.mixed.mode=fixed", "distill.mixed.fixed=0.2"]),
-    ("fast / fixed-scale guided, no CFG conditioning", ["model.cfg.mode=none"]),
-    ("fast / cfg time-embed", ["model.cfg.mode=time_embed"]),
-    ("fast / cfg layer", ["model.cfg.mode=layer"]),
+    ("balanced / rflow (Table 2)", "tiny-balanced", ["distill.variant=rflow", "distill.mixed.mode=off"]),
+    ("balanced / tcd (Table 2)", "tiny-balanced", ["distill.variant=tcd", "distill.mixed.mode=off"]),
+    ("fast / mixed off", "tiny-fast", ["distill.mixed.mode=off"]),
+    ("fast / mixed fixed-0.2", "tiny-fast", ["distill.mixed.mode=fixed", "distill.mixed.fixed=0.2"]),
+    ("fast / fixed-scale guided, no CFG conditioning", "tiny-fast", ["model.cfg.mode=none"]),
+    ("fast / cfg time-embed", "tiny-fast", ["model.cfg.mode=time_embed"]),
+    ("fast / cfg layer", "tiny-fast", ["model.cfg.mode=layer"]),
 ]
 
 
@@ -248,7 +250,7 @@ def run(out, quick: bool = False, ablations: bool = False, progress: bool = True
 
     variants = [("balanced", "tiny-balanced", []), ("fast", "tiny-fast", [])]
     if ablations:
-        variants += [(name, "tiny-fast", extra) for name, extra in ABLATIONS]
+        variants += list(ABLATIONS)
     stage("distill")
     runs = {}
     for name, recipe_name, extra in variants:

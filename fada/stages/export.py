@@ -16,7 +16,7 @@ import yaml
 
 from fada.errors import ConfigError, FadaError, MissingFileError
 
-KNOWN_KINDS = ("teacher", "balanced", "fast", "rflow")
+KNOWN_KINDS = ("teacher", "balanced", "fast", "rflow", "tcd")
 
 
 def resolve_checkpoint(path) -> Path:
@@ -84,7 +84,7 @@ def read_checkpoint_meta(ckpt: Path) -> dict:
     variant = str(dist.get("variant", d.variant)) if stage == "distill" else "teacher"
     kind = state.get("kind") if state.get("kind") in KNOWN_KINDS else variant
     if kind not in KNOWN_KINDS:
-        raise FadaError(f"{recipe_file}: distill.variant {variant!r} is not one of balanced, fast, rflow")
+        raise FadaError(f"{recipe_file}: distill.variant {variant!r} is not one of balanced, fast, rflow, tcd")
     try:
         steps = int(dist.get("inference_steps", d.inference_steps))
         windows = int(dist.get("num_windows", d.num_windows))
@@ -99,6 +99,13 @@ def read_checkpoint_meta(ckpt: Path) -> dict:
             raise FadaError(f"{recipe_file}: an rflow student takes no CFG conditioning (cfg mode "
                             f"{model_cfg.cfg.mode!r}); it was trained by a fada version that guided it twice")
         kind = "balanced"
+    tcd = None
+    if kind == "tcd":  # distilled like balanced: sampled with TCDScheduler and multi-CFG
+        if model_cfg.cfg.mode != "none":
+            raise FadaError(f"{recipe_file}: a tcd student takes no CFG conditioning (cfg mode {model_cfg.cfg.mode!r})")
+        tcd = {"gamma": float(dist.get("tcd_gamma", d.tcd_gamma)),
+               "original_steps": int(dist.get("tcd_original_steps", d.tcd_original_steps))}
+        kind, windows = "balanced", 0
     if kind == "teacher":
         steps, windows, extra = 25, 0, "early"
 
@@ -117,7 +124,7 @@ def read_checkpoint_meta(ckpt: Path) -> dict:
     lora = {"rank": int(dist.get("lora_rank", d.lora_rank)), "alpha": dist.get("lora_alpha", d.lora_alpha)} \
         if "lora" in trainable else None
     return {"kind": kind, "variant": variant, "steps": steps, "num_windows": windows, "extra_steps": extra,
-            "lora": lora,
+            "lora": lora, "tcd": tcd,
             "model": model_cfg,
             "latent_channels": int(lc), "audio_feature_shape": (win, int(layers), in_dim // win),
             "step": state.get("step")}
@@ -165,9 +172,9 @@ def run(checkpoint, out, dtype: str = "fp16", ema: bool = True, copy_vae: bool =
     source = {"checkpoint": str(ckpt.resolve()), "step": meta["step"], "weights": "ema" if ema and has_ema else "raw"}
     out = write_model_folder(out, net.eval(), model_cfg, kind=kind, variant=meta["variant"], steps=meta["steps"],
                              num_windows=meta["num_windows"], extra_steps=meta["extra_steps"], dtype=dtype,
-                             copy_vae=copy_vae, copy_audio=copy_audio, source=source)
+                             copy_vae=copy_vae, copy_audio=copy_audio, source=source, tcd=meta["tcd"])
     n = sum(p.numel() for p in net.parameters())
-    sampler = "DDIM" if kind == "teacher" else f"PeRFlow, {meta['num_windows']} windows"
+    sampler = "DDIM" if kind == "teacher" else "TCD" if meta["tcd"] else f"PeRFlow, {meta['num_windows']} windows"
     if kind != "teacher" and meta["extra_steps"] != "early":
         sampler += f", extra steps {meta['extra_steps']}"
     print(f"exported {ckpt} ({kind} model, {n / 1e6:.1f}M parameters, {source['weights']} weights, {dtype}) to "

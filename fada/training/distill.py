@@ -39,6 +39,7 @@ class DistillSettings:
     timesteps: str = "uniform"        # uniform | inference (DistillConfig.timesteps)
     inference_steps: int = 6          # the sampler's steps (their times, for timesteps 'inference')
     extra_steps: str = "early"        # which windows get the extra steps (DistillConfig.extra_steps)
+    tcd_original_steps: int = 50      # TCD: points of the teacher's skipping-step grid
 
     @classmethod
     def from_config(cls, d, cfg_mode: str) -> "DistillSettings":
@@ -49,7 +50,7 @@ class DistillSettings:
                    dropout=ConditionDropout(d.audio_drop, d.ref_drop),
                    mixed_mode=m.mode, mixed_kwargs=dict(s=m.s, w0=m.w0, r_peak=m.r_peak, r_dead=m.r_dead, fixed=m.fixed),
                    student_cfg_mode=cfg_mode, timesteps=d.timesteps, inference_steps=d.inference_steps,
-                   extra_steps=d.extra_steps)
+                   extra_steps=d.extra_steps, tcd_original_steps=d.tcd_original_steps)
 
     @property
     def guided_teacher(self) -> bool:
@@ -94,8 +95,44 @@ def teacher_endpoint(teacher, batch: dict[str, Tensor], w, s: DistillSettings, a
     return ddim_solve(eps_fn, w.z_s, w.index_s, w.index_e, s.solver_steps, alphas_cumprod)
 
 
+def tcd_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Generator, alphas_cumprod: Tensor,
+             s: DistillSettings) -> tuple[Tensor, dict]:
+    """TCD (fada.diffusion.tcd): ‖f_θ(x_t, t, s) − f_θ⁻(x̂_t', t', s)‖², x̂_t' one DDIM step of the guidance-1
+    teacher on the student's own dropped conditions (like Balanced: multi-CFG is applied at sampling); at the
+    grid's start the target is the teacher's own jump to s."""
+    from fada.diffusion import add_noise, consistency_jump, sample_tcd
+
+    x0 = batch["x0"]
+    B, device = x0.shape[0], x0.device
+    ac = alphas_cumprod.to(device)
+    smp = sample_tcd(B, generator, device, s.tcd_original_steps)
+    eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+    x_t = add_noise(x0, eps, ac[smp.t])
+    keep_audio, keep_ref = s.dropout.sample(B, generator, device)
+    motion = batch["motion"] if batch["motion"].shape[1] > 0 else None
+
+    def student_eps(z, t):
+        return student(z, t.float(), batch["audio"], None, keep_audio=keep_audio, keep_ref=keep_ref,
+                       ref_latents=batch["ref"], motion_latents=motion)
+
+    with torch.no_grad():
+        bank = teacher.encode_bank(batch["ref"], motion)
+        eps_te = teacher.model_fn(bank, batch["audio"])(x_t, smp.t.float(), keep_audio, keep_ref)
+        first = smp.t_prev < 0
+        t_prev = smp.t_prev.clamp(min=0)
+        x_prev = consistency_jump(x_t, eps_te, smp.t, t_prev, ac)  # one DDIM step of the teacher (Eq. 2, N = 1)
+        target = consistency_jump(x_prev, student_eps(x_prev, t_prev), t_prev, smp.s, ac)  # θ⁻: no gradient
+        start = consistency_jump(x_t, eps_te, smp.t, smp.s, ac)
+        target = torch.where(first.reshape(-1, *([1] * (x0.ndim - 1))), start, target)
+    pred = consistency_jump(x_t, student_eps(x_t, smp.t), smp.t, smp.s, ac)
+    per = per_sample_mse(pred, target)
+    return per.mean(), {"l_distill": float(per.mean().detach()), "first_frac": float(first.float().mean())}
+
+
 def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Generator, alphas_cumprod: Tensor,
                  s: DistillSettings) -> tuple[Tensor, dict]:
+    if s.variant == "tcd":
+        return tcd_loss(student, teacher, batch, generator, alphas_cumprod, s)
     x0 = batch["x0"]
     B, device = x0.shape[0], x0.device
     ac = alphas_cumprod.to(device)

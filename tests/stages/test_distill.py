@@ -272,3 +272,30 @@ def test_fast_without_cfg_distillation_records_its_trained_scales_and_refuses_ba
     assert (spec.cfg_audio, spec.cfg_ref) == (6.5, 2.0) and spec.modes == ("fast",)
     with pytest.raises(FadaError, match="guidance twice"):
         FadaPipeline.from_pretrained(spec.root).plan("balanced")
+
+
+def test_tcd_baseline_trains_exports_and_samples_with_diffusers_tcd(teacher, tmp_path):
+    """Table 2's TCD: distilled like Balanced, exported with diffusers' TCDScheduler, sampled with multi-CFG
+    (3 passes per step)."""
+    import numpy as np
+
+    from fada.errors import ConfigError
+    from fada.export import read_spec
+    from fada.pipeline import FadaPipeline
+    from fada.stages.export import run as export
+
+    res = run(recipe(teacher, tmp_path / "t", "tiny-balanced", "distill.variant=tcd", "distill.mixed.mode=off"),
+              progress=False)
+    assert res.step == 4 and torch.isfinite(torch.tensor(res.metrics[-1]["loss"]))
+    spec = read_spec(export(tmp_path / "t", tmp_path / "m", dtype="fp32"))
+    assert (spec.kind, spec.variant, spec.sampler, spec.tcd) == ("balanced", "tcd", "tcd",
+                                                                 {"gamma": 0.3, "original_steps": 50})
+    pipe = FadaPipeline.from_pretrained(spec.root)
+    plan = pipe.plan()
+    assert (plan.sampler, plan.steps, plan.nfe_per_clip) == ("tcd", 6, 18) and "TCD 6 steps" in plan.describe()
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    a = np.concatenate(list(pipe.generate_frames(np.full((32, 32, 3), 128, np.uint8), audio, crop=False, seed=3)))
+    b = np.concatenate(list(pipe.generate_frames(np.full((32, 32, 3), 128, np.uint8), audio, crop=False, seed=3)))
+    assert a.shape[1:] == (32, 32, 3) and np.array_equal(a, b)  # stochastic steps, yet reproducible per seed
+    with pytest.raises(ConfigError, match="distill.mixed.mode"):
+        recipe(teacher, tmp_path / "x", "tiny-balanced", "distill.variant=tcd")

@@ -154,3 +154,38 @@ def test_distill_loss_pairs_inputs_targets_and_scales(variant):
 def test_rflow_distils_the_unguided_teacher():
     assert not _settings(variant="rflow").guided_teacher and not _settings(variant="balanced").guided_teacher
     assert _settings(variant="fast").guided_teacher
+
+
+def test_tcd_loss_against_a_hand_computation():
+    """TCD's target: one teacher DDIM step t → t', then the stop-gradient student's jump t' → s (the teacher's own
+    jump to s at the grid's start); the prediction: the student's jump t → s. Written out in float64."""
+    from fada.diffusion import sd15_alphas_cumprod
+    from fada.training.distill import distill_loss
+
+    ac = sd15_alphas_cumprod().double()
+    s = _settings(variant="tcd", tcd_original_steps=50)
+    batch, teacher, student = _batch(B=6), FakeTeacher(), FakeStudent()
+    loss, _ = distill_loss(student, teacher, batch, torch.Generator().manual_seed(5), sd15_alphas_cumprod(), s)
+    x0 = batch["x0"].double()
+    g = torch.Generator().manual_seed(5)
+    n = torch.randint(0, 50, (6,), generator=g)
+    u = torch.rand(6, generator=g)
+    eps = torch.randn(batch["x0"].shape, generator=g).double()
+    t = (n + 1) * 20 - 1
+    tp = torch.where(n > 0, n * 20 - 1, torch.full_like(n, -1))
+    sj = torch.floor(u * (tp.clamp(min=0) + 1).float()).long().clamp(max=tp.clamp(min=0))
+
+    def a(i):
+        return ac[i].reshape(-1, 1, 1, 1, 1)
+
+    def jump(x, e, fr, to):
+        return a(to).sqrt() * (x - (1 - a(fr)).sqrt() * e) / a(fr).sqrt() + (1 - a(to)).sqrt() * e
+
+    x_t = a(t).sqrt() * x0 + (1 - a(t)).sqrt() * eps
+    e_te = 0.1 * x_t + 0.5  # nothing dropped: both conditions kept
+    x_p = jump(x_t, e_te, t, tp.clamp(min=0))
+    first = (tp < 0).reshape(-1, 1, 1, 1, 1)
+    target = torch.where(first, jump(x_t, e_te, t, sj), jump(x_p, 0.5 * x_p, tp.clamp(min=0), sj))
+    pred = jump(x_t, 0.5 * x_t, t, sj)
+    assert teacher.rows == [6]  # one unguided pass
+    torch.testing.assert_close(loss.double(), ((pred - target) ** 2).mean(), rtol=1e-4, atol=1e-7)
