@@ -37,10 +37,12 @@ QUICK = DemoSize(corpus=16, seconds=(2.2, 3.0), teacher_steps=60, distill_steps=
 
 # Table 2/3/4 ablations: (row name, recipe, overrides) distilled in addition with --ablations.
 ABLATIONS = [
+    ("balanced / perflow, no mixed supervision (Table 2)", "tiny-balanced", ["distill.mixed.mode=off"]),
     ("balanced / rflow (Table 2)", "tiny-balanced", ["distill.variant=rflow", "distill.mixed.mode=off"]),
     ("balanced / tcd (Table 2)", "tiny-balanced", ["distill.variant=tcd", "distill.mixed.mode=off"]),
     ("fast / mixed off", "tiny-fast", ["distill.mixed.mode=off"]),
     ("fast / mixed fixed-0.2", "tiny-fast", ["distill.mixed.mode=fixed", "distill.mixed.fixed=0.2"]),
+    ("fast / mixed adaptive unlimited", "tiny-fast", ["distill.mixed.mode=adaptive_unlimited"]),
     ("fast / fixed-scale guided, no CFG conditioning", "tiny-fast", ["model.cfg.mode=none"]),
     ("fast / cfg time-embed", "tiny-fast", ["model.cfg.mode=time_embed"]),
     ("fast / cfg layer", "tiny-fast", ["model.cfg.mode=layer"]),
@@ -344,6 +346,36 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
+# The paper's ablation tables: (title, [(row label, demo row name)]); rows the run does not have are left out.
+PAPER_TABLES = [
+    ("Table 2: distillation methods, 18 NFE with multi-CFG, no mixed supervision or CFG distillation",
+     [("TCD", "balanced / tcd (Table 2)"), ("RFlow", "balanced / rflow (Table 2)"),
+      ("PeRFlow", "balanced / perflow, no mixed supervision (Table 2)")]),
+    ("Table 3: mixed supervision (Fast students)",
+     [("off", "fast / mixed off"), ("fixed W = 0.2", "fast / mixed fixed-0.2"),
+      ("adaptive, no peak / dead", "fast / mixed adaptive unlimited"), ("adaptive (Eq. 8)", "fast")]),
+    ("Table 4: CFG distillation",
+     [("w/o CFG distillation (conditional branch only, 6 NFE)", "balanced / conditional only (w/o CFG distillation)"),
+      ("fixed-scale guided targets, no CFG conditioning", "fast / fixed-scale guided, no CFG conditioning"),
+      ("time embedding", "fast / cfg time-embed"), ("CFG layer", "fast / cfg layer"), ("CFG tokens", "fast")]),
+]
+
+
+def paper_tables(rows: list[dict]) -> list[str]:
+    """The ablation rows arranged as the paper's Tables 2-4 (only with ``--ablations``)."""
+    have = {r["model"]: r for r in rows}
+    out = []
+    for title, entries in PAPER_TABLES:
+        present = [(label, have[name]) for label, name in entries if name in have]
+        if len(present) < 2:
+            continue
+        out += ["", f"**{title}**", "", "| row | NFE | sync ↑ | PSNR ↑ | SSIM ↑ | FD ↓ | noise |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        out += [f"| {label} | {r['nfe']} | {r['sync']:.3f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['fd']:.3f} | "
+                f"{r.get('roughness', float('nan')):.1f} |" for label, r in present]
+    return out
+
+
 def render_markdown(report: dict) -> str:
     lines = ["# fada demo report", ""]
     if report.get("quick"):
@@ -370,4 +402,5 @@ def render_markdown(report: dict) -> str:
               "", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in report["stage_seconds"].items()), "",
               "Frames: `contact_sheet.png` (truth | teacher | balanced | fast per held-out identity); videos: "
               "`videos/*.mp4` (the same panels, with the audio).", ""]
+    lines += paper_tables(report["rows"])
     return "\n".join(lines)

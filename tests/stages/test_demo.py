@@ -105,3 +105,14 @@ def test_quick_report_says_it_is_a_smoke_run():
     assert "Smoke run" in md and "not meant to be faces" in md
     assert "| reference | 0 |" in md and "contact_sheet.png" in md and "(the truth: 8.0" in md
     assert "Smoke run" not in render_markdown({**report, "quick": False})
+
+
+def test_paper_tables_take_the_ablation_rows():
+    from fada.stages.demo import PAPER_TABLES, paper_tables
+
+    names = [name for _, entries in PAPER_TABLES for _, name in entries]
+    rows = [{"model": n, "nfe": 18, "sync": 0.5, "psnr": 20.0, "ssim": 0.8, "fd": 1.0, "roughness": 9.0}
+            for n in dict.fromkeys(names)]
+    text = "\n".join(paper_tables(rows))
+    assert text.count("**Table") == 3 and "| TCD | 18 |" in text and "| CFG tokens |" in text
+    assert paper_tables(rows[:1]) == []  # without --ablations: no tables
