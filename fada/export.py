@@ -149,21 +149,9 @@ def _scheduler_config(kind: str, num_windows: int, extra_steps: str = "early",
     return PeRFlowScheduler(num_windows=int(num_windows), extra_steps=extra_steps), "perflow"
 
 
-def _copy_vae(sd_root: Path, dest: Path) -> bool:
-    """Copy ``<sd_root>/vae`` (config.json + safetensors only) to ``dest``; False when there is nothing safe."""
-    src = sd_root / "vae"
-    weights = sorted(src.glob("*.safetensors")) + sorted(src.glob("*.safetensors.index.json"))
-    if not (src / "config.json").is_file() or not weights:
-        return False
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src / "config.json", dest / "config.json")
-    for w in weights:
-        shutil.copy2(w, dest / w.name)
-    return True
-
-
-def _copy_audio(src: Path, dest: Path) -> bool:
-    """Copy a wav2vec2 folder (configs + safetensors only) to ``dest``; False when it has no safetensors weights."""
+def _copy_model_folder(src: Path, dest: Path) -> bool:
+    """Copy a model folder's configs and safetensors weights (nothing pickled) to ``dest``; False when it has no
+    config.json or no safetensors weights."""
     weights = sorted(src.glob("*.safetensors")) + sorted(src.glob("*.safetensors.index.json"))
     if not (src / "config.json").is_file() or not weights:
         return False
@@ -219,7 +207,7 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
         vae_entry: dict = {"kind": model_cfg.vae.kind}
         if model_cfg.vae.kind == "sd":
             sd_root = Path(model_cfg.vae.path).expanduser().resolve()
-            if copy_vae and _copy_vae(sd_root, tmp / VAE_DIR):
+            if copy_vae and _copy_model_folder(sd_root / "vae", tmp / VAE_DIR):
                 vae_entry["path"] = VAE_DIR
                 log(f"copied the SD VAE from {sd_root / 'vae'} into {out / VAE_DIR}")
             else:
@@ -232,7 +220,7 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
         audio = to_dict(model_cfg.audio)
         if model_cfg.audio.kind == "wav2vec2":
             src = Path(model_cfg.audio.path).expanduser().resolve()
-            if copy_audio and _copy_audio(src, tmp / AUDIO_DIR):  # the folder moves between machines whole
+            if copy_audio and _copy_model_folder(src, tmp / AUDIO_DIR):  # the folder moves between machines whole
                 audio["path"] = AUDIO_DIR
                 log(f"copied wav2vec2 from {src} into {out / AUDIO_DIR}")
             else:

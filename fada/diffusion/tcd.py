@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .ddim import ddim_step
+
 ORIGINAL_STEPS = 50
 """N, points of the teacher's skipping-step grid (TCD and LCM: 50)."""
 GAMMA = 0.3
@@ -53,13 +55,8 @@ def sample_tcd(batch: int, generator: torch.Generator, device=None, original_ste
     return TCDSample(t=t, t_prev=t_prev, s=s)
 
 
-def _bc(x: Tensor, like: Tensor) -> Tensor:
-    return x.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
-
-
 def consistency_jump(x_t: Tensor, eps: Tensor, t: Tensor, s: Tensor, alphas_cumprod: Tensor) -> Tensor:
-    """TCD's semi-linear consistency function f(x_t, t, s): the DDIM jump from train index t to s with ε."""
+    """TCD's semi-linear consistency function f(x_t, t, s) (TCD Eq. 10): the DDIM jump from train index t to s
+    with ε, i.e. ``ddim_step`` between any two indices."""
     ac = alphas_cumprod.to(x_t.device)
-    a_t, a_s = _bc(ac[t], x_t), _bc(ac[s], x_t)
-    x0 = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-    return a_s.sqrt() * x0 + (1 - a_s).sqrt() * eps
+    return ddim_step(x_t, eps, ac[t], ac[s])

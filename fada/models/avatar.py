@@ -379,6 +379,18 @@ class AvatarNet(nn.Module):
         return model.eval()
 
     @classmethod
+    def from_config_file(cls, path) -> "AvatarNet":
+        """Randomly initialised AvatarNet from a checkpoint's ``net_config.json`` ({"top": ..., "parts": ...})."""
+        import json
+
+        path = Path(path)
+        try:
+            cfg = json.loads(path.read_text())
+            return cls.from_configs(cfg["top"], cfg["parts"], sources={"top": path})
+        except (ValueError, KeyError, TypeError) as e:
+            raise FadaError(f"{path}: not a readable net config ({type(e).__name__}: {e})") from None
+
+    @classmethod
     def from_teacher(cls, teacher: "AvatarNet", cfg_mode: str, n_tokens: Optional[int] = None,
                      cfg_norm: bool = False) -> "AvatarNet":
         """A student with the teacher's weights; its new CFG layers / tokens / cond_proj start at their init

@@ -147,11 +147,7 @@ def run(checkpoint, out, dtype: str = "fp16", ema: bool = True, copy_vae: bool =
     if cfg_file.is_file():  # the net's own configs: no SD1.5 folder needed
         from fada.models.avatar import AvatarNet
 
-        try:
-            cfg = json.loads(cfg_file.read_text())
-            net = AvatarNet.from_configs(cfg["top"], cfg["parts"], sources={"top": cfg_file})
-        except (ValueError, KeyError, TypeError) as e:
-            raise FadaError(f"{cfg_file}: not a readable net config ({type(e).__name__}: {e})") from None
+        net = AvatarNet.from_config_file(cfg_file)
         if net.student != (kind != "teacher"):
             raise FadaError(f"{cfg_file}: a {'student' if net.student else 'teacher'} net, but the recipe says {kind}")
     else:

@@ -57,8 +57,6 @@ def load_avatar(path):
     """The AvatarNet at ``path`` built from its own configs, no SD1.5 folder read: an exported model folder, or a
     checkpoint / run folder whose checkpoint carries net_config.json (EMA weights when present). None for a
     checkpoint written before checkpoints carried their configs."""
-    import json
-
     from fada.models.avatar import AvatarNet
     from fada.training.checkpoint import latest_checkpoint, load_model_weights
 
@@ -71,11 +69,7 @@ def load_avatar(path):
     cfg_file = ckpt / "net_config.json"
     if not cfg_file.is_file():
         return None
-    try:
-        cfg = json.loads(cfg_file.read_text())
-        net = AvatarNet.from_configs(cfg["top"], cfg["parts"], sources={"top": cfg_file})
-    except (ValueError, KeyError, TypeError) as e:
-        raise FadaError(f"{cfg_file}: not a readable net config ({type(e).__name__}: {e})") from None
+    net = AvatarNet.from_config_file(cfg_file)
     load_model_weights(ckpt, net, use_ema=True)
     return net.eval()
 
