@@ -39,6 +39,7 @@ from .perflow import (
     window_coefficients,
     window_of,
     velocity_weight,
+    window_line_remap,
     window_target,
 )
 from .schedule import (
@@ -63,7 +64,7 @@ __all__ = [
     "MIXED_MODES", "ground_truth_endpoint", "mixed_weight", "mixed_loss", "per_sample_mse",
     "PeRFlowScheduler", "PeRFlowSchedulerOutput", "PerflowWindow", "perflow_window", "perflow_target",
     "EXTRA_STEPS", "perflow_step", "sample_perflow", "sample_t", "step_times", "student_input", "window_coefficients",
-    "window_of", "window_target", "implied_endpoint", "velocity_weight",
+    "window_of", "window_target", "implied_endpoint", "velocity_weight", "window_line_remap",
     "NUM_TRAIN_TIMESTEPS", "make_alphas_cumprod", "sd15_alphas_cumprod", "t_to_index", "alpha_bar",
     "ab_at_index", "add_noise", "linear_eps_prior", "precond_loss_weight", "precond_output_scale", "precondition_eps",
     "sample_train_timesteps", "clip_noises", "mix_noise", "shared_shape", "video_noise",

@@ -83,10 +83,14 @@ def add_noise(x0: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
 
 
 def _ab_at_timesteps(timesteps: Tensor, alphas_cumprod: Tensor) -> Tensor:
-    """float32 ᾱ at model timestep inputs (train-index units, rounded and clamped to the schedule)."""
+    """float32 ᾱ at model timestep inputs (train-index units, clamped to the schedule; linear between grid
+    points, so integer timesteps read the grid and a fractional one, ``window_line_remap``'s, its neighbours)."""
     T = alphas_cumprod.shape[0]
-    idx = torch.as_tensor(timesteps, device=alphas_cumprod.device).round().long().clamp(0, T - 1)
-    return alphas_cumprod[idx].to(torch.float32)
+    ac = alphas_cumprod.double()
+    tau = torch.as_tensor(timesteps, device=ac.device).double().clamp(0, T - 1)
+    lo = tau.floor().long().clamp(max=T - 2)
+    frac = tau - lo
+    return (ac[lo] * (1 - frac) + ac[lo + 1] * frac).to(torch.float32)
 
 
 def linear_eps_prior(timesteps: Tensor, data_var: float, alphas_cumprod: Tensor) -> Tensor:
@@ -95,7 +99,7 @@ def linear_eps_prior(timesteps: Tensor, data_var: float, alphas_cumprod: Tensor)
 
     A small net that predicts only the residual ε − c(t)·z_t is exact at t → T from its first step (a plain UNet
     must first learn the identity there, and DDIM from pure noise amplifies that error 1/√ᾱ_T ≈ 15 times).
-    ``timesteps`` are model timestep inputs (train-index units, rounded and clamped to the schedule)."""
+    ``timesteps`` are model timestep inputs (train-index units, see ``_ab_at_timesteps``)."""
     ab = _ab_at_timesteps(timesteps, alphas_cumprod)
     return (1 - ab).sqrt() / (ab * data_var + 1 - ab)
 

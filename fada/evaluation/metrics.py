@@ -4,8 +4,8 @@ Requested names (``--metrics``), and what they report:
 
 =========  =========================================================================================================
 fid        ``fid``: FID of the pooled frames of the paired videos (every ``frame_stride``-th frame), Inception-v3
-fvd        ``fvd``: FVD-R, Fréchet distance over per-video 3D-ResNet-50 features (>= 2 pairs)
-fvd_i      ``fvd_i``: the same with the TorchScript I3D
+fvd        ``fvd``: FVD-R as DisCo computes it (FVD-3DRN50), over per-video 3D-ResNet-50 features (>= 2 pairs)
+fvd_i      ``fvd_i``: FVD-I as StyleGAN-V computes it (fvd2048_16f, TorchScript I3D, first 16 frames)
 sync       SyncNet ``sync_c`` / ``sync_d`` / ``sync_offset`` per generated video, when ``syncnet_v2.model`` is in
            --weights-dir; otherwise the weight-free ``sync_wf_conf`` / ``sync_wf_corr`` / ``sync_wf_offset``
            (``fada.metrics.av_sync``: mouth motion vs audio envelope; not SyncNet, not comparable with Sync-C/D)
@@ -32,6 +32,7 @@ import numpy as np
 from fada.errors import FadaError, MissingFileError
 from fada.evaluation.pairing import Pair, Pairing
 from fada.evaluation.stats import RunningGaussian, frechet_running
+from fada.metrics.fvd import COVARIANCE_DDOF, PROTOCOLS
 
 GROUPS = ("fid", "fvd", "fvd_i", "sync", "sync_wf", "efid", "iqa")
 ALL = ("fid", "fvd", "fvd_i", "sync", "efid", "iqa")
@@ -237,7 +238,10 @@ class Evaluator:
         if "fvd" in self.plan.run:
             out["fvd"] = self.models["fvd"].features(frames)
         if "fvd_i" in self.plan.run:
-            out["fvd_i"] = self.models["fvd_i"].features(frames)
+            try:  # StyleGAN-V leaves out videos under 16 frames: this one only, the others metrics still count it
+                out["fvd_i"] = self.models["fvd_i"].features(frames)
+            except FadaError as e:
+                out["errors"] = {"fvd_i": _first_line(e)}
         if "efid_sub" in self.plan.run:
             from fada.metrics.efid import expression_features_sub
 
@@ -253,7 +257,9 @@ class Evaluator:
         frame_sets = ("fid", "efid_sub")
         video_sets = ("fvd", "fvd_i")
         # frame sets pool per-frame rows, video sets one row per video; both as streaming statistics
-        running = {m: (RunningGaussian(), RunningGaussian()) for m in frame_sets + video_sets if m in self.plan.run}
+        ddof = {"fvd": COVARIANCE_DDOF["fvd"], "fvd_i": COVARIANCE_DDOF["fvd_i"]}
+        running = {m: (RunningGaussian(ddof=ddof.get(m, 1)), RunningGaussian(ddof=ddof.get(m, 1)))
+                   for m in frame_sets + video_sets if m in self.plan.run}
         set_metrics = [m for m in self.plan.run if m in frame_sets + video_sets]
         coeff_pairs: list[tuple[Path, Path]] = []
         rows = []
@@ -288,9 +294,12 @@ class Evaluator:
             except FadaError as e:
                 row["errors"]["features"] = _first_line(e)
                 continue
+            for side in (g, r):
+                row["errors"].update(side.pop("errors", {}))
             for m in running:
-                running[m][0].update(g[m])
-                running[m][1].update(r[m])
+                if m in g and m in r:
+                    running[m][0].update(g[m])
+                    running[m][1].update(r[m])
         return self._aggregate(pairing, rows, running, coeff_pairs)
 
     def _coeff_file(self, side: str, name: str) -> Path:
@@ -352,5 +361,6 @@ class Evaluator:
         counts = pairing.summary()
         counts["failed"] = [r["name"] for r in rows if "errors" in r and
                             ({"video", "reference", "features"} & set(r["errors"]))]
-        return {"metrics": agg, "skipped": skipped, "notes": list(self.plan.notes), "counts": counts,
-                "videos": rows}
+        protocols = {m: PROTOCOLS[m] for m in agg if m in PROTOCOLS}
+        return {"metrics": agg, "skipped": skipped, "notes": list(self.plan.notes), "protocols": protocols,
+                "counts": counts, "videos": rows}

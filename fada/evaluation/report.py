@@ -4,7 +4,8 @@ or one row per swept value), all written atomically.
 JSON layout (``fada eval``)::
 
     {"fada_version", "settings": {...}, "metrics": {name: value}, "skipped": {metric: one-line reason},
-     "notes": [...], "counts": {generated, paired, unpaired_generated, unpaired_reference, failed},
+     "notes": [...], "protocols": {metric: the published protocol it follows (FVD-R, FVD-I)},
+     "counts": {generated, paired, unpaired_generated, unpaired_reference, failed},
      "videos": [{name, generated, reference, frames, fps, seconds, face, <per-video metrics>, errors?}]}
 
 A sweep's JSON holds ``"sweep": {"param", "values"}`` and ``"entries": [{param: value, <the layout above minus
@@ -105,6 +106,8 @@ def print_report(report: dict, console=None) -> None:
         con.print(line)
     for note in report.get("notes", []):
         con.print(f"note: {note}")
+    for m, text in report.get("protocols", {}).items():
+        con.print(f"protocol {m}: {text}")
 
 
 def print_sweep(report: dict, console=None) -> None:
@@ -128,6 +131,11 @@ def print_sweep(report: dict, console=None) -> None:
         con.print(f"skipped {k}: {v}")
     for note in report.get("notes", []):
         con.print(f"note: {note}")
+    protocols: dict[str, str] = {}
+    for e in report["entries"]:
+        protocols.update(e.get("protocols", {}))
+    for m, text in protocols.items():
+        con.print(f"protocol {m}: {text}")
 
 
 def sweep_keys(report: dict) -> list[str]:

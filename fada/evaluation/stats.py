@@ -7,8 +7,8 @@ rows than dimensions (FVD over a 100-video test set: 100 rows of 2048) the rows 
 
 ``frechet_running(a, b)`` is the Fréchet distance of ``fada.metrics.frechet``. The costly term is
 tr((S1 S2)^(1/2)), a d x d eigen-decomposition (seconds for d = 2048). When a set has n < d rows, its covariance is
-S1 = Aᵀ A / (n - 1) with A the centred rows, and S1 S2 has the same non-zero eigenvalues as the n x n PSD matrix
-A S2 Aᵀ / (n - 1), so the trace is the sum of the square roots of *its* eigenvalues -- exact, and O(n d²) instead of
+S1 = Aᵀ A / (n - ddof) with A the centred rows, and S1 S2 has the same non-zero eigenvalues as the n x n PSD
+matrix A S2 Aᵀ / (n - ddof), so the trace is the sum of the square roots of *its* eigenvalues -- exact, and O(n d²) instead of
 O(d³). Otherwise the general routine runs.
 """
 
@@ -23,11 +23,13 @@ from fada.metrics.frechet import frechet_distance
 
 
 class RunningGaussian:
-    """Mean and unbiased covariance of the rows seen so far (float64); the rows themselves while n <= dim."""
+    """Mean and covariance of the rows seen so far (float64; unbiased with ``ddof`` 1, the default, divided by n
+    with 0, as StyleGAN-V's FVD); the rows themselves while n <= dim."""
 
-    def __init__(self, dim: Optional[int] = None):
+    def __init__(self, dim: Optional[int] = None, ddof: int = 1):
         self.n = 0
         self.dim = dim
+        self.ddof = int(ddof)
         self._mean: Optional[np.ndarray] = None
         self._m2: Optional[np.ndarray] = None  # sum of outer products of deviations from the mean
         self._rows: Optional[list[np.ndarray]] = []
@@ -74,7 +76,7 @@ class RunningGaussian:
     def cov(self) -> np.ndarray:
         if self.n < 2:
             raise FadaError(f"a covariance needs at least 2 samples, got {self.n}")
-        return self._m2 / (self.n - 1)
+        return self._m2 / (self.n - self.ddof)
 
     @property
     def rows(self) -> Optional[np.ndarray]:
@@ -98,14 +100,14 @@ def frechet_running(a: RunningGaussian, b: RunningGaussian) -> float:
     if other.rows is not None:
         B = other.rows - other.mean
         C = A @ B.T
-        K = (C @ C.T) / ((small.n - 1) * (other.n - 1))
-        tr_other = float((B * B).sum() / (other.n - 1))
+        K = (C @ C.T) / ((small.n - small.ddof) * (other.n - other.ddof))
+        tr_other = float((B * B).sum() / (other.n - other.ddof))
     else:
         S = other.cov
-        K = (A @ S @ A.T) / (small.n - 1)
+        K = (A @ S @ A.T) / (small.n - small.ddof)
         tr_other = float(np.trace(S))
     w = np.linalg.eigvalsh(0.5 * (K + K.T))
     tr_sqrt = float(np.sqrt(np.clip(w, 0.0, None)).sum())
-    tr_small = float((A * A).sum() / (small.n - 1))
+    tr_small = float((A * A).sum() / (small.n - small.ddof))
     diff = a.mean - b.mean
     return max(float(diff @ diff) + tr_small + tr_other - 2.0 * tr_sqrt, 0.0)

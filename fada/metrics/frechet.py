@@ -58,8 +58,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return max(d, 0.0)
 
 
-def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and unbiased covariance (rows are samples) of an (N, D) feature matrix, float64; N >= 2."""
+def gaussian_stats(features, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (rows are samples; unbiased with ``ddof`` 1, divided by N with 0) of an (N, D)
+    feature matrix, float64; N >= 2."""
     x = np.asarray(features, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
@@ -70,12 +71,12 @@ def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(x).all():
         raise FadaError("features contain NaN or infinity")
     mu = x.mean(axis=0)
-    sigma = np.atleast_2d(np.cov(x, rowvar=False))
+    sigma = np.atleast_2d(np.cov(x, rowvar=False, ddof=ddof))
     return mu, sigma
 
 
-def frechet_from_features(a, b) -> float:
+def frechet_from_features(a, b, ddof: int = 1) -> float:
     """Fréchet distance between the Gaussians fitted to two feature sets (N1, D) and (N2, D)."""
-    mu1, s1 = gaussian_stats(a)
-    mu2, s2 = gaussian_stats(b)
+    mu1, s1 = gaussian_stats(a, ddof)
+    mu2, s2 = gaussian_stats(b, ddof)
     return frechet_distance(mu1, s1, mu2, s2)

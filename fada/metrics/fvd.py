@@ -1,25 +1,32 @@
-"""FVD: Fréchet distance of video-network features, two variants under their own names.
+"""FVD: Fréchet distance of video-network features, two variants under their own names, each following one
+published protocol exactly (``PROTOCOLS`` holds the one-line statement ``fada eval`` reports).
 
-``fvd`` (FVD-R, the one FADA's tables report: "FVD with 3D ResNet")
-    3D-ResNet-50 trained on Kinetics-400 (kenshohara, ``resnet-50-kinetics.pth``), the network talking-head papers
-    use for FVD-R. Layout of the original 3D-ResNets code: ``conv1`` 7x7x7 stride (1, 2, 2), ``maxpool`` 3x3x3 stride
-    2, four Bottleneck stages [3, 4, 6, 3] with shortcut type B (1x1x1 conv + BN ``downsample``), average pool,
-    ``fc`` 2048 -> 400 (kept so the file loads strictly; unused). The checkpoint is
-    ``{'arch': 'resnet-50', 'state_dict': {'module.conv1.weight', ...}, ...}`` (saved from DataParallel, hence
-    ``module.``; old PyTorch, hence no ``num_batches_tracked``); a bare state dict also loads.
-    Preprocessing (the original ``classify.py`` pipeline): each RGB frame resized so its short side is 112
-    (bilinear; OpenCV here, PIL upstream), centre-cropped to 112x112, kept in the 0..255 range with the
-    ActivityNet mean ``[114.7748, 107.7354, 99.4750]`` subtracted (std 1, no other scaling). The video is cut into
-    consecutive non-overlapping 16-frame segments (a short tail is loop-padded as upstream ``LoopPadding`` does,
-    and a video shorter than 16 frames gives one looped segment); each segment gives the 2048-d average-pool
-    feature ("feature" mode), and the video's feature is the mean over its segments.
+``fvd`` (FVD-R, the one FADA's tables report: "FVD with 3D ResNet") -- DisCo's FVD-3DRN50
+    Network: 3D-ResNet-50 trained on Kinetics-400 (kenshohara, ``resnet-50-kinetics.pth``). Layout of the
+    original 3D-ResNets code: ``conv1`` 7x7x7 stride (1, 2, 2), ``maxpool`` 3x3x3 stride 2, four Bottleneck stages
+    [3, 4, 6, 3] with shortcut type B (1x1x1 conv + BN ``downsample``), average pool, ``fc`` 2048 -> 400 (kept so
+    the file loads strictly; unused). The checkpoint is ``{'arch': 'resnet-50', 'state_dict': {'module.conv1.weight',
+    ...}, ...}`` (saved from DataParallel, hence ``module.``; old PyTorch, hence no ``num_batches_tracked``); a bare
+    state dict also loads.
+    Preprocessing, as DisCo's ``DatasetFVDVideoResize`` (Wangt-CN/DisCo ``tool/metrics/utils.py``) does for video
+    files: every RGB frame resized straight to 112x112 (no crop: the aspect ratio is squashed) with
+    ``make_resizer("PIL", False, "bicubic", (112, 112))`` (``tool/metrics/resize.py``): each channel as a float32
+    PIL 'F' image, bicubic, **not clipped** (DisCo's copy of clean-fid's resizer has no clip; bicubic overshoot of a
+    few grey levels at sharp edges stays); then the ActivityNet mean ``[114.7748, 107.7354, 99.4750]`` subtracted
+    (no scaling). The video is cut into consecutive non-overlapping 16-frame segments, a short tail filled by
+    repeating the last frame (a video under 16 frames is one padded segment); every segment gives the 2048-d
+    average-pool feature, and the video's feature is their mean. Statistics over videos: mean and unbiased
+    covariance (``np.cov``).
 
-``fvd_i`` (FVD-I)
-    The TorchScript I3D of StyleGAN-V / fvd-comparison (``i3d_torchscript.pt``, loaded with ``torch.jit.load``).
-    Input convention: float32 (B, 3, T, 224, 224) in [-1, 1], RGB, called as
-    ``detector(x, rescale=False, resize=False, return_features=True)`` -> (B, 400) pre-softmax features. We
-    resize the short side to 224 (bilinear), centre-crop 224x224 and map [0, 255] -> [-1, 1] ourselves, and use
-    the same 16-frame segments and mean as FVD-R.
+``fvd_i`` (FVD-I) -- StyleGAN-V's ``fvd2048_16f``
+    Network: the TorchScript I3D of StyleGAN-V (``i3d_torchscript.pt``, loaded with ``torch.jit.load``).
+    Protocol of StyleGAN-V ``src/metrics/frechet_video_distance.py``: one 16-frame clip per video, uint8
+    (B, 3, 16, H, W) RGB at the video's own size, called as ``detector(x, rescale=True, resize=True,
+    return_features=True)`` (the detector maps 0..255 to [-1, 1] and resizes to 224 itself) -> 400-d features.
+    Generated videos are read from their first frame (StyleGAN-V's ``load_n_consecutive_random_offset=False``);
+    StyleGAN-V draws a random start for real videos, here the first frame too, so that a score is reproducible.
+    Videos shorter than 16 frames are left out (``discard_short_videos``). Statistics: mean and the biased
+    covariance (divided by N, StyleGAN-V's ``FeatureStats``). StyleGAN-V reports it over 2048 videos.
 
 The distance itself is ``frechet_from_features`` over per-video features (at least 2 videos per set).
 """
@@ -28,7 +35,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -145,44 +151,40 @@ def _check_video(video) -> np.ndarray:
     return v
 
 
-def resize_center_crop(video: np.ndarray, size: int) -> np.ndarray:
-    """Resize every frame so its short side is ``size`` (bilinear), then centre-crop size x size. uint8 out."""
-    t, h, w, _ = video.shape
-    if h < w:
-        nh, nw = size, max(size, int(size * w / h))
-    else:
-        nw, nh = size, max(size, int(size * h / w))
-    if (nh, nw) != (h, w):
-        video = np.stack([cv2.resize(f, (nw, nh), interpolation=cv2.INTER_LINEAR) for f in video])
-    y0 = int(round((nh - size) / 2.0))
-    x0 = int(round((nw - size) / 2.0))
-    return video[:, y0:y0 + size, x0:x0 + size]
+def pil_bicubic_float(frame: np.ndarray, size: int) -> np.ndarray:
+    """One (H, W, 3) frame -> (size, size, 3) float32: each channel as a float PIL 'F' image resized bicubic,
+    unclipped (DisCo's ``make_resizer("PIL", False, "bicubic", (size, size))``)."""
+    from PIL import Image
+
+    f = np.asarray(frame, dtype=np.float32)
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f[:, :, c])).resize(
+        (size, size), resample=Image.BICUBIC), dtype=np.float32) for c in range(3)], axis=-1)
 
 
 def segment_indices(n_frames: int, length: int = SEGMENT_FRAMES) -> list[np.ndarray]:
-    """Consecutive non-overlapping windows of ``length`` frame indices; a short tail is loop-padded."""
+    """Consecutive non-overlapping windows of ``length`` frame indices; a short tail repeats the last frame
+    (DisCo's ``video[[-1]].repeat``)."""
     if n_frames <= 0:
         raise FadaError("empty video (0 frames)")
-    segs = []
-    for start in range(0, n_frames, length):
-        n = min(length, n_frames - start)
-        segs.append(start + np.arange(length) % n)  # LoopPadding: cycle the segment's own frames
-    return segs
+    return [np.minimum(np.arange(start, start + length), n_frames - 1) for start in range(0, n_frames, length)]
 
 
 def resnet_clips(video, size: int = RESNET_SIZE, length: int = SEGMENT_FRAMES) -> Tensor:
-    """uint8 (T, H, W, 3) -> (S, 3, length, size, size) mean-subtracted float32 clips for the 3D-ResNet."""
-    v = resize_center_crop(_check_video(video), size).astype(np.float32)
-    v -= np.asarray(ACTIVITYNET_MEAN, dtype=np.float32)
-    clips = np.stack([v[idx] for idx in segment_indices(v.shape[0], length)])  # S, L, H, W, 3
+    """uint8 (T, H, W, 3) -> (S, 3, length, size, size) float32 clips for the 3D-ResNet (DisCo FVD-3DRN50)."""
+    v = _check_video(video)
+    frames = np.stack([pil_bicubic_float(f, size) for f in v]) - np.asarray(ACTIVITYNET_MEAN, dtype=np.float32)
+    clips = np.stack([frames[idx] for idx in segment_indices(frames.shape[0], length)])  # S, L, H, W, 3
     return torch.from_numpy(np.ascontiguousarray(clips.transpose(0, 4, 1, 2, 3)))
 
 
-def i3d_clips(video, size: int = I3D_SIZE, length: int = SEGMENT_FRAMES) -> Tensor:
-    """uint8 (T, H, W, 3) -> (S, 3, length, size, size) float32 in [-1, 1] for the TorchScript I3D."""
-    v = resize_center_crop(_check_video(video), size).astype(np.float32) / 127.5 - 1.0
-    clips = np.stack([v[idx] for idx in segment_indices(v.shape[0], length)])
-    return torch.from_numpy(np.ascontiguousarray(clips.transpose(0, 4, 1, 2, 3)))
+def i3d_clip(video, length: int = SEGMENT_FRAMES) -> Tensor:
+    """uint8 (T, H, W, 3) -> the (1, 3, length, H, W) uint8 clip StyleGAN-V gives the I3D: the first ``length``
+    frames, unresized (the detector rescales and resizes)."""
+    v = _check_video(video)
+    if v.shape[0] < length:
+        raise FadaError(f"FVD-I (StyleGAN-V) needs a clip of {length} frames, the video has {v.shape[0]} "
+                        "(left out, as StyleGAN-V discards short videos)")
+    return torch.from_numpy(np.ascontiguousarray(v[:length].transpose(3, 0, 1, 2)))[None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -190,7 +192,7 @@ def i3d_clips(video, size: int = I3D_SIZE, length: int = SEGMENT_FRAMES) -> Tens
 
 
 class FVDExtractor(WeightedNet):
-    """FVD-R features: one 2048-d vector per video (mean over 16-frame segments)."""
+    """FVD-R features: one 2048-d vector per video (mean over its 16-frame segments)."""
 
     name = "fvd"
     weights_file = FVD_RESNET50
@@ -210,25 +212,18 @@ class FVDExtractor(WeightedNet):
 
 
 class I3DExtractor(WeightedNet):
-    """FVD-I features from the TorchScript I3D: one 400-d vector per video (mean over 16-frame segments)."""
+    """FVD-I features from the TorchScript I3D: one 400-d vector per video, from its first 16-frame clip."""
 
     name = "fvd_i"
     weights_file = FVD_I3D
-    default_batch_size = 2
+    default_batch_size = 1
     load_weights = staticmethod(lambda path: load_i3d_torchscript(path))
 
     @torch.no_grad()
-    def segment_features(self, video) -> np.ndarray:
-        clips = i3d_clips(video)
-        out = []
-        for i in range(0, clips.shape[0], self.batch_size):
-            y = self.model(clips[i:i + self.batch_size].to(self.device), rescale=False, resize=False,
-                           return_features=True)
-            out.append(y.double().cpu().numpy().reshape(y.shape[0], -1))
-        return np.concatenate(out, 0)
-
     def features(self, video) -> np.ndarray:
-        return self.segment_features(video).mean(axis=0)
+        """uint8 (T, H, W, 3) RGB video (T >= 16) -> (400,) float64."""
+        y = self.model(i3d_clip(video).to(self.device), rescale=True, resize=True, return_features=True)
+        return y.double().cpu().numpy().reshape(-1)
 
 
 def load_i3d_torchscript(path):
@@ -241,8 +236,21 @@ def load_i3d_torchscript(path):
         raise FadaError(f"{path}: not a TorchScript I3D file ({type(e).__name__}: {first[:200]})") from None
 
 
+# what ``fada eval`` reports with each score, and the covariance each protocol uses
+PROTOCOLS = {
+    "fvd": "FVD-R as DisCo's FVD-3DRN50: 3D-ResNet-50 (Kinetics), frames PIL-bicubic to 112x112 (no crop, "
+           "unclipped), ActivityNet mean subtracted, 16-frame segments (tail repeats the last frame), mean "
+           "feature per video, unbiased covariance",
+    "fvd_i": "FVD-I as StyleGAN-V's fvd2048_16f: TorchScript I3D on the first 16 frames of each video, uint8 at "
+             "its own size (rescale and resize inside the detector), videos under 16 frames left out, biased "
+             "covariance",
+}
+COVARIANCE_DDOF = {"fvd": 1, "fvd_i": 0}
+
+
 def fvd_from_videos(extractor, generated: Sequence, reference: Sequence) -> float:
-    """Fréchet distance between per-video features of two sets of uint8 videos (>= 2 videos per set)."""
+    """Fréchet distance between per-video features of two sets of uint8 videos (>= 2 videos per set), with the
+    extractor's protocol's covariance."""
     a = np.stack([extractor.features(v) for v in generated])
     b = np.stack([extractor.features(v) for v in reference])
-    return frechet_from_features(a, b)
+    return frechet_from_features(a, b, ddof=COVARIANCE_DDOF[extractor.name])

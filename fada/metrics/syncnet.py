@@ -3,7 +3,9 @@
 Network (``S`` upstream, same parameter names): an audio CNN ``netcnnaud`` on a (1, 13, 20) MFCC window and a lip
 CNN ``netcnnlip`` (Conv3d, 5-frame temporal kernel) on a (3, 5, 224, 224) stack of face crops, each followed by a
 fully connected head (``netfcaud`` / ``netfclip``, 512 -> 512 -> 1024), giving 1024-d embeddings. The upstream file
-is a plain state dict whose keys start with ``__S__.`` (the ``SyncNetInstance`` attribute); bare keys also load.
+is a plain state dict with the bare keys of ``S`` (``netcnnaud.0.weight``, ...: ``SyncNetInstance.loadParameters``
+copies each into ``self.__S__.state_dict()[name]``); a state dict saved from the instance, keys prefixed ``__S__.``,
+also loads.
 
 Preprocessing, as ``SyncNetInstance.evaluate``:
 
@@ -13,8 +15,9 @@ Preprocessing, as ``SyncNetInstance.evaluate``:
 * audio mono at 16 kHz (resampled if needed), scaled to the int16 range (upstream reads a 16-bit PCM wav), 13 MFCCs
   at 100 Hz with ``python_speech_features.mfcc`` defaults (25 ms rectangular window, 10 ms hop, 512-point FFT,
   26 mel filters 0..8 kHz, pre-emphasis 0.97, cepstral lifter 22, c0 replaced by log frame energy). ``mfcc_psf``
-  below re-implements exactly that recipe in numpy (the package is not a dependency), so there is no intended
-  numerical difference; window i = MFCC frames 4i..4i+19 (0.2 s).
+  below re-implements exactly that recipe in numpy (the package is only a test dependency, against which it is
+  checked, as against syncnet_python's own output in tests/metrics/test_golden.py); window i = MFCC frames
+  4i..4i+19 (0.2 s).
 * ``min_length = min(n_frames, floor(n_samples / 640))``, windows i = 0 .. min_length - 6.
 
 Offset search (``calc_pdist`` with ``vshift = 15``): for every video window i and shift j in [0, 2*vshift] the
@@ -90,7 +93,8 @@ class SyncNetS(nn.Module):
 
 
 def load_syncnet(path) -> SyncNetS:
-    """SyncNetS from ``syncnet_v2.model`` (plain state dict, ``__S__.`` keys; strict key/shape check)."""
+    """SyncNetS from ``syncnet_v2.model`` (plain state dict, bare keys or ``__S__.``-prefixed; strict key/shape
+    check)."""
     state = torch_load_safe(path, "SyncNet")
     if not isinstance(state, dict):
         raise FadaError(f"{path}: not a SyncNet state dict")

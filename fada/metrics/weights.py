@@ -10,7 +10,7 @@ metric     file                                        upstream
 fid        ``pt_inception-2015-12-05-6726825d.pth``     pytorch-fid (mseitzer), plain state dict
 fvd (-R)   ``resnet-50-kinetics.pth``                   kenshohara 3D-ResNets (Kinetics), ``{'state_dict': ...}``
 fvd_i      ``i3d_torchscript.pt``                       StyleGAN-V / fvd-comparison TorchScript I3D
-sync       ``syncnet_v2.model``                         joonson/syncnet_python, state dict with ``__S__.`` keys
+sync       ``syncnet_v2.model``                         joonson/syncnet_python, state dict with S's bare keys
 =========  ==========================================  =====================================================
 
 Pickled files are only ever read with ``torch.load(..., weights_only=True)`` (tensors and plain containers, no

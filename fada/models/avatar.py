@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from fada.diffusion import precond_loss_weight, precondition_eps, sd15_alphas_cumprod
+from fada.diffusion import precond_loss_weight, precondition_eps, sd15_alphas_cumprod, window_line_remap
 from fada.errors import FadaError, MissingFileError
 
 from .attention import Bank, resolve_backend
@@ -79,10 +79,13 @@ class AvatarNet(nn.Module):
     def __init__(self, reference_net: ReferenceNet, denoising_net: DenoisingNet, audio_proj: nn.Module,
                  cfg: CFGConditioning, *, student: bool, latent_channels: int,
                  audio_feature_shape: tuple[int, int, int], attention_backend: str = "auto",
-                 precond_data_var: float = 0.0, precond_ref_var: float = 0.0):
+                 precond_data_var: float = 0.0, precond_ref_var: float = 0.0, precond_windows: int = 0):
         super().__init__()
         self.precond_data_var = float(precond_data_var)
         self.precond_ref_var = float(precond_ref_var)
+        # > 0 (a preconditioned PeRFlow student with this many windows): its window-line inputs are mapped to the
+        # equivalent noising-path point before the net (fada.diffusion.window_line_remap); 0: teacher, TCD
+        self.precond_windows = int(precond_windows)
         self.register_buffer("_alphas_cumprod", sd15_alphas_cumprod().float(), persistent=False)
         self.reference_net = reference_net
         self.denoising_net = denoising_net
@@ -212,12 +215,26 @@ class AvatarNet(nn.Module):
         if self.precond_data_var <= 0:
             return None
         var = self._prior_var(t.shape[0], keep_ref, True, self._alphas_cumprod.device)
-        return precond_loss_weight(t, var, self._alphas_cumprod)
+        return precond_loss_weight(self._path_input(None, t)[1], var, self._alphas_cumprod)
+
+    def _path_input(self, z: Optional[Tensor], t) -> tuple[Optional[Tensor], Tensor]:
+        """(z, t) as the preconditioned net reads them: a PeRFlow student's window-line point is mapped to the
+        equivalent noising-path point (``window_line_remap``); anything else is returned as it is."""
+        if self.precond_data_var <= 0 or self.precond_windows <= 0:
+            return z, t
+        n = z.shape[0] if z is not None else torch.as_tensor(t).reshape(-1).shape[0]
+        tt = torch.as_tensor(t, device=self._alphas_cumprod.device, dtype=torch.float32).reshape(-1).expand(n)
+        scale, tau = window_line_remap(tt, self.precond_windows, self._alphas_cumprod)
+        if z is not None:
+            tau = tau.to(z.device)
+            z = z * scale.to(z.device, z.dtype).reshape(-1, *([1] * (z.dim() - 1)))
+        return z, tau
 
     def denoise(self, z: Tensor, t, audio_tokens: Tensor, bank: Optional[Bank], keep_ref=None,
                 cfg_scales=None) -> Tensor:
         """The denoising pass from already projected audio tokens."""
         cfg_tokens, tcond = self.cfg_inputs(cfg_scales, z.shape[0], z.device)
+        z, t = self._path_input(z, t)
         eps = self.denoising_net(z, t, audio_tokens, bank, keep_ref, cfg_tokens, tcond)
         if self.precond_data_var > 0:  # EDM-style preconditioning of the ε output (CPU-scale nets; see UNetConfig)
             n = z.shape[0]
@@ -306,6 +323,7 @@ class AvatarNet(nn.Module):
         return {"format": FORMAT, "version": VERSION, "student": self.student, "cfg_mode": self.cfg.mode,
                 "latent_channels": self.latent_channels, "audio_feature_shape": list(self.audio_feature_shape),
                 "precond_data_var": self.precond_data_var, "precond_ref_var": self.precond_ref_var,
+                "precond_windows": self.precond_windows,
                 "parts": list(PARTS)}
 
     @classmethod
@@ -340,7 +358,8 @@ class AvatarNet(nn.Module):
             return cls(ref, den, audio, cfg, student=bool(top["student"]), latent_channels=top["latent_channels"],
                        audio_feature_shape=tuple(top["audio_feature_shape"]), attention_backend=attention_backend,
                        precond_data_var=float(top.get("precond_data_var", 0.0)),
-                       precond_ref_var=float(top.get("precond_ref_var", 0.0)))
+                       precond_ref_var=float(top.get("precond_ref_var", 0.0)),
+                       precond_windows=int(top.get("precond_windows", 0)))
         except (KeyError, TypeError) as e:
             raise FadaError(f"{where('top')}: bad model config ({type(e).__name__}: {e})") from None
 
@@ -392,14 +411,17 @@ class AvatarNet(nn.Module):
 
     @classmethod
     def from_teacher(cls, teacher: "AvatarNet", cfg_mode: str, n_tokens: Optional[int] = None,
-                     cfg_norm: bool = False) -> "AvatarNet":
+                     cfg_norm: bool = False, precond_windows: int = 0) -> "AvatarNet":
         """A student with the teacher's weights; its new CFG layers / tokens / cond_proj start at their init
-        (CFG layer and cond_proj outputs zero, so the student initially equals the teacher)."""
+        (CFG layer and cond_proj outputs zero, so the student initially equals the teacher on the noising path).
+        ``precond_windows``: K of a PeRFlow student, whose window-line inputs a preconditioned net maps to the
+        path (``window_line_remap``); 0 for a TCD student or a net without preconditioning."""
         if cfg_mode not in CFG_MODES:
             raise FadaError(f"cfg.mode: unknown mode {cfg_mode!r} (choose one of {', '.join(CFG_MODES)})")
         top, parts = teacher.top_config(), copy.deepcopy(teacher.part_configs())
         d = teacher.cross_attention_dim
         top["student"], top["cfg_mode"] = True, cfg_mode
+        top["precond_windows"] = int(precond_windows) if teacher.precond_data_var > 0 else 0
         parts["denoising_net"]["cfg_dim"] = d if cfg_mode in ("tokens", "layer") else None
         parts["denoising_net"]["cfg_norm"] = bool(cfg_norm)
         parts["denoising_net"]["time_cond_dim"] = TIME_COND_DIM if cfg_mode == "time_embed" else None

@@ -107,7 +107,9 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     teacher = load_teacher(recipe, vae.latent_channels, frontend.feature_shape).to(device)  # where accelerate trains
     dataset = build_data(recipe, frontend, vae, progress)
     del vae, frontend  # the clips are cached: neither is needed while training
-    student = AvatarNet.from_teacher(teacher, m.cfg.mode, n_tokens=m.cfg.n_tokens, cfg_norm=m.cfg.normalize)
+    settings = DistillSettings.from_config(d, m.cfg.mode)
+    student = AvatarNet.from_teacher(teacher, m.cfg.mode, n_tokens=m.cfg.n_tokens, cfg_norm=m.cfg.normalize,
+                                     precond_windows=0 if d.variant == "tcd" else settings.num_windows)
     teacher.to(dtype=weight_dtype(recipe.train))  # frozen: the training dtype (train.frozen_dtype)
     if "lora" in d.trainable:
         add_lora(student, d.lora_rank, d.lora_alpha)
@@ -117,7 +119,6 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     if recipe.train.gradient_checkpointing:
         student.enable_gradient_checkpointing()
     save_resolved(recipe, Path(recipe.train.output_dir))
-    settings = DistillSettings.from_config(d, m.cfg.mode)
     task = DistillTask(student, teacher, dataset, settings, d.trainable)
     result = train(task, recipe.train, batch_size=recipe.data.batch_size, recipe_yaml=recipe_to_yaml(recipe),
                    progress=progress, stop_after=stop_after, num_workers=recipe.data.num_workers,

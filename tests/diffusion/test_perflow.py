@@ -215,3 +215,41 @@ def test_velocity_weight_turns_eps_error_into_velocity_error():
     lhs = (v1 - v2).pow(2).sum(1)
     rhs = velocity_weight(t, K, ac).float() * (e1 - e2).pow(2).sum(1)
     torch.testing.assert_close(lhs, rhs, rtol=1e-4, atol=1e-5)
+
+
+
+@pytest.mark.parametrize("K", [1, 4])
+def test_window_line_remap_lands_on_the_noising_path(K, ac, ac_np):
+    """Independent check in float64 numpy: a window-line point of one x0 (a DDIM path keeps its ε, Eq. 3 between
+    the path points at t_s and t_e), scaled by the map, is the noising-path point √ᾱ'·x0 + √(1−ᾱ')·ε at the
+    returned fractional index (ᾱ' linear between grid points), and ε is the window target of Eq. 4."""
+    from fada.diffusion import window_line_remap
+
+    rng = np.random.default_rng(5)
+    ab = lambda t: ac_np[max(round(1000 * t) - 1, 0)]
+    for t in (1.0, 0.9, 0.62, 0.5, 0.3, 0.05):
+        k = max(1, int(np.ceil((t - 1e-4) * K)))
+        t_s, t_e = k / K, (k - 1) / K
+        x0, eps = rng.normal(size=64), rng.normal(size=64)
+        z_s = np.sqrt(ab(t_s)) * x0 + np.sqrt(1 - ab(t_s)) * eps
+        z_e = np.sqrt(ab(t_e)) * x0 + np.sqrt(1 - ab(t_e)) * eps
+        z_t = z_s + (t - t_s) / (t_e - t_s) * (z_e - z_s)
+        lam, eta = np_coefficients(ac_np, t_s, t_e)
+        np.testing.assert_allclose((z_e - lam * z_s) / eta, eps, atol=1e-9)   # the window target is this ε
+        scale, tau = (float(x) for x in window_line_remap(torch.tensor([1000.0 * t]), K, ac))
+        lo = int(np.floor(tau))
+        ab_tau = ac_np[lo] + (tau - lo) * (ac_np[min(lo + 1, 999)] - ac_np[lo])
+        np.testing.assert_allclose(scale * z_t, np.sqrt(ab_tau) * x0 + np.sqrt(1 - ab_tau) * eps, atol=2e-4)
+        if abs(t - t_s) < 1e-9:   # a window's start is already on the path
+            assert scale == pytest.approx(1.0, abs=1e-6) and tau == pytest.approx(1000 * t_s - 1, abs=1e-3)
+
+
+def test_fractional_timesteps_read_the_schedule_linearly(ac):
+    from fada.diffusion import precond_output_scale
+
+    k = lambda tau: float(precond_output_scale(torch.tensor([tau]), 0.25, ac))
+    ab = lambda i: float(ac[i])
+    mid = 0.5 * (ab(500) + ab(501))
+    assert k(500.5) == pytest.approx((mid * 0.25 / (mid * 0.25 + 1 - mid)) ** 0.5, rel=1e-6)
+    assert k(500.0) == pytest.approx((ab(500) * 0.25 / (ab(500) * 0.25 + 1 - ab(500))) ** 0.5, rel=1e-6)
+    assert k(999.0) == pytest.approx((ab(999) * 0.25 / (ab(999) * 0.25 + 1 - ab(999))) ** 0.5, rel=1e-6)

@@ -36,13 +36,19 @@ def noisy(frames, seed: int, amp: int = 25):
 
 
 class TinyI3D(torch.nn.Module):
-    """A random stand-in with the TorchScript I3D's call convention: (B, 3, T, 224, 224) -> (B, 400)."""
+    """A random stand-in with the TorchScript I3D's call convention: uint8 (B, 3, T, H, W) with rescale (0..255 to
+    [-1, 1]) and resize (to 224) inside -> (B, 400)."""
 
     def __init__(self):
         super().__init__()
         self.conv = torch.nn.Conv3d(3, 400, kernel_size=(2, 8, 8), stride=(2, 8, 8))
 
     def forward(self, x, rescale: bool = False, resize: bool = False, return_features: bool = False):
+        x = x.float()
+        if rescale:
+            x = x / 127.5 - 1.0
+        if resize:
+            x = torch.nn.functional.interpolate(x, size=(x.shape[2], 224, 224), mode="trilinear", align_corners=False)
         return torch.relu(self.conv(x)).mean(dim=(2, 3, 4))
 
 
@@ -69,6 +75,6 @@ def write_weights(folder: Path, which=("fid", "fvd", "fvd_i", "sync")) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.jit.script(TinyI3D().eval()).save(str(folder / FVD_I3D))
-    if "sync" in which:  # joonson/syncnet_python: keys prefixed with __S__.
-        torch.save({"__S__." + k: v for k, v in plain(SyncNetS()).items()}, folder / SYNCNET)
+    if "sync" in which:  # joonson/syncnet_python's syncnet_v2.model: S's bare keys
+        torch.save(plain(SyncNetS()), folder / SYNCNET)
     return folder

@@ -33,27 +33,27 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def short_set(tmp_path_factory):
-    """10-frame 64 px clips: generated a, b (noisy copies of the references) and z (no reference); reference c
-    has no generated video."""
+    """18-frame 64 px clips (two FVD-R segments, one FVD-I clip): generated a, b (noisy copies of the references)
+    and z (no reference); reference c has no generated video."""
     root = tmp_path_factory.mktemp("short")
     gen, ref = root / "gen", root / "ref"
     for i, name in enumerate(["a", "b", "c"]):
-        frames, audio = talking_clip(i, 0.4)
+        frames, audio = talking_clip(i, 0.72)
         write_clip(ref / f"{name}.mp4", frames, audio)
         if name != "c":
             write_clip(gen / f"{name}.mp4", noisy(frames, 10 + i), audio)
-    frames, audio = talking_clip(7, 0.4)
+    frames, audio = talking_clip(7, 0.72)
     write_clip(gen / "z.mp4", frames, audio)
     return gen, ref
 
 
-def frechet_svd(x, y):
-    """Independent reference for few rows: tr((S1 S2)^1/2) = nuclear norm of A Bᵀ / sqrt((n1-1)(n2-1))."""
+def frechet_svd(x, y, ddof=1):
+    """Independent reference for few rows: tr((S1 S2)^1/2) = nuclear norm of A Bᵀ / sqrt((n1-ddof)(n2-ddof))."""
     a, b = x - x.mean(0), y - y.mean(0)
-    c = np.sqrt((len(x) - 1) * (len(y) - 1))
+    c = np.sqrt((len(x) - ddof) * (len(y) - ddof))
     cross = np.linalg.svd(a @ b.T, compute_uv=False).sum() / c
     d = x.mean(0) - y.mean(0)
-    return d @ d + (a * a).sum() / (len(x) - 1) + (b * b).sum() / (len(y) - 1) - 2 * cross
+    return d @ d + (a * a).sum() / (len(x) - ddof) + (b * b).sum() / (len(y) - ddof) - 2 * cross
 
 
 def _decoded(folder, names):
@@ -73,10 +73,14 @@ def test_networks_on_random_weights_match_direct_computation(weights, short_set)
     want = frechet_svd(np.concatenate([fid.features(v[::8]) for v in g]),
                        np.concatenate([fid.features(v[::8]) for v in r]))
     assert rep["metrics"]["fid"] == pytest.approx(want, rel=1e-6)
-    for m in ("fvd", "fvd_i"):  # per-video features (mean over 16-frame segments), distance over videos
+    # per-video features, distance over videos: FVD-R (DisCo) with the unbiased covariance, FVD-I (StyleGAN-V)
+    # with the biased one
+    for m, ddof in (("fvd", 1), ("fvd_i", 0)):
         want = frechet_svd(np.stack([ev.models[m].features(v) for v in g]),
-                           np.stack([ev.models[m].features(v) for v in r]))
+                           np.stack([ev.models[m].features(v) for v in r]), ddof)
         assert rep["metrics"][m] == pytest.approx(want, rel=1e-6)
+    assert "DisCo" in rep["protocols"]["fvd"] and "StyleGAN-V" in rep["protocols"]["fvd_i"]
+    assert set(rep["protocols"]) == {"fvd", "fvd_i"}
     assert rep["metrics"]["fid"] > 0 and rep["metrics"]["fvd"] > 0
     rows = {row["name"]: row for row in rep["videos"]}
     assert set(rows) == {"a", "b", "z"} and rows["z"]["reference"] is None
@@ -170,3 +174,18 @@ def test_efid_from_coefficient_files(tmp_path, short_set):
     (tmp_path / "reference" / "b.npy").unlink()
     rep = ev.evaluate(pair_folders(gen, ref))
     assert "efid" not in rep["metrics"] and "b.npy" in rep["skipped"]["efid"]
+
+
+def test_fvd_i_leaves_out_videos_under_16_frames(weights, tmp_path):
+    """StyleGAN-V discards videos shorter than its 16-frame clip: FVD-I then skips, FVD-R still counts them."""
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    for i, name in enumerate("ab"):
+        frames, audio = talking_clip(i, 0.4)  # 10 frames
+        write_clip(ref / f"{name}.mp4", frames, audio)
+        write_clip(gen / f"{name}.mp4", noisy(frames, 10 + i), audio)
+    ev = Evaluator(plan_metrics(["fvd", "fvd_i"], weights), weights_dir=weights, device="cpu")
+    rep = ev.evaluate(pair_folders(gen, ref))
+    assert rep["metrics"]["fvd"] > 0 and "fvd_i" not in rep["metrics"]
+    assert "fvd_i needs at least 2 paired videos" in rep["skipped"]["fvd_i"]
+    assert all("16 frames" in row["errors"]["fvd_i"] for row in rep["videos"])
+    assert rep["counts"]["failed"] == []

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fada.errors import FadaError
-from fada.metrics.fvd import (ACTIVITYNET_MEAN, FVDExtractor, I3DExtractor, fvd_from_videos, i3d_clips,
+from fada.metrics.fvd import (ACTIVITYNET_MEAN, FVDExtractor, I3DExtractor, fvd_from_videos, i3d_clip,
                               load_resnet3d_50, resnet3d_50, resnet_clips, segment_indices)
 from fada.metrics.weights import FVD_I3D, FVD_RESNET50
 
@@ -57,22 +57,28 @@ def test_wrong_arch_and_bare_state_dict(tmp_path):
         load_resnet3d_50(tmp_path / "b.pth")
 
 
-def test_segments_loop_padding():
+def test_segments_repeat_the_last_frame():
     segs = segment_indices(35)
     assert [s.tolist()[:3] for s in segs] == [[0, 1, 2], [16, 17, 18], [32, 33, 34]]
-    assert segs[2].tolist() == [32, 33, 34] * 5 + [32]
-    assert segment_indices(5)[0].tolist() == [0, 1, 2, 3, 4] * 3 + [0]
+    assert segs[2].tolist() == [32, 33] + [34] * 14  # DisCo pads a short tail with its last frame
+    assert segment_indices(5)[0].tolist() == [0, 1, 2, 3] + [4] * 12
+    assert [len(x) for x in segment_indices(32)] == [16, 16]
     with pytest.raises(FadaError):
         segment_indices(0)
 
 
-def test_resnet_preprocessing():
+def test_resnet_preprocessing_squashes_to_112_without_crop():
     video = np.zeros((20, 90, 160, 3), np.uint8)
     video[..., 0] = 200
+    video[:, :, :80, 1] = 255  # left half green: no crop keeps both halves, squashed to 56 columns each
     clips = resnet_clips(video)
-    assert clips.shape == (2, 3, 16, 112, 112)  # short side 112, centre crop, 16-frame segments
+    assert clips.shape == (2, 3, 16, 112, 112)
     assert torch.allclose(clips[:, 0], torch.tensor(200.0 - ACTIVITYNET_MEAN[0]))
     assert torch.allclose(clips[:, 2], torch.tensor(-ACTIVITYNET_MEAN[2]))
+    g = clips[0, 1, 0] + ACTIVITYNET_MEAN[1]
+    assert float(g[:, :54].min()) == pytest.approx(255, abs=1e-3) and float(g[:, 58:].max()) == pytest.approx(0, abs=1e-3)
+    # bicubic overshoot at the edge is kept, as in DisCo's unclipped resizer
+    assert float(g.max()) > 255.5 and float(g.min()) < -0.5
 
 
 def test_segment_mean_and_fvd_with_small_width():
@@ -103,19 +109,39 @@ class _FakeI3D(torch.nn.Module):
         return out
 
 
-def test_i3d_torchscript_convention(tmp_path):
+def test_i3d_follows_stylegan_v(tmp_path):
+    """StyleGAN-V's call: uint8 at the video's own size, first 16 frames, rescale and resize by the detector."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.script(_FakeI3D()).save(str(tmp_path / FVD_I3D))
     ext = I3DExtractor.from_weights_dir(tmp_path)
-    video = np.zeros((16, 100, 120, 3), np.uint8)
+    video = np.zeros((40, 100, 120, 3), np.uint8)
     video[:, :50] = 255
+    video[16:] = 7  # after the first clip: never read
     f = ext.features(video)
     assert f.shape == (400,)
-    assert f[0] == pytest.approx(-1.0) and f[1] == pytest.approx(1.0)  # [-1, 1]
-    assert tuple(f[2:5]) == (16, 224, 224)
-    assert f[5] == 4.0  # rescale=False, resize=False, return_features=True
-    assert i3d_clips(video).shape == (1, 3, 16, 224, 224)
+    assert f[0] == 0.0 and f[1] == 255.0  # raw 0..255
+    assert tuple(f[2:5]) == (16, 100, 120)
+    assert f[5] == 7.0  # rescale=True, resize=True, return_features=True
+    assert i3d_clip(video).dtype == torch.uint8 and i3d_clip(video).shape == (1, 3, 16, 100, 120)
+    with pytest.raises(FadaError, match="16 frames"):
+        ext.features(video[:15])
+
+
+def test_fvd_i_uses_the_biased_covariance():
+    from fada.metrics.frechet import frechet_from_features
+
+    class Ext:
+        name = "fvd_i"
+
+        def features(self, v):
+            return v.reshape(-1)[:3].astype(np.float64)
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=(4, 3)) + 1
+    d = fvd_from_videos(Ext(), list(a), list(b))
+    assert d == pytest.approx(frechet_from_features(a, b, ddof=0))
+    assert d != pytest.approx(frechet_from_features(a, b, ddof=1))
 
 
 def test_i3d_not_torchscript(tmp_path):

@@ -388,3 +388,36 @@ def test_cfg_layer_keeps_eq10_scale_structure():
         k = layer.to_k(layer.norm_cfg(emb))
         gap = (k[0] + k[1] - k[2] - k[3]).abs().max() / k[3].abs().max()
         assert (gap < 1e-5) == holds, (normalize, float(gap))
+
+
+def test_perflow_student_reads_window_lines_as_their_path_points(tmp_path):
+    """A preconditioned PeRFlow student (``precond_windows``) at a window-line point equals its teacher at the
+    equivalent noising-path point (window_line_remap), loss weight included; the setting survives save/load; a
+    student with precond_windows 0 (TCD) and an unpreconditioned one read their input as it is."""
+    from fada.config import load_recipe
+    from fada.diffusion import precond_loss_weight, sd15_alphas_cumprod, window_line_remap
+    from tests.fixtures import TINY_TEST_MODEL
+
+    m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.precond_data_var=0.25",
+                                                       "model.unet.precond_ref_var=0"]).model
+    torch.manual_seed(1)
+    teacher = randomize_(build_avatar_net(m), std=0.02).eval()
+    z = torch.randn(3, teacher.latent_channels, m.num_frames, 16, 16)
+    t = torch.tensor([1000.0, 500.0, 166.0])
+    feats = torch.randn(3, m.num_frames, *teacher.audio_feature_shape)
+    student = AvatarNet.from_teacher(teacher, "none", precond_windows=1).eval()
+    assert student.precond_windows == 1
+    ac = sd15_alphas_cumprod()
+    scale, tau = window_line_remap(t, 1, ac)
+    assert float(scale[1]) > 1.3 and 300 < float(tau[1]) < 400       # one window: far from the path mid-way
+    with torch.no_grad():
+        torch.testing.assert_close(student(z, t, feats, None), teacher(z * scale.view(3, 1, 1, 1, 1), tau, feats, None))
+        torch.testing.assert_close(student.eps_loss_weight(t), precond_loss_weight(tau, 0.25, ac))
+        student.save_pretrained(tmp_path / "s")
+        again = AvatarNet.from_pretrained(tmp_path / "s").eval()
+        assert again.precond_windows == 1
+        torch.testing.assert_close(again(z, t, feats, None), student(z, t, feats, None))
+        tcd = AvatarNet.from_teacher(teacher, "none", precond_windows=0).eval()
+        torch.testing.assert_close(tcd(z, t, feats, None), teacher(z, t, feats, None))
+    plain = AvatarNet.from_teacher(randomize_(build_avatar_net(tiny_cfg()), std=0.02), "none", precond_windows=4)
+    assert plain.precond_windows == 0                                  # the SD-scale student is PeRFlow's own

@@ -254,7 +254,9 @@ def test_rflow_is_a_balanced_student_sampled_with_multi_cfg(teacher, tmp_path):
     run(recipe(teacher, tmp_path / "r", "tiny-balanced", "distill.variant=rflow"), progress=False)
     spec = read_spec(export(tmp_path / "r", tmp_path / "m", dtype="fp32"))
     assert (spec.kind, spec.variant, spec.num_windows, spec.modes) == ("balanced", "rflow", 1, ("balanced",))
-    assert FadaPipeline.from_pretrained(spec.root).plan().nfe_per_clip == 18
+    pipe = FadaPipeline.from_pretrained(spec.root)
+    assert pipe.plan().nfe_per_clip == 18
+    assert pipe.net.precond_windows == 1  # its one window's lines are read as their noising-path points
     with pytest.raises(ConfigError, match="model.cfg.mode"):
         recipe(teacher, tmp_path / "x", "tiny-fast", "distill.variant=rflow")
 
@@ -291,6 +293,7 @@ def test_tcd_baseline_trains_exports_and_samples_with_diffusers_tcd(teacher, tmp
     assert (spec.kind, spec.variant, spec.sampler, spec.tcd) == ("balanced", "tcd", "tcd",
                                                                  {"gamma": 0.3, "original_steps": 50})
     pipe = FadaPipeline.from_pretrained(spec.root)
+    assert pipe.net.precond_windows == 0  # a TCD student is queried on the noising path
     plan = pipe.plan()
     assert (plan.sampler, plan.steps, plan.nfe_per_clip) == ("tcd", 6, 18) and "TCD 6 steps" in plan.describe()
     audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
