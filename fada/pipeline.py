@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -162,7 +162,7 @@ class FrameStream:
     known before the first chunk (``total_frames``, ``clips``, ``plan``, ``waveform`` for muxing)."""
 
     def __init__(self, pipe: "FadaPipeline", image: np.ndarray, waveform: np.ndarray, plan: GenerationPlan,
-                 fps: int, seed: int, progress: bool):
+                 fps: int, seed: int, progress: bool, on_step: Optional[Callable[[int, int], None]] = None):
         from fada.models.audio import frames_for_duration
 
         self.pipe, self.image, self.waveform, self.plan, self.fps, self.seed = pipe, image, waveform, plan, fps, seed
@@ -175,6 +175,7 @@ class FrameStream:
         self.gen_frames = gen_index(self.total_frames - 1, fps, self.model_fps) + 1
         self.clips = -(-self.gen_frames // pipe.model_cfg.num_frames)
         self.progress = progress
+        self.on_step = on_step  # called (steps done, steps in all) after every sampler step (the web page's bar)
         self.frames_done = 0
         self._iter = self._run()
 
@@ -194,6 +195,18 @@ class FrameStream:
 
     def close(self) -> None:
         self._iter.close()
+
+    def _step_callback(self, bar, clip: int):
+        if bar is None and self.on_step is None:
+            return None
+        total = self.clips * self.plan.steps
+
+        def callback(i, *_):
+            if bar is not None:
+                bar.update(1)
+            if self.on_step is not None:
+                self.on_step(clip * self.plan.steps + i + 1, total)
+        return callback
 
     def _run(self) -> Iterator[np.ndarray]:
         pipe, plan = self.pipe, self.plan
@@ -218,8 +231,7 @@ class FrameStream:
                     bar.set_description(f"clip {c + 1}/{self.clips}")
                 s = c * F
                 rows = feats.rows(s, s + F)[None]
-                z, frames = pipe._sample_clip(plan, bank, rows, next(noises),
-                                              (lambda *a: bar.update(1)) if bar is not None else None)
+                z, frames = pipe._sample_clip(plan, bank, rows, next(noises), self._step_callback(bar, c))
                 if M:
                     hist = torch.cat([motion, z.permute(0, 2, 1, 3, 4)], dim=1)
                     motion = hist[:, -M:]
@@ -436,26 +448,30 @@ class FadaPipeline:
     # -- public entry points -------------------------------------------------------------------------------------
     def generate_frames(self, portrait, audio, mode: Optional[str] = None, steps: Optional[int] = None,
                         cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0,
-                        crop: bool = True, fps: Optional[int] = None, progress: bool = False) -> FrameStream:
+                        crop: bool = True, fps: Optional[int] = None, progress: bool = False,
+                        on_step: Optional[Callable[[int, int], None]] = None) -> FrameStream:
         """Check the inputs now, then stream uint8 RGB chunks (n, H, W, 3) at ``fps`` (default: the model's),
-        ``frames_for_duration(len(audio), sr, fps)`` frames in all."""
+        ``frames_for_duration(len(audio), sr, fps)`` frames in all. ``on_step(done, total)`` follows the sampler
+        steps over all clips."""
         plan = self.plan(mode, steps, cfg_audio, cfg_ref)
         fps = int(fps or self.model_cfg.fps)
         if fps < 1:
             raise FadaError(f"--fps {fps}: must be at least 1")
         image = self.load_portrait(portrait, crop)
         wav = self.load_audio(audio)
-        return FrameStream(self, image, wav, plan, fps, seed, progress)
+        return FrameStream(self, image, wav, plan, fps, seed, progress, on_step)
 
     def __call__(self, portrait, audio, mode: Optional[str] = None, steps: Optional[int] = None,
                  cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0, out=None,
-                 crop: bool = True, fps: Optional[int] = None, progress: bool = True) -> GenerationResult:
+                 crop: bool = True, fps: Optional[int] = None, progress: bool = True,
+                 on_step: Optional[Callable[[int, int], None]] = None) -> GenerationResult:
         """Generate and write an H.264 mp4 with the (resampled, mono) input audio muxed in; frames are streamed to
         the file. ``out`` defaults to ``<portrait>_<audio>.mp4`` in the current folder."""
         from fada.data.media import VideoWriter
 
         t0 = time.perf_counter()
-        stream = self.generate_frames(portrait, audio, mode, steps, cfg_audio, cfg_ref, seed, crop, fps, progress)
+        stream = self.generate_frames(portrait, audio, mode, steps, cfg_audio, cfg_ref, seed, crop, fps, progress,
+                                      on_step)
         out = Path(out) if out is not None else Path(default_output_name(portrait, audio))
         with VideoWriter(out, stream.fps, (self.resolution, self.resolution), audio=stream.waveform,
                          sample_rate=stream.sample_rate) as writer:

@@ -138,10 +138,18 @@ def curate_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: clips/, manifest.jsonl, A.jsonl, B.jsonl, report."),
     recipe: str = typer.Option("curate", "--recipe", "-r", help=RECIPE_HELP),
     overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+    engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray (Ray tasks)."),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="With --engine ray: the cluster (auto, HOST:PORT, ray://...); "
+                                               "default: a local Ray instance."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j",
+                                          help="Processes (local) or the local Ray instance's CPUs (default: "
+                                               "curate.workers, else all cores)."),
 ):
     """Curate talking videos into face-cropped clips, score them, and split them into strict set A and lenient set B."""
     with guard():
-        run_stage("curate", input_dir=input_dir, out=out, recipe=load(recipe, overrides, "curate"))
+        run_stage("curate", input_dir=input_dir, out=out, recipe=load(recipe, overrides, "curate"), workers=workers,
+                  engine=engine, address=address)
 
 
 @app.command("train-teacher")
@@ -258,6 +266,23 @@ def demo_cmd(
     """The whole paper in miniature on a CPU: synthesise data, curate, train, distill, export, generate, evaluate."""
     with guard():
         run_stage("demo", out=out, quick=quick, ablations=ablations)
+
+
+@app.command("app")
+def app_cmd(
+    model: Optional[List[Path]] = typer.Option(None, "--model", "-m",
+                                               help="Exported model folder; repeat for several (also $FADA_MODEL and "
+                                                    "the last demo's models)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on (loopback by default)."),
+    port: int = typer.Option(7860, "--port", help="Port."),
+    share: bool = typer.Option(False, "--share", help="Also open a public gradio.live link (a warning is printed)."),
+    max_audio_seconds: float = typer.Option(60.0, "--max-audio-seconds", help="Longest speech a request may send."),
+):
+    """A local web page: portrait + speech in, talking-portrait video out (Gradio; also an API)."""
+    with guard():
+        from fada.app import launch
+
+        launch(model or [], host=host, port=port, share=share, max_audio_seconds=max_audio_seconds)
 
 
 @app.command("synth")

@@ -9,6 +9,8 @@ Outputs in DIR (all written atomically):
   every manifest are relative to DIR (the manifests' own folder);
 * ``report.md``, ``report.json``, ``histograms.png``; ``recipe.yaml`` (the resolved recipe).
 
+Engines: ``local`` processes, or ``ray`` tasks on a cluster (``fada.curation.engines``); the outputs are the same.
+
 Resumable: each source video's result is cached in ``DIR/.cache/<hash of path, size, mtime and the processing
 settings>.json`` by the worker that made it; a re-run reuses every cached video whose clips are still on disk and
 only re-selects (thresholds are not part of the hash, so changing them re-selects without re-processing).
@@ -20,7 +22,7 @@ import os
 from pathlib import Path
 
 from fada.config.recipes import save_resolved
-from fada.curation import pipeline
+from fada.curation import engines, pipeline
 from fada.curation.report import write_report
 from fada.curation.select import load_metadata, select
 from fada.errors import FadaError, MissingFileError
@@ -36,32 +38,18 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _run_jobs(jobs: list[dict], workers: int, progress: bool, done: int, total: int) -> list[dict]:
-    from tqdm import tqdm
-
-    results: list[dict] = []
-    with tqdm(total=total, initial=done, desc="curate", unit="video", disable=not progress) as bar:
-        if not jobs:
-            return results
-        if workers <= 1 or len(jobs) == 1:
-            for job in jobs:
-                results.append(pipeline.process_video(job))
-                bar.update(1)
-            return results
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context(method)) as pool:
-            for res in pool.map(pipeline.process_video, jobs, chunksize=1):
-                results.append(res)
-                bar.update(1)
-    return results
-
-
-def run(input_dir, out, recipe, workers: int | None = None, progress: bool = True) -> dict:
-    """Curate every video under ``input_dir`` into ``out``; returns the report summary."""
+def run(input_dir, out, recipe, workers: int | None = None, progress: bool = True, engine: str = "local",
+        address: str | None = None) -> dict:
+    """Curate every video under ``input_dir`` into ``out``; returns the report summary. ``engine`` 'local'
+    (``workers`` processes) or 'ray' (tasks on the Ray cluster at ``address``, or a local Ray instance with
+    ``workers`` CPUs when no address is given; ``fada.curation.engines``)."""
     cfg = recipe.curate
+    if engine not in engines.ENGINES:
+        raise FadaError(f"--engine {engine!r}: choose one of {', '.join(engines.ENGINES)}")
+    if address and engine != "ray":
+        raise FadaError("--address is for --engine ray")
+    if engine == "ray":
+        engines.import_ray()  # a missing extra is one line before any work
     input_dir, out = Path(input_dir), Path(out)
     if not input_dir.exists():
         raise MissingFileError(input_dir, "input folder")
@@ -94,7 +82,11 @@ def run(input_dir, out, recipe, workers: int | None = None, progress: bool = Tru
             jobs.append({"path": str(v.resolve()), "rel": rel, "out": str(out.resolve()), "params": params,
                          "cache": str((cache_dir / f"{key}.json").resolve())})
     n = workers if workers is not None else (cfg.workers or default_workers())
-    for res in _run_jobs(jobs, n, progress, len(results), len(videos)):
+    if engine == "ray":
+        done = engines.run_ray(jobs, address, progress, len(results), len(videos), num_cpus=n)
+    else:
+        done = engines.run_local(jobs, n, progress, len(results), len(videos))
+    for res in done:
         results[res["source"]] = res
 
     ordered = [results[v.relative_to(input_dir).as_posix()] for v in videos]

@@ -58,7 +58,7 @@ def tiny(tmp_path_factory):
         lines.append(json.dumps({"portrait": "face.png", "audio": "speech.wav", "reference": f"gt{i}.mp4",
                                  "name": f"item{i}", "seed": i}))
     (root / "test.jsonl").write_text("\n".join(lines) + "\n")
-    return {"model": model, "testset": root / "test.jsonl", "weights": write_weights(root / "w", ("fvd_i",))}
+    return {"model": model, "testset": root / "test.jsonl", "weights": write_weights(root / "w", ("fvd",))}
 
 
 def cli(*args):
@@ -100,6 +100,23 @@ def test_cli_only_missing_weights_is_one_line_exit_2(folders, tmp_path):
     assert not out.exists()
     res = cli("--metrics", "iqa", "--generated", gen, "--sweep", "cfg_audio=1:8")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_cli_fvd_reports_its_protocol(folders, tmp_path):
+    """`fada eval --metrics fvd,fvd_i` says which published protocol each score follows (terminal and JSON)."""
+    gen, ref = folders
+    weights = write_weights(tmp_path / "w", which=("fvd", "fvd_i"))
+    out = tmp_path / "rep.json"
+    res = cli("--metrics", "fvd,fvd_i", "--generated", gen, "--reference", ref, "--weights-dir", weights,
+              "--out", out)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert data["metrics"]["fvd"] > 0 and data["metrics"]["fvd_i"] > 0  # 20-frame clips: one FVD-I clip each
+    assert data["protocols"]["fvd"].startswith("FVD-R as DisCo's FVD-3DRN50")
+    assert data["protocols"]["fvd_i"].startswith("FVD-I as StyleGAN-V's fvd2048_16f")
+    flat = " ".join(res.stdout.split())
+    assert "protocol fvd: FVD-R as DisCo's FVD-3DRN50" in flat and "16-frame segments" in flat
+    assert "protocol fvd_i: FVD-I as StyleGAN-V's fvd2048_16f" in flat
 
 
 def test_cli_runs_what_can_run(folders, tmp_path):
@@ -145,15 +162,15 @@ def test_model_mode_generates_and_times(tiny, tmp_path):
 
 def test_sweep_on_tiny_model_writes_pngs(tiny, tmp_path, capsys):
     out = tmp_path / "sw" / "report.json"
-    rep = evaluate.run(["fvd_i", "sync", "efid", "iqa_sharpness"], model=tiny["model"], testset=tiny["testset"],
+    rep = evaluate.run(["fvd", "sync", "efid", "iqa_sharpness"], model=tiny["model"], testset=tiny["testset"],
                        weights_dir=tiny["weights"], sweep="cfg_audio=1:2:1", out=out)
     assert rep["sweep"] == {"param": "cfg_audio", "values": [1.0, 2.0]}
     assert [e["cfg_audio"] for e in rep["entries"]] == [1.0, 2.0]
     assert all("told to the student: cfg_audio" in e["plan"] for e in rep["entries"])
-    for e in rep["entries"]:
-        assert {"fvd_i", "efid_sub", "sync_wf_conf", "iqa_sharpness", "nfe_d"} <= set(e["metrics"])
+    for e in rep["entries"]:  # FVD-R: these 10-frame videos are one padded segment (FVD-I needs 16 frames)
+        assert {"fvd", "efid_sub", "sync_wf_conf", "iqa_sharpness", "nfe_d"} <= set(e["metrics"])
     pngs = sorted(p.name for p in out.parent.glob("*.png"))
-    assert pngs == sorted(f"sweep_cfg_audio_{m}.png" for m in ("fvd_i", "efid_sub", "sync_wf_conf", "sync_wf_corr",
+    assert pngs == sorted(f"sweep_cfg_audio_{m}.png" for m in ("fvd", "efid_sub", "sync_wf_conf", "sync_wf_corr",
                                                                "sync_wf_offset", "iqa_sharpness"))
     assert all((out.parent / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert sorted(p.name for p in (out.parent / "report_videos").iterdir()) == ["cfg_audio=1", "cfg_audio=2"]
