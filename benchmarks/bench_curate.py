@@ -1,6 +1,10 @@
 """Time `fada curate` on a labelled synthetic corpus and score sets A and B against its answer key.
 
     python benchmarks/bench_curate.py [--corpus DIR] [--count 60] [--workers N] [--recipe tiny-curate] [--out DIR]
+        [--engine local|ray [--address HOST:PORT]]
+
+With ``--engine ray`` it also curates the same corpus with the local engine on this machine and reports both
+rates (videos per second) and Ray's overhead per video.
 
 Without --corpus a corpus of --count clips is generated (not timed) into a temporary folder. Curation always
 starts from an empty output folder (no cache). Prints one JSON object: seconds, workers, counts and the
@@ -68,6 +72,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=None, help="default: the recipe's (0: number of cores)")
     ap.add_argument("--recipe", default="tiny-curate")
     ap.add_argument("--out", help="output folder (default: a temporary one); emptied first")
+    ap.add_argument("--engine", default="local", choices=["local", "ray"])
+    ap.add_argument("--address", default=None, help="with --engine ray: a cluster (default: a local Ray instance)")
     args = ap.parse_args(argv)
 
     from fada.config import load_recipe
@@ -87,11 +93,25 @@ def main(argv=None) -> dict:
         recipe = load_recipe(args.recipe, stage="curate")
         workers = args.workers if args.workers is not None else (recipe.curate.workers or curate.default_workers())
         t0 = time.perf_counter()
-        curate.run(corpus / "videos", out, recipe, workers=workers, progress=False)
+        curate.run(corpus / "videos", out, recipe, workers=workers, progress=False, engine=args.engine,
+                   address=args.address)
         seconds = time.perf_counter() - t0
         rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
-        result = {"seconds": round(seconds, 2), "workers": workers, "recipe": args.recipe,
-                  **answer_key(rows, labels)}
+        n = len(labels)
+        result = {"engine": args.engine, "seconds": round(seconds, 2), "videos_per_second": round(n / seconds, 3),
+                  "workers": workers, "recipe": args.recipe, **answer_key(rows, labels)}
+        if args.engine == "ray":
+            import shutil
+
+            local_out = Path(tmp) / "curated-local"
+            shutil.rmtree(local_out, ignore_errors=True)
+            t0 = time.perf_counter()
+            curate.run(corpus / "videos", local_out, recipe, workers=workers, progress=False)
+            local = time.perf_counter() - t0
+            result["local_seconds"] = round(local, 2)
+            result["local_videos_per_second"] = round(n / local, 3)
+            # wall-clock overhead per video (Ray start included), with the same workers
+            result["ray_overhead_per_video_s"] = round((seconds - local) / n, 3)
     print(json.dumps(result))
     return result
 
