@@ -20,6 +20,11 @@ Keys: ``teacher``/``balanced``/``fast`` each with ``nfe`` (denoiser passes per c
 denoiser passes, from the per-step timings under ``components_ms``); ``ratio_teacher_fast`` and
 ``ratio_teacher_balanced`` (wall-time ratios; the NFE ratios are 12.5 and 4.17).
 
+``--dtype`` and ``--attention`` take comma lists (``--dtype fp16,bf16 --attention sdpa,xformers``): the models are built
+once and every (dtype, attention backend) pair is measured in the same process, one after another; the first pair
+fills the top-level keys and ``variants`` lists every pair's figures, with ``max_abs_diff_vs_first`` (the largest
+difference of one Fast step's ε from the first pair's on the same inputs, a check that the backends agree).
+
 Full scale needs no download: the SD1.5-shaped UNets, the SD VAE and a base-sized wav2vec2 are built with random
 weights (speed does not depend on them); the VAE and wav2vec2 are saved to a temporary folder so that the real
 loaders run.
@@ -159,12 +164,79 @@ def component_times(pipe: FadaPipeline, mode: str, repeats: int = 3) -> dict:
                 "decode": best(lambda: pipe.codec.decode_video(z.permute(0, 2, 1, 3, 4)))}
 
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def fast_step_eps(pipe: FadaPipeline) -> torch.Tensor:
+    """One Fast-mode ε prediction on fixed random latents (to compare dtypes and attention backends)."""
+    from fada.diffusion import conditional
+
+    plan = pipe.plan("fast")
+    net, cfg = pipe.net, pipe.model_cfg
+    res = cfg.resolution // pipe.codec.downsample
+    c, f, m = net.latent_channels, cfg.num_frames, cfg.motion_frames
+    g = torch.Generator().manual_seed(1)
+    ref = torch.randn(1, c, res, res, generator=g).to(pipe.device, pipe.dtype)
+    motion = torch.randn(1, m, c, res, res, generator=g).to(pipe.device, pipe.dtype) if m else None
+    z = torch.randn(1, c, f, res, res, generator=g).to(pipe.device, pipe.dtype)
+    feats = torch.randn(1, f, *net.audio_feature_shape, generator=g).to(pipe.device, pipe.dtype)
+    with torch.inference_mode():
+        scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=pipe.device) if plan.told_scales else None
+        fn = net.model_fn(net.encode_bank(ref, motion), feats, cfg_scales=scales)
+        return conditional(fn)(z, torch.full((1,), 500.0, device=pipe.device))
+
+
+def measure(pipes: dict, portrait: Path, audio: Path, warm_audio: Path, tmp: Path, repeats: int,
+            crop: bool = True) -> dict:
+    """Whole-pipeline times of the three modes (fastest of ``repeats`` interleaved rounds) and their ratios."""
+    out: dict = {}
+    for mode in MODES:  # warm-up: one clip each
+        pipes[mode](portrait, warm_audio, mode=mode, out=tmp / f"warm_{mode}.mp4", crop=crop, progress=False)
+    # Rounds interleave the modes, so that load from other processes on a shared machine hits all of them
+    # alike; per mode the fastest run counts.
+    runs: dict = {m: [] for m in MODES}
+    comps: dict = {m: [] for m in MODES}
+    for _ in range(max(1, repeats)):
+        for mode in MODES:
+            runs[mode].append(pipes[mode](portrait, audio, mode=mode, out=tmp / f"{mode}.mp4", crop=crop,
+                                          progress=False))
+        for mode in MODES:
+            comps[mode].append(component_times(pipes[mode], mode, repeats=2))
+    for mode in MODES:
+        best = min(runs[mode], key=lambda r: r.seconds)
+        comp = {k: min(c[k] for c in comps[mode]) for k in comps[mode][0]}
+        denoise = best.clips * best.plan.steps * comp["step"] / 1e3
+        out[mode] = {"nfe": best.nfe_per_clip, "steps": best.plan.steps, "seconds": round(best.seconds, 3),
+                     "seconds_per_video_second": round(best.seconds_per_video_second, 4),
+                     "frames_per_second": round(best.frames / best.seconds, 3),
+                     "denoiser_share": round(denoise / best.seconds, 3),
+                     "components_ms": {k: round(v, 2) for k, v in comp.items()}}
+    t, b, f = (out[m]["seconds_per_video_second"] for m in MODES)
+    out["ratio_teacher_fast"] = round(t / f, 2)
+    out["ratio_teacher_balanced"] = round(t / b, 2)
+    out["nfe_ratio_teacher_fast"] = round(out["teacher"]["nfe"] / out["fast"]["nfe"], 2)
+    out["nfe_ratio_teacher_balanced"] = round(out["teacher"]["nfe"] / out["balanced"]["nfe"], 2)
+    # the ratio the denoiser passes alone allow (no bank, audio, decode or writing): below the NFE ratio because
+    # the unconditional branch of a multi-CFG batch reads no reference bank and so costs less than a pass that does
+    den = {m: out[m]["components_ms"]["step"] * out[m]["steps"] for m in MODES}
+    out["denoiser_only_ratio_teacher_fast"] = round(den["teacher"] / den["fast"], 2)
+    out["denoiser_only_ratio_teacher_balanced"] = round(den["teacher"] / den["balanced"], 2)
+    # what one denoiser pass costs in each mode (a batched multi-CFG step counts 3 passes)
+    out["ms_per_pass"] = {m: round(out[m]["components_ms"]["step"] * out[m]["steps"] / out[m]["nfe"], 2)
+                          for m in MODES}
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", choices=["tiny", "full"], default="tiny")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda for full scale when present)")
-    ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None,
-                    help="default fp32 on CPU, fp16 on CUDA")
+    ap.add_argument("--dtype", default=None,
+                    help="fp32|fp16|bf16, or a comma list; default fp32 on CPU, fp16 on CUDA")
+    ap.add_argument("--attention", default="auto",
+                    help="auto|sdpa|xformers, or a comma list (xformers needs CUDA and the xformers package)")
+    ap.add_argument("--no-crop", action="store_true",
+                    help="skip the face crop (OpenCV 5 builds have no Haar detector; the crop costs milliseconds)")
     ap.add_argument("--clips", type=int, default=4, help="clips of audio per video (per-clip costs amortise)")
     ap.add_argument("--repeats", type=int, default=2, help="timed rounds (modes interleaved); the fastest counts")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: batching gets no free cores)")
@@ -179,8 +251,8 @@ def main(argv=None) -> dict:
 
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
-        args.dtype or ("fp32" if device == "cpu" else "fp16")]
+    dtypes = [DTYPES[d.strip()] for d in (args.dtype or ("fp32" if device == "cpu" else "fp16")).split(",")]
+    backends = [b.strip() for b in args.attention.split(",")]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.perf_counter()
@@ -191,7 +263,7 @@ def main(argv=None) -> dict:
             shape = build_audio_frontend(cfg.audio).feature_shape
         else:
             cfg, shape = tiny_model_config(args), None
-        pipes = build_pipelines(cfg, device, dtype, shape)
+        pipes = build_pipelines(cfg, device, dtypes[0], shape)
         build_s = time.perf_counter() - t0
         sr = pipes["fast"].frontend.sample_rate
         frames = args.clips * cfg.num_frames
@@ -199,46 +271,32 @@ def main(argv=None) -> dict:
         portrait = write_portrait(tmp / "astronaut.png")
         audio = write_speech(tmp / "speech.wav", seconds, sr)
         warm_audio = write_speech(tmp / "warm.wav", cfg.num_frames / cfg.fps, sr)
-        out = {"scale": args.scale, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+        out = {"scale": args.scale, "device": str(device),
+               "device_name": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else None,
                "threads": torch.get_num_threads() if device == "cpu" else None,
                "model": {"resolution": cfg.resolution, "num_frames": cfg.num_frames,
                          "motion_frames": cfg.motion_frames, "block_out_channels": cfg.unet.block_out_channels,
                          "vae": pipes["fast"].codec.name, "audio": pipes["fast"].frontend.name,
                          "parameters_M": round(sum(p.numel() for p in pipes["teacher"].net.parameters()) / 1e6, 2)},
                "audio_seconds": seconds, "clips": args.clips, "build_seconds": round(build_s, 1)}
-        for mode in MODES:  # warm-up: one clip each
-            pipes[mode](portrait, warm_audio, mode=mode, out=tmp / f"warm_{mode}.mp4", progress=False)
-        # Rounds interleave the modes, so that load from other processes on a shared machine hits all of them
-        # alike; per mode the fastest run counts.
-        runs: dict = {m: [] for m in MODES}
-        comps: dict = {m: [] for m in MODES}
-        for _ in range(max(1, args.repeats)):
-            for mode in MODES:
-                runs[mode].append(pipes[mode](portrait, audio, mode=mode, out=tmp / f"{mode}.mp4", progress=False))
-            for mode in MODES:
-                comps[mode].append(component_times(pipes[mode], mode, repeats=2))
-        for mode in MODES:
-            best = min(runs[mode], key=lambda r: r.seconds)
-            comp = {k: min(c[k] for c in comps[mode]) for k in comps[mode][0]}
-            denoise = best.clips * best.plan.steps * comp["step"] / 1e3
-            out[mode] = {"nfe": best.nfe_per_clip, "steps": best.plan.steps, "seconds": round(best.seconds, 3),
-                         "seconds_per_video_second": round(best.seconds_per_video_second, 4),
-                         "frames_per_second": round(best.frames / best.seconds, 3),
-                         "denoiser_share": round(denoise / best.seconds, 3),
-                         "components_ms": {k: round(v, 2) for k, v in comp.items()}}
-        t, b, f = (out[m]["seconds_per_video_second"] for m in MODES)
-        out["ratio_teacher_fast"] = round(t / f, 2)
-        out["ratio_teacher_balanced"] = round(t / b, 2)
-        out["nfe_ratio_teacher_fast"] = round(out["teacher"]["nfe"] / out["fast"]["nfe"], 2)
-        out["nfe_ratio_teacher_balanced"] = round(out["teacher"]["nfe"] / out["balanced"]["nfe"], 2)
-        # the ratio the denoiser passes alone allow (no bank, audio, decode or writing): below the NFE ratio because
-        # the unconditional branch of a multi-CFG batch reads no reference bank and so costs less than a pass that does
-        den = {m: out[m]["components_ms"]["step"] * out[m]["steps"] for m in MODES}
-        out["denoiser_only_ratio_teacher_fast"] = round(den["teacher"] / den["fast"], 2)
-        out["denoiser_only_ratio_teacher_balanced"] = round(den["teacher"] / den["balanced"], 2)
-        # what one denoiser pass costs in each mode (a batched multi-CFG step counts 3 passes)
-        out["ms_per_pass"] = {m: round(out[m]["components_ms"]["step"] * out[m]["steps"] / out[m]["nfe"], 2)
-                              for m in MODES}
+        variants, first_eps = [], None
+        for dtype in dtypes:
+            if dtype != pipes["teacher"].dtype:  # the same nets, cast
+                pipes = {m: FadaPipeline.from_net(p.net, p.spec, device=device, dtype=dtype) for m, p in pipes.items()}
+            for backend in backends:
+                for p in pipes.values():
+                    p.net.set_attention_backend(backend)
+                v = measure(pipes, portrait, audio, warm_audio, tmp, args.repeats, crop=not args.no_crop)
+                eps = fast_step_eps(pipes["fast"]).float().cpu()
+                first_eps = eps if first_eps is None else first_eps
+                v = {"dtype": str(dtype).replace("torch.", ""), "attention": pipes["fast"].net.attention_backend,
+                     "max_abs_diff_vs_first": round(float((eps - first_eps).abs().max()), 5),
+                     "eps_abs_mean": round(float(eps.abs().mean()), 5), **v}
+                variants.append(v)
+                print(json.dumps(v), file=sys.stderr, flush=True)  # each pair as it finishes
+        out.update(variants[0])
+        if len(variants) > 1:
+            out["variants"] = variants
     print(json.dumps(out, indent=2))
     return out
 

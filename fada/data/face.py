@@ -40,6 +40,9 @@ class FaceDetector:
     """Largest frontal face per image. ``min_size`` is the smallest face side as a fraction of the shorter side."""
 
     def __init__(self, min_size: float = 0.08, scale_factor: float = 1.1, min_neighbors: int = 5):
+        if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 dropped the Haar cascades
+            raise FadaError(f"OpenCV {cv2.__version__} has no Haar face detector: install opencv-python-headless<5 "
+                            "(or pass --no-crop with a portrait already cropped to the face)")
         path = os.path.join(getattr(cv2, "data", None).haarcascades if hasattr(cv2, "data") else "", CASCADE)
         if not os.path.isfile(path):
             raise MissingFileError(path, "Haar face cascade", "install opencv-python-headless<5")

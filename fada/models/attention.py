@@ -4,8 +4,9 @@ Backend
     ``attention(q, k, v, mask=None, backend=...)`` on (B, heads, L, d) tensors: 'xformers'
     (``xformers.ops.memory_efficient_attention``, imported lazily and only where CUDA is available), 'sdpa'
     (``F.scaled_dot_product_attention``) and 'naive' (explicit softmax; the reference the tests compare with).
-    ``resolve_backend('auto'|'sdpa'|'xformers')``: 'auto' = xformers when CUDA and xformers are present, else sdpa;
-    asking for xformers where it cannot run is a FadaError. Nothing here imports xformers at module import time.
+    ``resolve_backend('auto'|'sdpa'|'xformers')``: 'auto' = xformers where it runs (CUDA, the package, and kernels
+    built for this torch: one tiny call decides), else sdpa; asking for xformers where it cannot run is a FadaError
+    naming why. Nothing here imports xformers at module import time or without CUDA.
 
 Bank (paper §3.1, DESIGN §2)
     The ReferenceNet's spatial self-attention layers (``attn1``) write their input hidden states -- the
@@ -51,35 +52,82 @@ _XOPS = None
 
 
 def xformers_available() -> bool:
-    """True when CUDA is available and the xformers package is importable (without importing it)."""
-    return bool(torch.cuda.is_available()) and importlib.util.find_spec("xformers") is not None
+    """True when CUDA is available, the xformers package is importable and its kernels run on this torch build."""
+    return xformers_unusable_reason() is None
+
+
+@functools.lru_cache(maxsize=None)
+def xformers_unusable_reason() -> Optional[str]:
+    """None when xformers runs here, else why not (one line).
+
+    Installed is not enough: an xformers wheel built for another torch version imports, warns that its C++/CUDA
+    extensions did not load, and then every attention call fails ("No operator found"). So where CUDA and the
+    package are present, one tiny fp16 attention call decides (once per process).
+    """
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    if importlib.util.find_spec("xformers") is None:
+        return "xformers is not installed"
+    return _probe_xformers()
+
+
+def _probe_xformers() -> Optional[str]:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import xformers.ops as xops  # lazy: only ever imported where CUDA is present
+
+            q = torch.zeros(1, 8, 1, 64, device="cuda", dtype=torch.float16)
+            xops.memory_efficient_attention(q, q, q)
+    except Exception as e:  # a mismatched build raises from its dispatcher or its extension loader
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"xformers cannot run on this torch build ({first[:160]})"
+    return None
 
 
 def _xformers_ops():
     global _XOPS
     if _XOPS is None:
-        if not xformers_available():
-            raise FadaError("attention_backend: 'xformers' needs CUDA and the xformers package")
-        import xformers.ops as xops  # lazy: only ever imported where it can run
+        reason = xformers_unusable_reason()
+        if reason is not None:
+            raise FadaError(f"attention_backend: 'xformers': {reason}; use 'sdpa' or 'auto'")
+        import xformers.ops as xops
 
         _XOPS = xops
     return _XOPS
 
 
 def resolve_backend(name: str = "auto") -> str:
-    """'auto' | 'sdpa' | 'xformers' (and 'naive', for tests) -> the concrete backend this machine runs."""
+    """'auto' | 'sdpa' | 'xformers' (and 'naive', for tests) -> the concrete backend this machine runs.
+
+    'auto' is xformers where it runs (see ``xformers_unusable_reason``), else sdpa, with a warning when xformers is
+    installed beside CUDA but cannot run; an explicit 'xformers' that cannot run is a FadaError naming why.
+    """
     name = str(name or "auto").lower()
     if name == "auto":
-        return "xformers" if xformers_available() else "sdpa"
+        reason = xformers_unusable_reason()
+        if reason is not None and reason.startswith("xformers cannot run"):
+            _warn_once(f"attention_backend 'auto' uses PyTorch SDPA: {reason}")
+        return "xformers" if reason is None else "sdpa"
     if name in ("sdpa", "naive"):
         return name
     if name == "xformers":
         if not torch.cuda.is_available():
             raise FadaError("attention_backend: 'xformers' needs a CUDA GPU; use 'sdpa' or 'auto'")
-        if importlib.util.find_spec("xformers") is None:
-            raise FadaError("attention_backend: 'xformers' is not installed; use 'sdpa' or 'auto'")
+        reason = xformers_unusable_reason()
+        if reason is not None:
+            raise FadaError(f"attention_backend: 'xformers': {reason}; use 'sdpa' or 'auto'")
         return "xformers"
     raise FadaError(f"attention_backend: unknown backend {name!r} (choose 'auto', 'sdpa' or 'xformers')")
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _float_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:

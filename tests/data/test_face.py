@@ -56,3 +56,14 @@ def test_smooth_boxes_interpolates_gaps_and_rejects_outliers():
     assert arr[3, 0] == pytest.approx(14)  # the outlier at t=3 is voted out
     empty, mask = smooth_boxes([None, None])
     assert not mask.any() and empty.shape == (2, 4)
+
+
+def test_opencv_without_haar_cascades_is_a_one_line_error(monkeypatch):
+    """OpenCV 5 dropped CascadeClassifier: the error names the fix instead of an AttributeError."""
+    import cv2
+
+    from fada.errors import FadaError
+
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    with pytest.raises(FadaError, match=r"opencv-python-headless<5.*--no-crop"):
+        FaceDetector()

@@ -65,6 +65,45 @@ def test_auto_resolves_to_sdpa_and_xformers_raises_on_cpu():
     assert torch.allclose(attention(q, k, v, backend="xformers"), attention(q, k, v, backend="sdpa"))
 
 
+@pytest.fixture
+def fake_cuda_with_xformers(monkeypatch):
+    """CUDA reported present and an xformers package found, the probe's verdict set by the test."""
+    import importlib.util
+
+    import fada.models.attention as att
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "xformers" else real_find_spec(name, *a))
+    verdict = {"reason": None}
+    monkeypatch.setattr(att, "_probe_xformers", lambda: verdict["reason"])
+    for f in (att.xformers_unusable_reason, att._warn_once):
+        f.cache_clear()
+    yield verdict
+    for f in (att.xformers_unusable_reason, att._warn_once):
+        f.cache_clear()
+
+
+def test_auto_falls_back_to_sdpa_when_installed_xformers_cannot_run(fake_cuda_with_xformers):
+    """An xformers wheel built for another torch imports but cannot run: 'auto' must not pick it."""
+    import fada.models.attention as att
+
+    fake_cuda_with_xformers["reason"] = "xformers cannot run on this torch build (No operator found)"
+    with pytest.warns(RuntimeWarning, match="uses PyTorch SDPA: xformers cannot run"):
+        assert resolve_backend("auto") == "sdpa"
+    assert not att.xformers_available()
+    with pytest.raises(FadaError, match="'xformers': xformers cannot run.*use 'sdpa'"):
+        resolve_backend("xformers")
+
+
+def test_auto_picks_xformers_when_its_probe_runs(fake_cuda_with_xformers):
+    import fada.models.attention as att
+
+    assert resolve_backend("auto") == "xformers" and resolve_backend("xformers") == "xformers"
+    assert att.xformers_available()
+
+
 def test_xformers_never_imported_at_import_time():
     code = ("import sys, fada.models.attention, fada.models.denoising_net, fada.models.avatar; "
             "assert 'xformers' not in sys.modules; print('ok')")
