@@ -128,8 +128,9 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def component_times(pipe: FadaPipeline, mode: str, repeats: int = 3) -> dict:
-    """Milliseconds of one bank encode, one sampler step (all passes of one step) and one clip decode."""
+def step_inputs(pipe: FadaPipeline, mode: str, seed: int = 0):
+    """Random latents, reference, motion frames and audio features of one clip on the pipeline's device, and the
+    ε function of one sampler step of ``mode`` (all its passes) over them."""
     from fada.diffusion import Guidance, conditional, guided
 
     plan = pipe.plan(mode)
@@ -137,11 +138,20 @@ def component_times(pipe: FadaPipeline, mode: str, repeats: int = 3) -> dict:
     res = cfg.resolution // pipe.codec.downsample
     c, f, m = net.latent_channels, cfg.num_frames, cfg.motion_frames
     dev, dt = pipe.device, pipe.dtype
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     ref = torch.randn(1, c, res, res, generator=g).to(dev, dt)
     motion = torch.randn(1, m, c, res, res, generator=g).to(dev, dt) if m else None
     z = torch.randn(1, c, f, res, res, generator=g).to(dev, dt)
     feats = torch.randn(1, f, *net.audio_feature_shape, generator=g).to(dev, dt)
+    scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=dev) if plan.told_scales else None
+    fn = net.model_fn(net.encode_bank(ref, motion), feats, cfg_scales=scales)
+    eps = guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes == 3 else conditional(fn)
+    return ref, motion, z, lambda: eps(z, torch.full((1,), 500.0, device=dev))
+
+
+def component_times(pipe: FadaPipeline, mode: str, repeats: int = 3) -> dict:
+    """Milliseconds of one bank encode, one sampler step (all passes of one step) and one clip decode."""
+    dev = pipe.device
 
     def best(fn):
         fn()
@@ -155,12 +165,8 @@ def component_times(pipe: FadaPipeline, mode: str, repeats: int = 3) -> dict:
         return 1e3 * min(out)
 
     with torch.inference_mode():
-        bank = net.encode_bank(ref, motion)
-        scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=dev) if plan.told_scales else None
-        fn = net.model_fn(bank, feats, cfg_scales=scales)
-        eps = guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes == 3 else conditional(fn)
-        t = torch.full((1,), 500.0, device=dev)
-        return {"bank_encode": best(lambda: net.encode_bank(ref, motion)), "step": best(lambda: eps(z, t)),
+        ref, motion, z, step = step_inputs(pipe, mode)
+        return {"bank_encode": best(lambda: pipe.net.encode_bank(ref, motion)), "step": best(step),
                 "decode": best(lambda: pipe.codec.decode_video(z.permute(0, 2, 1, 3, 4)))}
 
 
@@ -168,22 +174,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def fast_step_eps(pipe: FadaPipeline) -> torch.Tensor:
-    """One Fast-mode ε prediction on fixed random latents (to compare dtypes and attention backends)."""
-    from fada.diffusion import conditional
-
-    plan = pipe.plan("fast")
-    net, cfg = pipe.net, pipe.model_cfg
-    res = cfg.resolution // pipe.codec.downsample
-    c, f, m = net.latent_channels, cfg.num_frames, cfg.motion_frames
-    g = torch.Generator().manual_seed(1)
-    ref = torch.randn(1, c, res, res, generator=g).to(pipe.device, pipe.dtype)
-    motion = torch.randn(1, m, c, res, res, generator=g).to(pipe.device, pipe.dtype) if m else None
-    z = torch.randn(1, c, f, res, res, generator=g).to(pipe.device, pipe.dtype)
-    feats = torch.randn(1, f, *net.audio_feature_shape, generator=g).to(pipe.device, pipe.dtype)
+    """One Fast-mode ε prediction on fixed random inputs (to compare dtypes and attention backends)."""
     with torch.inference_mode():
-        scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=pipe.device) if plan.told_scales else None
-        fn = net.model_fn(net.encode_bank(ref, motion), feats, cfg_scales=scales)
-        return conditional(fn)(z, torch.full((1,), 500.0, device=pipe.device))
+        return step_inputs(pipe, "fast", seed=1)[-1]()
 
 
 def measure(pipes: dict, portrait: Path, audio: Path, warm_audio: Path, tmp: Path, repeats: int,
