@@ -90,9 +90,7 @@ def _probe_xformers() -> Optional[str]:
 def _xformers_ops():
     global _XOPS
     if _XOPS is None:
-        reason = xformers_unusable_reason()
-        if reason is not None:
-            raise FadaError(f"attention_backend: 'xformers': {reason}; use 'sdpa' or 'auto'")
+        resolve_backend("xformers")  # raises, naming why, where it cannot run
         import xformers.ops as xops
 
         _XOPS = xops
@@ -114,8 +112,6 @@ def resolve_backend(name: str = "auto") -> str:
     if name in ("sdpa", "naive"):
         return name
     if name == "xformers":
-        if not torch.cuda.is_available():
-            raise FadaError("attention_backend: 'xformers' needs a CUDA GPU; use 'sdpa' or 'auto'")
         reason = xformers_unusable_reason()
         if reason is not None:
             raise FadaError(f"attention_backend: 'xformers': {reason}; use 'sdpa' or 'auto'")
