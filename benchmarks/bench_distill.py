@@ -86,11 +86,11 @@ FINE_STEPS = 64  # DDIM steps per window taken as the window's exact end
 def per_window(teacher, student, clips, mode: str, scales: dict) -> list[dict]:
     """Per PeRFlow window: RMS distance to the teacher's 64-step window end, from the same start, of the student's
     steps in that window and of the teacher's DDIM with as many steps (first clip of each video, mean over clips)."""
-    from fada.diffusion import clip_noises, ddim_solve, perflow_step, step_times, t_to_index, window_of
+    from fada.diffusion import clip_noises, ddim_solve, perflow_step, step_times, window_of
     from fada.pipeline import AudioFeatures
 
     t_plan, s_plan = teacher.plan("teacher", 25, **scales), student.plan(mode, None, **scales)
-    K, ac = s_plan.num_windows, teacher.spec.alphas_cumprod
+    K, sch = s_plan.num_windows, teacher.spec.schedule
     times = step_times(s_plan.steps, K, s_plan.extra_steps)
     starts = window_of(times, K)[0]
     own = [[float(t) for t, s in zip(times, starts) if round(float(s) * K) == K - k] for k in range(K)]
@@ -106,12 +106,12 @@ def per_window(teacher, student, clips, mode: str, scales: dict) -> list[dict]:
                        for pipe, plan in ((teacher, t_plan), (student, s_plan)))
         for k in range(K):
             t_s, t_e = 1 - k / K, 1 - (k + 1) / K
-            i_s, i_e = int(t_to_index(t_s)), int(t_to_index(t_e))
-            end = ddim_solve(teach, z, i_s, i_e, FINE_STEPS, ac)
+            i_s, i_e = int(sch.t_to_index(t_s)), int(sch.t_to_index(t_e))
+            end = ddim_solve(teach, z, i_s, i_e, FINE_STEPS, sch)
             zs = z
             for a, b in zip(own[k], own[k][1:] + [t_e]):
-                zs = perflow_step(zs, stud(zs, torch.full((1,), ac.shape[0] * a)), a, b, K, ac)
-            sums[k] += (rms(zs, end), rms(ddim_solve(teach, z, i_s, i_e, len(own[k]), ac), end))
+                zs = perflow_step(zs, stud(zs, torch.full((1,), sch.num_train_timesteps * a)), a, b, K, sch)
+            sums[k] += (rms(zs, end), rms(ddim_solve(teach, z, i_s, i_e, len(own[k]), sch), end))
             z = end
     return [{"window": f"{1 - k / K:g} -> {1 - (k + 1) / K:g}", "steps": len(own[k]),
              "student": round(sums[k, 0] / len(clips), 5), "teacher_same_steps": round(sums[k, 1] / len(clips), 5)}

@@ -55,7 +55,7 @@ def probe(pipe, clips, start: int = 0, times=TIMES, ddim_steps: int = 25, seed: 
     from fada.models.vae import frames_to_tensor
     from fada.pipeline import AudioFeatures
 
-    cfg, ac = pipe.model_cfg, pipe.spec.alphas_cumprod
+    cfg, sch = pipe.model_cfg, pipe.spec.schedule
     F, M = cfg.num_frames, cfg.motion_frames
     g = torch.Generator().manual_seed(seed)
     encode = lambda frames: pipe.codec.encode_video(frames_to_tensor(frames, dtype=pipe.dtype)[None])  # (1, n, C, h, w)
@@ -79,18 +79,18 @@ def probe(pipe, clips, start: int = 0, times=TIMES, ddim_steps: int = 25, seed: 
         other = pipe.net.model_fn(bank(i, (i + 1) % len(clips)), feats)
         eps = torch.randn(x0.shape, generator=g)
         for t in times:
-            ab = ac[t]
+            ab = sch.ab(t)
             z = add_noise(x0, eps, ab)
             tt = torch.full((1,), float(t))
             for key, fn in (("one_step", own), ("swapped", other)):
                 e = fn(z, tt)
-                acc[key][t].append(psnr(_frames(pipe, (z - (1 - ab).sqrt() * e) / ab.sqrt()), truth))
+                acc[key][t].append(psnr(_frames(pipe, sch.x0_eps(z, e, ab)[0]), truth))
                 if key == "one_step":
-                    acc["eps_mse"][t].append(float((e - eps).pow(2).mean()))
+                    acc["eps_mse"][t].append(float((sch.x0_eps(z, e, ab)[1] - eps).pow(2).mean()))
         noise = torch.randn(x0.shape, generator=g)
         guided = pipe.eps_fn(pipe.plan("teacher", ddim_steps), own_bank, feats)
         for out, fn in ((ddim, conditional(own)), (ddim_guided, guided)):
-            out.append(psnr(_frames(pipe, sample_ddim(fn, noise.clone(), ddim_steps, ac)), truth))
+            out.append(psnr(_frames(pipe, sample_ddim(fn, noise.clone(), ddim_steps, sch)), truth))
         still.append(psnr(np.repeat(c["truth"][:1], len(truth), 0), truth))
     mean = lambda xs: round(float(np.mean(xs)), 2)
     res = {k: {str(t): mean(v[t]) for t in times} for k, v in acc.items() if k != "eps_mse"}

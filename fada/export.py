@@ -8,8 +8,10 @@ Layout (safetensors and JSON only; nothing is ever unpickled)::
                                      copied}, the audio front end's config, dtype, where it came from
     net/                             AvatarNet.save_pretrained (avatar_config.json + one config.json and
                                      model.safetensors per part), in the exported dtype
-    scheduler/scheduler_config.json  PeRFlowScheduler (students) or diffusers DDIMScheduler (teacher) config;
-                                     the SD1.5 noise schedule is read back from it
+    scheduler/scheduler_config.json  PeRFlowScheduler (students), diffusers TCDScheduler (the TCD baseline) or
+                                     DDIMScheduler (teacher) config: the model's whole NoiseSchedule (betas,
+                                     prediction type, spacing, zero SNR) is read back from it and checked
+                                     against the net's own
     vae/                             optional copy of the SD1.5 VAE (config.json + safetensors); otherwise
                                      fada_model.json references the SD folder by absolute path
 
@@ -21,6 +23,7 @@ shapes) and names the file that is wrong.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -31,9 +34,9 @@ from typing import Optional
 
 import torch
 
-from fada.config.model import ModelConfig
+from fada.config.model import ModelConfig, ScheduleConfig
 from fada.config.validate import from_dict, to_dict
-from fada.diffusion import DISTILLED_GUIDANCE, EXTRA_STEPS, TEACHER_GUIDANCE, make_alphas_cumprod
+from fada.diffusion import DISTILLED_GUIDANCE, EXTRA_STEPS, SD15, TEACHER_GUIDANCE, NoiseSchedule
 from fada.errors import ConfigError, FadaError, MissingFileError
 
 FORMAT = "fada-model"
@@ -91,7 +94,7 @@ class ModelSpec:
     audio_feature_shape: tuple[int, int, int]
     dtype: str
     vae_path: Optional[Path]          # SD root holding vae/ (the model folder itself when copied)
-    alphas_cumprod: torch.Tensor = field(repr=False, default=None)
+    schedule: NoiseSchedule = SD15        # ᾱ and the net's parametrisation (scheduler/scheduler_config.json)
     source: dict = field(default_factory=dict)
     extra_steps: str = "early"        # PeRFlow: windows that get the steps mod K ('early' | 'late', step_times)
     tcd: dict = field(default_factory=dict)  # TCD: {"gamma", "original_steps"}
@@ -106,47 +109,46 @@ class ModelSpec:
 
 
 def spec_for(net, model_cfg: ModelConfig, kind: str, steps: Optional[int] = None, num_windows: int = 4,
-             root=None, extra_steps: str = "early") -> ModelSpec:
+             root=None, extra_steps: str = "early", tcd: Optional[dict] = None) -> ModelSpec:
     """The ModelSpec a folder exported from ``net`` would have, without writing it (benchmarks, the demo, eval
-    build pipelines in memory with it)."""
-    from fada.diffusion import sd15_alphas_cumprod
-
+    build pipelines in memory with it). ``tcd`` ({"gamma", "original_steps"}) describes a TCD student (kind
+    balanced), sampled with TCDScheduler."""
     if kind not in KINDS:
         raise FadaError(f"model kind {kind!r} is not one of {', '.join(KINDS)}")
     cfg_a, cfg_r = default_guidance(kind, net.cfg_mode, model_cfg.cfg.guidance)
     p = next(net.parameters())
     vae_path = Path(model_cfg.vae.path) if model_cfg.vae.kind == "sd" and model_cfg.vae.path else None
-    return ModelSpec(root=Path(root) if root else Path("<memory>"), kind=kind, variant=kind, model=model_cfg,
-                     sampler="ddim" if kind == "teacher" else "perflow",
+    if tcd and kind != "balanced":
+        raise FadaError("a TCD student samples with multi-CFG: describe it as a balanced model")
+    tcd = {"gamma": float(tcd["gamma"]), "original_steps": int(tcd["original_steps"])} if tcd else {}
+    return ModelSpec(root=Path(root) if root else Path("<memory>"), kind=kind, variant="tcd" if tcd else kind,
+                     model=model_cfg, sampler="ddim" if kind == "teacher" else ("tcd" if tcd else "perflow"),
                      steps=int(steps or (TEACHER_STEPS if kind == "teacher" else 6)),
-                     num_windows=0 if kind == "teacher" else int(num_windows), cfg_audio=cfg_a, cfg_ref=cfg_r,
+                     num_windows=0 if kind == "teacher" or tcd else int(num_windows), cfg_audio=cfg_a, cfg_ref=cfg_r,
                      cfg_mode=net.cfg_mode, latent_channels=net.latent_channels,
                      audio_feature_shape=tuple(net.audio_feature_shape), dtype=dtype_name(p.dtype),
-                     vae_path=vae_path, alphas_cumprod=sd15_alphas_cumprod(),
-                     extra_steps="early" if kind == "teacher" else extra_steps)
+                     vae_path=vae_path, schedule=net.schedule,
+                     extra_steps="early" if kind == "teacher" or tcd else extra_steps, tcd=tcd)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # writing
 
 
-def _scheduler_config(kind: str, num_windows: int, extra_steps: str = "early",
+def _scheduler_config(kind: str, schedule: NoiseSchedule, num_windows: int, extra_steps: str = "early",
                       tcd: Optional[dict] = None) -> tuple[object, str]:
+    """The diffusers scheduler a folder's sampler is written as; each carries the net's whole ``schedule``."""
     if tcd:
-        from diffusers import TCDScheduler
+        from fada.diffusion.tcd import tcd_scheduler
 
-        return TCDScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                            beta_schedule="scaled_linear", original_inference_steps=int(tcd["original_steps"]),
-                            prediction_type="epsilon", timestep_spacing="leading"), "tcd"
+        return tcd_scheduler(schedule, int(tcd["original_steps"])), "tcd"
     if kind == "teacher":
         from diffusers import DDIMScheduler
 
-        return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                             beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
-                             steps_offset=1, prediction_type="epsilon"), "ddim"
+        return DDIMScheduler(**schedule.diffusers_config()), "ddim"
     from fada.diffusion import PeRFlowScheduler
 
-    return PeRFlowScheduler(num_windows=int(num_windows), extra_steps=extra_steps), "perflow"
+    return PeRFlowScheduler.for_schedule(schedule, num_windows, extra_steps), "perflow"
 
 
 def _copy_model_folder(src: Path, dest: Path) -> bool:
@@ -199,7 +201,7 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         net.save_pretrained(tmp / NET_DIR, dtype=DTYPES[dtype])
-        sched, sampler = _scheduler_config(kind, num_windows, extra_steps, tcd)
+        sched, sampler = _scheduler_config(kind, net.schedule, num_windows, extra_steps, tcd)
         sched.save_pretrained(str(tmp / SCHEDULER_DIR))
 
         mdict = to_dict(copy.deepcopy(model_cfg))
@@ -346,10 +348,9 @@ def read_spec(root) -> ModelSpec:
     sched_file = root / SCHEDULER_DIR / SCHEDULER_CONFIG
     sched = read_json(sched_file, "scheduler config")
     try:
-        ac = make_alphas_cumprod(int(sched["num_train_timesteps"]), float(sched["beta_start"]),
-                                 float(sched["beta_end"]), str(sched["beta_schedule"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise FadaError(f"{sched_file}: bad noise schedule ({type(e).__name__}: {e})") from None
+        schedule = NoiseSchedule.from_config(sched)
+    except ValueError as e:
+        raise FadaError(f"{sched_file}: bad noise schedule ({e})") from None
     if kind != "teacher" and not tcd and int(sched.get("num_windows", -1)) != windows:
         raise FadaError(f"{sched_file}: num_windows {sched.get('num_windows')} != {windows} in {spec_file.name}")
     if kind != "teacher" and not tcd and sched.get("extra_steps", "early") != extra:
@@ -365,16 +366,25 @@ def read_spec(root) -> ModelSpec:
         if net_top.get(key) != mine:
             raise FadaError(f"{net_top_file}: {key} is {net_top.get(key)!r} but {spec_file.name} says {mine!r}")
     try:
+        net_schedule = NoiseSchedule.from_config(net_top.get("schedule") or {})  # older nets: SD1.5's
+    except ValueError as e:
+        raise FadaError(f"{net_top_file}: bad schedule ({e})") from None
+    if net_schedule != schedule:
+        diff = [k for k, v in schedule.to_dict().items() if net_schedule.to_dict()[k] != v]
+        raise FadaError(f"{sched_file}: the noise schedule differs from the net's in {net_top_file.name} "
+                        f"({', '.join(diff)}): a net samples only in the parametrisation it was trained in")
+    try:
         cfg_a, cfg_r = float(guidance["cfg_audio"]), float(guidance["cfg_ref"])
     except (KeyError, TypeError, ValueError):
         raise FadaError(f"{spec_file}: guidance needs numeric cfg_audio and cfg_ref") from None
     dtype = data.get("dtype", "fp32")
     if dtype not in DTYPES:
         raise FadaError(f"{spec_file}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    model_cfg = dataclasses.replace(model_cfg, schedule=ScheduleConfig(**schedule.to_dict()))  # one truth: scheduler/
     return ModelSpec(root=root, kind=kind, variant=str(data.get("variant", kind)), model=model_cfg, sampler=name,
                      steps=steps, num_windows=windows, cfg_audio=cfg_a, cfg_ref=cfg_r, cfg_mode=cfg_mode,
                      latent_channels=lc, audio_feature_shape=tuple(int(x) for x in afs), dtype=dtype,
-                     vae_path=vae_path, alphas_cumprod=ac, source=dict(data.get("source") or {}),
+                     vae_path=vae_path, schedule=schedule, source=dict(data.get("source") or {}),
                      extra_steps=extra, tcd=tcd)
 
 

@@ -231,7 +231,8 @@ class FrameStream:
                     bar.set_description(f"clip {c + 1}/{self.clips}")
                 s = c * F
                 rows = feats.rows(s, s + F)[None]
-                z, frames = pipe._sample_clip(plan, bank, rows, next(noises), self._step_callback(bar, c))
+                z, frames = pipe._sample_clip(plan, bank, rows, next(noises), self._step_callback(bar, c),
+                                              seed=(self.seed, c))
                 if M:
                     hist = torch.cat([motion, z.permute(0, 2, 1, 3, 4)], dim=1)
                     motion = hist[:, -M:]
@@ -413,31 +414,33 @@ class FadaPipeline:
         return guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes == 3 else conditional(fn)
 
     @torch.inference_mode()
-    def _sample_clip(self, plan: GenerationPlan, bank, feats, noise, callback=None):
-        """One clip from its bank: sampler over the steps, decode -> (latents (1, C, F, h, w), uint8 frames)."""
+    def _sample_clip(self, plan: GenerationPlan, bank, feats, noise, callback=None, seed: tuple[int, int] = (0, 0)):
+        """One clip from its bank: sampler over the steps, decode -> (latents (1, C, F, h, w), uint8 frames).
+        ``seed`` (video seed, clip index) seeds a stochastic sampler's draws (TCD)."""
         from fada.models.vae import tensor_to_frames
 
         eps_fn = self.eps_fn(plan, bank, feats)
         z = noise.to(self.device, self.dtype)
-        ac = self.spec.alphas_cumprod
+        schedule = self.spec.schedule
         if plan.sampler == "ddim":
-            z = sample_ddim(eps_fn, z, plan.steps, ac, callback)
+            z = sample_ddim(eps_fn, z, plan.steps, schedule, callback)
         elif plan.sampler == "tcd":
-            z = self._sample_tcd(eps_fn, z, plan.steps, noise, callback)
+            z = self._sample_tcd(eps_fn, z, plan.steps, seed, callback)
         else:
-            z = sample_perflow(eps_fn, z, plan.steps, ac, plan.num_windows, callback, plan.extra_steps)
+            z = sample_perflow(eps_fn, z, plan.steps, schedule, plan.num_windows, callback, plan.extra_steps)
         video = self.codec.decode_video(z.permute(0, 2, 1, 3, 4))
         return z, tensor_to_frames(video[0])
 
-    def _sample_tcd(self, eps_fn, z, steps: int, noise, callback=None):
-        """diffusers' TCDScheduler over ``steps`` of the TCD grid, γ from the model folder; its stochastic steps
-        draw from a generator seeded by the clip's own starting noise, so a seed reproduces the video."""
-        from diffusers import TCDScheduler
+    def _sample_tcd(self, eps_fn, z, steps: int, seed: tuple[int, int], callback=None):
+        """diffusers' TCDScheduler over ``steps`` of the TCD grid on the model's own schedule, γ from the model
+        folder; its stochastic steps draw from a generator seeded by (video seed, clip index), so a seed reproduces
+        the video."""
+        from fada.diffusion.tcd import tcd_scheduler
 
-        sched = TCDScheduler.from_pretrained(str(self.spec.root / "scheduler"))
+        sched = tcd_scheduler(self.spec.schedule, self.spec.tcd["original_steps"])
         sched.set_timesteps(steps, device=z.device)
-        seed = int(torch.as_tensor(noise).flatten()[:64].abs().sum().item() * 1e6) % (2 ** 31)
-        g = torch.Generator(device=z.device).manual_seed(seed)
+        state = int(np.random.SeedSequence([int(s) for s in seed]).generate_state(1, np.uint64)[0] >> 1)
+        g = torch.Generator(device=z.device).manual_seed(state)
         for i, t in enumerate(sched.timesteps):
             eps = eps_fn(z, torch.full((z.shape[0],), float(t), device=z.device))
             z = sched.step(eps, t, z, eta=self.spec.tcd["gamma"], generator=g).prev_sample

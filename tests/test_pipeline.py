@@ -128,9 +128,9 @@ def test_video_noise_prior_is_drawn_once_per_video(pipes, share):
     seen = []
     real = pipe._sample_clip
 
-    def spy(plan, bank, rows, noise, cb):
+    def spy(plan, bank, rows, noise, cb, **kw):
         seen.append(noise.clone())
-        return real(plan, bank, rows, noise, cb)
+        return real(plan, bank, rows, noise, cb, **kw)
 
     pipe._sample_clip = spy
     list(pipe.generate_frames(data.astronaut(), speech(0.7), seed=4))

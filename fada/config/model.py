@@ -78,7 +78,7 @@ class UNetConfig:
     precond_ref_var: float = _f(0.0, ge=0.0)
     """CPU-scale option, with ``precond_data_var``: > 0 centres the preconditioning's x0 prior on the reference
     frame's latents, with this variance, for samples that read their reference (the others keep 0 ±
-    ``precond_data_var``): ε̂ = c(t)·(z_t − √ᾱ_t·x_ref) + κ(t)·F (fada.diffusion.precondition_eps). A
+    ``precond_data_var``): ε̂ = c(t)·(z_t − √ᾱ_t·x_ref) + κ(t)·F (fada.diffusion.precondition). A
     from-scratch net is then a still copy of its reference from its first step and learns what moves; 0 (the
     default) keeps the zero-mean prior."""
 
@@ -146,6 +146,43 @@ class CFGConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """The noise schedule and output parametrisation (``fada.diffusion.NoiseSchedule``; keys as in a diffusers
+    ``DDIMScheduler`` config). The defaults are Stable Diffusion 1.5's; an imported Hallo teacher uses
+    linear betas, v-prediction, trailing spacing, ``set_alpha_to_one`` and zero terminal SNR."""
+
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    """What the denoising net predicts: the noise ε, or v = √ᾱ·ε − √(1−ᾱ)·x0."""
+    timestep_spacing: Literal["leading", "trailing"] = "leading"
+    """Where a DDIM run's steps sit on the 1000 train steps: 'leading' (SD1.5, + steps_offset) or 'trailing'
+    (from the last train step down)."""
+    beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
+    """β over the train steps: linear in √β (SD1.5) or in β."""
+    beta_start: float = _f(0.00085, gt=0.0, le=1.0)
+    """First β."""
+    beta_end: float = _f(0.012, gt=0.0, le=1.0)
+    """Last β."""
+    num_train_timesteps: int = _f(1000, ge=2)
+    """Train steps T."""
+    steps_offset: int = _f(1, ge=0)
+    """Offset of the 'leading' DDIM grid."""
+    set_alpha_to_one: bool = False
+    """ᾱ past the last DDIM step: 1 (clean), or ᾱ[0] as SD1.5."""
+    rescale_betas_zero_snr: bool = False
+    """Rescale the betas to zero terminal SNR (needs v-prediction)."""
+
+    def check(self) -> list[str]:
+        from fada.diffusion.noise_schedule import NoiseSchedule, _Unchecked
+
+        return NoiseSchedule.problems(_Unchecked(**self.__dict__))
+
+    def build(self):
+        from fada.diffusion.noise_schedule import NoiseSchedule
+
+        return NoiseSchedule(**self.__dict__)
+
+
+@dataclass
 class ModelConfig:
     resolution: int = _f(512, ge=8)
     """Square frame size in pixels (paper: 512)."""
@@ -161,6 +198,7 @@ class ModelConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     cfg: CFGConfig = field(default_factory=CFGConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     noise_share: float = _f(0.0, ge=0.0, le=1.0)
     """Share ρ of each frame's starting noise common to all frames of a video at generation (the PYoCo mixed
     noise prior, fada.diffusion.noise; the shared part is drawn once per video). Training keeps independent noise

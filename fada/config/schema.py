@@ -184,6 +184,10 @@ class DistillConfig:
             r = getattr(self, name)
             if len(r) != 2 or r[0] > r[1]:
                 out.append(f"{name}: needs [low, high] with low <= high, got {r}")
+        if self.variant in ("balanced", "fast") and self.inference_steps < self.num_windows:
+            # a window without a step would be crossed on another window's line (step_times refuses it)
+            out.append(f"inference_steps: {self.inference_steps} < num_windows {self.num_windows}; PeRFlow needs a "
+                       f"step per window")
         return out
 
 

@@ -1,9 +1,9 @@
 """Trajectory consistency distillation (TCD; Zheng et al. 2024), the Table 2 baseline beside RFlow and PeRFlow.
 
-The student keeps the ε parameterisation. Its trajectory consistency function is TCD's semi-linear one, a DDIM
-jump from t to any earlier s with the student's own ε (TCD Eq. 10):
+The student keeps its teacher's parametrisation (ε or v, `NoiseSchedule`). Its trajectory consistency function is
+TCD's semi-linear one, a DDIM jump from t to any earlier s with the student's own x̂0 and ε̂ (TCD Eq. 10):
 
-    f_θ(x_t, t, s) = √ᾱ_s · x̂_0 + √(1−ᾱ_s) · ε_θ(x_t, t),   x̂_0 = (x_t − √(1−ᾱ_t) ε_θ) / √ᾱ_t
+    f_θ(x_t, t, s) = √ᾱ_s · x̂_0 + √(1−ᾱ_s) · ε̂,   (x̂_0, ε̂) of the output at (x_t, ᾱ_t)
 
 Training, per sample (TCD Algorithm 1): t = τ_n on the teacher's skipping-step grid τ (original_steps points,
 τ_i = (i+1)·T/N − 1), the previous grid point t' = τ_{n−1}, s uniform in [0, t'], x_t = q(x_0, t);
@@ -11,8 +11,8 @@ x̂_{t'} = one DDIM step of the frozen teacher (Eq. 2 with one step); loss ‖f_
 with θ⁻ the student without gradients (a stop-gradient target, as improved consistency training uses, instead of
 an EMA copy that the loop would have to carry). At the start (t = τ_0) the target is the teacher's own jump to s.
 
-Sampling uses diffusers' ``TCDScheduler`` (``set_timesteps(steps, original_inference_steps=N)``, ``step(ε, t, x,
-eta=γ)``; γ the stochasticity, TCD's default 0.3).
+Sampling uses diffusers' ``TCDScheduler`` (``tcd_scheduler``: ``set_timesteps(steps)`` on the grid of N,
+``step(o, t, x, eta=γ)``; γ the stochasticity, TCD's default 0.3).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .ddim import ddim_step
+from .noise_schedule import NoiseSchedule
 
 ORIGINAL_STEPS = 50
 """N, points of the teacher's skipping-step grid (TCD and LCM: 50)."""
@@ -55,8 +55,18 @@ def sample_tcd(batch: int, generator: torch.Generator, device=None, original_ste
     return TCDSample(t=t, t_prev=t_prev, s=s)
 
 
-def consistency_jump(x_t: Tensor, eps: Tensor, t: Tensor, s: Tensor, alphas_cumprod: Tensor) -> Tensor:
+def consistency_jump(x_t: Tensor, out: Tensor, t: Tensor, s: Tensor, schedule: NoiseSchedule) -> Tensor:
     """TCD's semi-linear consistency function f(x_t, t, s) (TCD Eq. 10): the DDIM jump from train index t to s
-    with ε, i.e. ``ddim_step`` between any two indices."""
-    ac = alphas_cumprod.to(x_t.device)
-    return ddim_step(x_t, eps, ac[t], ac[s])
+    with the net's output, i.e. ``NoiseSchedule.ddim_step`` between any two indices."""
+    return schedule.ddim_step(x_t, out, schedule.ab(t), schedule.ab(s))
+
+
+def tcd_scheduler(schedule: NoiseSchedule, original_steps: int = ORIGINAL_STEPS):
+    """diffusers' ``TCDScheduler`` for sampling a TCD student, built in memory from the model's `NoiseSchedule`
+    (its prediction type, spacing and ᾱ: the schedule's own tensor, so sampler and training read one ᾱ)."""
+    from diffusers import TCDScheduler
+
+    sched = TCDScheduler(**schedule.diffusers_config(), original_inference_steps=int(original_steps))
+    sched.alphas_cumprod = schedule.alphas_cumprod.clone()
+    sched.final_alpha_cumprod = torch.tensor(schedule.final_alpha_cumprod)
+    return sched

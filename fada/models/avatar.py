@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from fada.diffusion import precond_loss_weight, precondition_eps, sd15_alphas_cumprod, window_line_remap
+from fada.diffusion import NoiseSchedule, as_schedule, line_output, precond_loss_weight, precondition, window_line_remap
 from fada.errors import FadaError, MissingFileError
 
 from .attention import Bank, resolve_backend
@@ -66,6 +66,14 @@ def _audio_config(audio_proj) -> dict:
     return {k: int(audio_proj.config[k]) for k in keys}
 
 
+def _schedule(cfg: Optional[dict], where) -> NoiseSchedule:
+    """The net's schedule from its top config; folders written before it was recorded are SD1.5's."""
+    try:
+        return as_schedule(cfg)
+    except ValueError as e:
+        raise FadaError(f"{where}: schedule: {e}") from None
+
+
 def _mask(m, n: int, device) -> Tensor:
     if m is None:
         return torch.ones(n, dtype=torch.bool, device=device)
@@ -79,14 +87,16 @@ class AvatarNet(nn.Module):
     def __init__(self, reference_net: ReferenceNet, denoising_net: DenoisingNet, audio_proj: nn.Module,
                  cfg: CFGConditioning, *, student: bool, latent_channels: int,
                  audio_feature_shape: tuple[int, int, int], attention_backend: str = "auto",
-                 precond_data_var: float = 0.0, precond_ref_var: float = 0.0, precond_windows: int = 0):
+                 precond_data_var: float = 0.0, precond_ref_var: float = 0.0, precond_windows: int = 0,
+                 schedule: Optional[NoiseSchedule] = None):
         super().__init__()
+        # the parametrisation the net was trained in (its output is ε or v on this ᾱ); a student keeps its teacher's
+        self.schedule = as_schedule(schedule)
         self.precond_data_var = float(precond_data_var)
         self.precond_ref_var = float(precond_ref_var)
         # > 0 (a preconditioned PeRFlow student with this many windows): its window-line inputs are mapped to the
         # equivalent noising-path point before the net (fada.diffusion.window_line_remap); 0: teacher, TCD
         self.precond_windows = int(precond_windows)
-        self.register_buffer("_alphas_cumprod", sd15_alphas_cumprod().float(), persistent=False)
         self.reference_net = reference_net
         self.denoising_net = denoising_net
         self.audio_proj = audio_proj
@@ -214,8 +224,8 @@ class AvatarNet(nn.Module):
         ``keep_ref`` (B,) says which samples had their reference (training always passes one)."""
         if self.precond_data_var <= 0:
             return None
-        var = self._prior_var(t.shape[0], keep_ref, True, self._alphas_cumprod.device)
-        return precond_loss_weight(self._path_input(None, t)[1], var, self._alphas_cumprod)
+        tau = self._path_input(None, t)[1]
+        return precond_loss_weight(tau, self._prior_var(t.shape[0], keep_ref, True, tau.device), self.schedule)
 
     def _path_input(self, z: Optional[Tensor], t) -> tuple[Optional[Tensor], Tensor]:
         """(z, t) as the preconditioned net reads them: a PeRFlow student's window-line point is mapped to the
@@ -223,8 +233,8 @@ class AvatarNet(nn.Module):
         if self.precond_data_var <= 0 or self.precond_windows <= 0:
             return z, t
         n = z.shape[0] if z is not None else torch.as_tensor(t).reshape(-1).shape[0]
-        tt = torch.as_tensor(t, device=self._alphas_cumprod.device, dtype=torch.float32).reshape(-1).expand(n)
-        scale, tau = window_line_remap(tt, self.precond_windows, self._alphas_cumprod)
+        tt = torch.as_tensor(t, dtype=torch.float32).cpu().reshape(-1).expand(n)
+        scale, tau = window_line_remap(tt, self.precond_windows, self.schedule)
         if z is not None:
             tau = tau.to(z.device)
             z = z * scale.to(z.device, z.dtype).reshape(-1, *([1] * (z.dim() - 1)))
@@ -234,17 +244,21 @@ class AvatarNet(nn.Module):
                 cfg_scales=None) -> Tensor:
         """The denoising pass from already projected audio tokens."""
         cfg_tokens, tcond = self.cfg_inputs(cfg_scales, z.shape[0], z.device)
+        line_t = t
         z, t = self._path_input(z, t)
-        eps = self.denoising_net(z, t, audio_tokens, bank, keep_ref, cfg_tokens, tcond)
-        if self.precond_data_var > 0:  # EDM-style preconditioning of the ε output (CPU-scale nets; see UNetConfig)
+        out = self.denoising_net(z, t, audio_tokens, bank, keep_ref, cfg_tokens, tcond)
+        if self.precond_data_var > 0:  # EDM-style preconditioning of the output (CPU-scale nets; see UNetConfig)
             n = z.shape[0]
             tt = torch.as_tensor(t, device=z.device, dtype=torch.float32).reshape(-1).expand(n)
             mean = None
             if self.precond_ref_var > 0 and bank is not None:
                 mean = bank.view_latents((0,), keep_ref).to(z.device)[:, :, None]  # (B, C, 1, h, w): every frame
             var = self._prior_var(n, keep_ref, bank is not None, z.device)
-            eps = precondition_eps(z, eps, tt, var.to(self._alphas_cumprod.device), self._alphas_cumprod, mean)
-        return eps
+            out = precondition(z, out, tt, var, self.schedule, mean)
+            if self.precond_windows > 0:  # the path point's output, read as the window's (perflow.line_output)
+                lt = torch.as_tensor(line_t, dtype=torch.float32).reshape(-1).expand(n)
+                out = line_output(out, z, tt, lt, self.precond_windows, self.schedule)
+        return out
 
     def forward(self, z: Tensor, t: Tensor, audio_features: Tensor, bank: Optional[Bank],
                 keep_audio: Optional[Tensor] = None, keep_ref: Optional[Tensor] = None,
@@ -323,7 +337,7 @@ class AvatarNet(nn.Module):
         return {"format": FORMAT, "version": VERSION, "student": self.student, "cfg_mode": self.cfg.mode,
                 "latent_channels": self.latent_channels, "audio_feature_shape": list(self.audio_feature_shape),
                 "precond_data_var": self.precond_data_var, "precond_ref_var": self.precond_ref_var,
-                "precond_windows": self.precond_windows,
+                "precond_windows": self.precond_windows, "schedule": self.schedule.to_dict(),
                 "parts": list(PARTS)}
 
     @classmethod
@@ -359,7 +373,8 @@ class AvatarNet(nn.Module):
                        audio_feature_shape=tuple(top["audio_feature_shape"]), attention_backend=attention_backend,
                        precond_data_var=float(top.get("precond_data_var", 0.0)),
                        precond_ref_var=float(top.get("precond_ref_var", 0.0)),
-                       precond_windows=int(top.get("precond_windows", 0)))
+                       precond_windows=int(top.get("precond_windows", 0)),
+                       schedule=_schedule(top.get("schedule"), where("top")))
         except (KeyError, TypeError) as e:
             raise FadaError(f"{where('top')}: bad model config ({type(e).__name__}: {e})") from None
 
@@ -482,4 +497,4 @@ def build_avatar_net(model_cfg, student: bool = False, latent_channels: Optional
     cfg = CFGConditioning(mode if student else "none", model_cfg.cfg.n_tokens, d)
     return AvatarNet(ref, den, audio, cfg, student=student, latent_channels=lc, audio_feature_shape=afs,
                      attention_backend=backend, precond_data_var=ucfg.precond_data_var,
-                     precond_ref_var=ucfg.precond_ref_var)
+                     precond_ref_var=ucfg.precond_ref_var, schedule=model_cfg.schedule.build())

@@ -17,18 +17,17 @@ class DistillTask(ClipTask):
     """The shared loop's view of distillation: the student is trained and checkpointed; the teacher is frozen."""
 
     def __init__(self, student, teacher, dataset, settings, trainable=("all",)):
-        from fada.diffusion import sd15_alphas_cumprod
         from fada.training.trainable import select_trainable
 
         frozen = {f"reference_net.{n}" for n in getattr(student, "frozen_reference_parameters", [])}
         super().__init__(student, dataset, select_trainable(student, list(trainable), exclude=frozen))
         self.teacher, self.settings = teacher, settings
-        self.alphas_cumprod = sd15_alphas_cumprod()
+        self.schedule = teacher.schedule  # the student learns in its teacher's parametrisation
 
     def loss(self, model, batch, generator):
         from fada.training.distill import distill_loss
 
-        return distill_loss(model, self.teacher, batch, generator, self.alphas_cumprod, self.settings)
+        return distill_loss(model, self.teacher, batch, generator, self.schedule, self.settings)
 
 
 def load_teacher(recipe: DistillRecipe, latent_channels: int, audio_feature_shape):
@@ -82,7 +81,8 @@ def with_teacher_models(recipe: DistillRecipe) -> DistillRecipe:
             raise FadaError(f"distill.teacher: {ckpt} is a {meta['kind']} checkpoint; distil from a teacher")
         model, own_configs = meta["model"], (ckpt / "net_config.json").is_file()
     unet = dataclasses.replace(recipe.model.unet, pretrained=None) if own_configs else recipe.model.unet
-    m = dataclasses.replace(recipe.model, vae=model.vae, audio=model.audio, unet=unet)
+    # the student learns in the teacher's parametrisation: its schedule is the teacher's, whatever the recipe says
+    m = dataclasses.replace(recipe.model, vae=model.vae, audio=model.audio, unet=unet, schedule=model.schedule)
     return dataclasses.replace(recipe, model=m)
 
 
@@ -95,9 +95,7 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     from fada.training.loop import weight_dtype
     from fada.training.trainable import add_lora
 
-    m, d = recipe.model, recipe.distill
-    if d.variant == "fast" and d.inference_steps < d.num_windows:
-        raise FadaError(f"distill.inference_steps: {d.inference_steps} is fewer than num_windows {d.num_windows}")
+    d = recipe.distill
     torch.manual_seed(recipe.train.seed)
     device = process_state().device  # this process's own GPU under torchrun / accelerate launch
     recipe = with_teacher_models(recipe)

@@ -17,19 +17,18 @@ class TeacherTask(ClipTask):
     """What the shared loop needs: model, trainable parameters, data, and the Eq. 1 loss."""
 
     def __init__(self, net, dataset, stage, dropout, use_audio: bool, timesteps=None, pixel_weight=None):
-        from fada.diffusion import sd15_alphas_cumprod
         from fada.training.teacher import TimestepSampling, teacher_trainable
 
         super().__init__(net, dataset, teacher_trainable(net, stage))
         self.stage, self.dropout, self.use_audio = stage, dropout, use_audio
         self.timesteps = timesteps or TimestepSampling()
         self.pixel_weight = pixel_weight
-        self.alphas_cumprod = sd15_alphas_cumprod()
+        self.schedule = net.schedule  # the parametrisation the net is trained in (model.schedule)
 
     def loss(self, model, batch, generator):
         from fada.training.teacher import teacher_loss
 
-        return teacher_loss(model, batch, generator, self.alphas_cumprod, self.dropout, self.use_audio,
+        return teacher_loss(model, batch, generator, self.schedule, self.dropout, self.use_audio,
                             self.timesteps, self.pixel_weight)
 
 
@@ -90,9 +89,11 @@ def load_init(net, path: str) -> None:
         from fada.models.avatar import AvatarNet
 
         src = AvatarNet.from_pretrained(p / "net")
-        missing = net.load_state_dict(src.state_dict(), strict=False)
-        if missing.unexpected_keys:
-            raise FadaError(f"{p}: does not fit this model (e.g. {missing.unexpected_keys[0]})")
+        res = net.load_state_dict(src.state_dict(), strict=False)
+        if res.unexpected_keys or res.missing_keys:
+            what = [f"{len(keys)} {name} (e.g. {keys[0]})" for name, keys in
+                    (("unexpected", res.unexpected_keys), ("missing", res.missing_keys)) if keys]
+            raise FadaError(f"{p}: does not fit this model: {', '.join(what)} weights")
         return
     raise FadaError(f"{path}: not a checkpoint, run folder or exported model")
 

@@ -81,7 +81,7 @@ def sample_distill_t(batch: int, s: DistillSettings, generator: torch.Generator,
 
 
 @torch.no_grad()
-def teacher_endpoint(teacher, batch: dict[str, Tensor], w, s: DistillSettings, alphas_cumprod: Tensor,
+def teacher_endpoint(teacher, batch: dict[str, Tensor], w, s: DistillSettings, schedule,
                      keep_audio: Tensor, keep_ref: Tensor, scales: Tensor | None) -> Tensor:
     """Eq. 2: ẑ_e = Φ(z_s, t_s → t_e) by N DDIM steps of the frozen teacher (three Eq. 9 branches as one batch
     when guided)."""
@@ -92,10 +92,10 @@ def teacher_endpoint(teacher, batch: dict[str, Tensor], w, s: DistillSettings, a
         eps_fn = guided(model_fn, Guidance(scales[:, 0], scales[:, 1]), keep_audio, keep_ref)
     else:
         eps_fn = conditional(model_fn, keep_audio, keep_ref)
-    return ddim_solve(eps_fn, w.z_s, w.index_s, w.index_e, s.solver_steps, alphas_cumprod)
+    return ddim_solve(eps_fn, w.z_s, w.index_s, w.index_e, s.solver_steps, schedule)
 
 
-def tcd_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Generator, alphas_cumprod: Tensor,
+def tcd_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Generator, schedule,
              s: DistillSettings) -> tuple[Tensor, dict]:
     """TCD (fada.diffusion.tcd): ‖f_θ(x_t, t, s) − f_θ⁻(x̂_t', t', s)‖², x̂_t' one DDIM step of the guidance-1
     teacher on the student's own dropped conditions (like Balanced: multi-CFG is applied at sampling); at the
@@ -104,10 +104,9 @@ def tcd_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Genera
 
     x0 = batch["x0"]
     B, device = x0.shape[0], x0.device
-    ac = alphas_cumprod.to(device)
-    smp = sample_tcd(B, generator, device, s.tcd_original_steps)
+    smp = sample_tcd(B, generator, device, s.tcd_original_steps, schedule.num_train_timesteps)
     eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
-    x_t = add_noise(x0, eps, ac[smp.t])
+    x_t = add_noise(x0, eps, schedule.ab(smp.t))
     keep_audio, keep_ref = s.dropout.sample(B, generator, device)
     motion = batch["motion"] if batch["motion"].shape[1] > 0 else None
 
@@ -120,25 +119,26 @@ def tcd_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Genera
         eps_te = teacher.model_fn(bank, batch["audio"])(x_t, smp.t.float(), keep_audio, keep_ref)
         first = smp.t_prev < 0
         t_prev = smp.t_prev.clamp(min=0)
-        x_prev = consistency_jump(x_t, eps_te, smp.t, t_prev, ac)  # one DDIM step of the teacher (Eq. 2, N = 1)
-        target = consistency_jump(x_prev, student_eps(x_prev, t_prev), t_prev, smp.s, ac)  # θ⁻: no gradient
-        start = consistency_jump(x_t, eps_te, smp.t, smp.s, ac)
+        x_prev = consistency_jump(x_t, eps_te, smp.t, t_prev, schedule)  # one DDIM step of the teacher (Eq. 2, N = 1)
+        target = consistency_jump(x_prev, student_eps(x_prev, t_prev), t_prev, smp.s, schedule)  # θ⁻: no gradient
+        start = consistency_jump(x_t, eps_te, smp.t, smp.s, schedule)
         target = torch.where(first.reshape(-1, *([1] * (x0.ndim - 1))), start, target)
-    pred = consistency_jump(x_t, student_eps(x_t, smp.t), smp.t, smp.s, ac)
+    pred = consistency_jump(x_t, student_eps(x_t, smp.t), smp.t, smp.s, schedule)
     per = per_sample_mse(pred, target)
     return per.mean(), {"l_distill": float(per.mean().detach()), "first_frac": float(first.float().mean())}
 
 
-def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Generator, alphas_cumprod: Tensor,
+def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Generator, schedule,
                  s: DistillSettings) -> tuple[Tensor, dict]:
+    """One distillation step's loss (the module docstring) in the teacher's parametrisation ``schedule`` (a
+    ``NoiseSchedule``): targets and predictions are ε or v alike."""
     if s.variant == "tcd":
-        return tcd_loss(student, teacher, batch, generator, alphas_cumprod, s)
+        return tcd_loss(student, teacher, batch, generator, schedule, s)
     x0 = batch["x0"]
     B, device = x0.shape[0], x0.device
-    ac = alphas_cumprod.to(device)
     t = sample_distill_t(B, s, generator, device)
     eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
-    w = perflow_window(x0, eps, t, s.num_windows, ac)
+    w = perflow_window(x0, eps, t, s.num_windows, schedule)
 
     if s.guided_teacher:
         keep_audio = keep_ref = torch.ones(B, dtype=torch.bool, device=device)
@@ -146,7 +146,7 @@ def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Ge
     else:
         keep_audio, keep_ref = s.dropout.sample(B, generator, device)
         scales = None
-    z_hat_e = teacher_endpoint(teacher, batch, w, s, ac, keep_audio, keep_ref, scales)
+    z_hat_e = teacher_endpoint(teacher, batch, w, s, schedule, keep_audio, keep_ref, scales)
     z_t, eps_hat = perflow_target(w, z_hat_e)
 
     use_gt = s.mixed_mode != "off"
@@ -170,7 +170,7 @@ def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Ge
     if weight is not None:  # the same per-sample factor on both terms: R = L_GT / L_distill is unchanged
         per = per * weight.to(per.dtype)
     if s.variant == "rflow":  # velocity target: the ε error rescaled to the velocity error (see velocity_weight)
-        per = per * tile(velocity_weight(w.t, s.num_windows, ac).to(per.dtype))
+        per = per * tile(velocity_weight(w.t, s.num_windows, schedule).to(per.device, per.dtype))
     l_distill = per[:B]
     if not use_gt:
         total = l_distill.mean()

@@ -51,12 +51,13 @@ class ConditionDropout:
         return ~drop_audio, ~drop_both
 
 
-def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alphas_cumprod: Tensor,
+def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, schedule,
                  dropout: ConditionDropout, use_audio: bool = True,
                  timesteps: TimestepSampling = TimestepSampling(), pixel_weight: Tensor | None = None
                  ) -> tuple[Tensor, dict]:
-    """Eq. 1: L = ‖ε − ε_tea(z_t, t, c)‖² with z_t = √ᾱ_t x0 + √(1−ᾱ_t) ε and t uniform on the 1000 train steps
-    (SD1.5). A preconditioned net (``unet.precond_data_var``) weights each sample's error by its
+    """Eq. 1: L = ‖ε − ε_tea(z_t, t, c)‖² with z_t = √ᾱ_t x0 + √(1−ᾱ_t) ε and t uniform on the train steps of the
+    ``schedule`` (a ``NoiseSchedule``; for a v-prediction net the target is v = √ᾱ_t ε − √(1−ᾱ_t) x0, the same
+    loss in its parametrisation). A preconditioned net (``unet.precond_data_var``) weights each sample's error by its
     ``eps_loss_weight(t)``, and ``timesteps`` may draw t log-normally in σ instead (the CPU recipes).
 
     ``batch``: x0 (B, C, F, h, w), ref (B, C, h, w), motion (B, M, C, h, w), audio (B, F, 2w+1, L, D).
@@ -65,10 +66,10 @@ def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alph
     """
     x0 = batch["x0"]
     B, device = x0.shape[0], x0.device
-    ac = alphas_cumprod.to(device)
-    t = sample_train_timesteps(B, generator, ac, timesteps.kind, timesteps.mean, timesteps.std)
+    t = sample_train_timesteps(B, generator, schedule, timesteps.kind, timesteps.mean, timesteps.std).to(device)
     eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
-    z_t = add_noise(x0, eps, ac[t])
+    ab = schedule.ab(t)
+    z_t = add_noise(x0, eps, ab)
     keep_audio, keep_ref = dropout.sample(B, generator, device)
     if not use_audio:
         keep_audio = torch.zeros_like(keep_audio)
@@ -77,7 +78,7 @@ def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, alph
     motion = batch["motion"]
     pred = net(z_t, t.float(), batch["audio"], None, keep_audio=keep_audio, keep_ref=keep_ref,
                ref_latents=batch["ref"], motion_latents=motion if motion.shape[1] > 0 else None)
-    per = per_sample_mse(pred, eps, pixel_weight)
+    per = per_sample_mse(pred, schedule.output(x0, eps, ab), pixel_weight)
     weight = getattr(net, "module", net).eps_loss_weight(t, keep_ref)  # DDP wraps the net
     loss = per.mean() if weight is None else (weight.to(per.dtype) * per).mean()
     return loss, {"keep_audio": float(keep_audio.float().mean()), "keep_ref": float(keep_ref.float().mean())}

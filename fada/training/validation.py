@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fada.diffusion import TEACHER_GUIDANCE, Guidance, guided, sample_ddim, sd15_alphas_cumprod, video_noise
+from fada.diffusion import TEACHER_GUIDANCE, Guidance, guided, sample_ddim, video_noise
 from fada.utils.io import write_bytes
 
 
@@ -25,7 +25,6 @@ class TeacherValidation:
         self.batch = collate([dataset[(0, 0)]])  # the first window of the first clip, always the same
         self.codec, self.steps, self.guidance, self.seed, self.scale = codec, int(steps), guidance, seed, scale
         self.noise_share = float(noise_share)
-        self.alphas_cumprod = sd15_alphas_cumprod()
 
     @torch.no_grad()
     def __call__(self, model, step: int, run_dir: Path) -> dict:
@@ -41,7 +40,7 @@ class TeacherValidation:
         fn = model.model_fn(model.encode_bank(b["ref"], motion), b["audio"])
         noise = video_noise(b["x0"].shape, torch.Generator().manual_seed(self.seed), self.noise_share)
         noise = noise.to(p.device, p.dtype)
-        z = sample_ddim(guided(fn, self.guidance), noise, self.steps, self.alphas_cumprod)
+        z = sample_ddim(guided(fn, self.guidance), noise, self.steps, model.schedule)
         mse = float(torch.mean((z.float() - b["x0"].float()) ** 2))
         rows = [np.concatenate(list(tensor_to_frames(self.codec.decode_video(x.permute(0, 2, 1, 3, 4))[0])), 1)
                 for x in (z, b["x0"])]

@@ -4,10 +4,16 @@ import torch
 
 
 @pytest.fixture(scope="session")
-def ac():
-    from fada.diffusion import sd15_alphas_cumprod
+def sched():
+    """Stable Diffusion 1.5's schedule (ε, scaled-linear, leading)."""
+    from fada.diffusion import NoiseSchedule
 
-    return sd15_alphas_cumprod()
+    return NoiseSchedule()
+
+
+@pytest.fixture(scope="session")
+def ac(sched):
+    return sched.alphas_cumprod
 
 
 @pytest.fixture(scope="session")

@@ -66,11 +66,11 @@ def test_per_sample_mse():
     assert per_sample_mse(a, b).tolist() == [1.0, 4.0]
 
 
-def test_gt_endpoint_equals_exact_teacher_target(ac, gen):
+def test_gt_endpoint_equals_exact_teacher_target(sched, gen):
     """Linear-Gaussian check: a teacher whose ε is the true ε lands on z_e, so ẑ_e = z_e and ε̂ = ε* = ε."""
     x0, eps = torch.randn(4, 3, 6, 6, generator=gen), torch.randn(4, 3, 6, 6, generator=gen)
-    w = perflow_window(x0, eps, torch.tensor([1.0, 0.6, 0.42, 0.1]), 4, ac)
-    z_hat_e = ddim_solve(lambda z, t: eps, w.z_s, w.index_s, w.index_e, 8, ac)
+    w = perflow_window(x0, eps, torch.tensor([1.0, 0.6, 0.42, 0.1]), 4, sched)
+    z_hat_e = ddim_solve(lambda z, t: eps, w.z_s, w.index_s, w.index_e, 8, sched)
     z_e = ground_truth_endpoint(x0, eps, w.ab_e)
     torch.testing.assert_close(z_e, w.ab_e.sqrt()[:, None, None, None] * x0
                                + (1 - w.ab_e).sqrt()[:, None, None, None] * eps)

@@ -5,7 +5,6 @@ import torch
 from fada.diffusion import (
     PeRFlowScheduler,
     add_noise,
-    alpha_bar,
     perflow_step,
     perflow_target,
     perflow_window,
@@ -40,10 +39,10 @@ def test_window_of():
         torch.testing.assert_close(t_e, (k - 1).float() / K)
 
 
-def test_window_coefficients_against_numpy(ac, ac_np):
+def test_window_coefficients_against_numpy(sched, ac_np):
     for k in range(4):
         t_s, t_e = 1 - k / 4, 1 - (k + 1) / 4
-        lam, eta = window_coefficients(alpha_bar(t_s, ac), alpha_bar(t_e, ac))
+        lam, eta = window_coefficients(sched.alpha_bar(t_s), sched.alpha_bar(t_e), sched)
         lam_np, eta_np = np_coefficients(ac_np, t_s, t_e)
         assert lam.item() == pytest.approx(lam_np, rel=1e-5)
         assert eta.item() == pytest.approx(eta_np, rel=1e-4, abs=1e-6)
@@ -98,10 +97,12 @@ def test_sample_t(gen):
     assert torch.equal(sample_t(8, torch.Generator().manual_seed(3)), sample_t(8, torch.Generator().manual_seed(3)))
 
 
-def test_perflow_window_fields(ac, gen):
+def test_perflow_window_fields(ac, sched, gen):
     x0, eps = torch.randn(4, 2, 3, generator=gen), torch.randn(4, 2, 3, generator=gen)
-    w = perflow_window(x0, eps, torch.tensor([0.3, 0.75, 1.0, 0.001]), 4, ac)
-    assert w.index_s.tolist() == [499, 749, 999, 249] and w.index_e.tolist() == [249, 499, 749, 0]
+    w = perflow_window(x0, eps, torch.tensor([0.3, 0.75, 1.0, 0.001]), 4, sched)
+    # t_e = 0 is the clean end, index −1 (ᾱ[0] for SD1.5, whose set_alpha_to_one is False)
+    assert w.index_s.tolist() == [499, 749, 999, 249] and w.index_e.tolist() == [249, 499, 749, -1]
+    assert float(w.ab_e[3]) == float(ac[0])
     assert w.timestep.tolist() == pytest.approx([300.0, 750.0, 1000.0, 1.0])
     torch.testing.assert_close(w.z_s, add_noise(x0, eps, ac[w.index_s]))
     z_t, eps_hat = perflow_target(w, w.z_s)  # degenerate endpoint z_e = z_s: the input stays put
@@ -124,11 +125,11 @@ class ExactStudent:
 
 
 @pytest.mark.parametrize("n,extra", [(4, "early"), (6, "early"), (9, "early"), (6, "late"), (9, "late")])
-def test_exact_student_follows_piecewise_linear_path(n, extra, ac, ac_np, gen):
+def test_exact_student_follows_piecewise_linear_path(n, extra, sched, ac_np, gen):
     K = 4
     ends = [torch.randn(2, 3, 4, 4, generator=gen, dtype=torch.float64) for _ in range(K + 1)]
     seen = {}
-    out = sample_perflow(ExactStudent(ends, ac_np, K), ends[0].float(), n, ac, K,
+    out = sample_perflow(ExactStudent(ends, ac_np, K), ends[0].float(), n, sched, K,
                          callback=lambda i, t, z: seen.__setitem__(float(t), z), extra=extra)
     assert sorted(seen, reverse=True) == pytest.approx(step_times(n, K, extra).tolist()[1:] + [0.0])
     for t, z in seen.items():
@@ -141,7 +142,7 @@ def test_exact_student_follows_piecewise_linear_path(n, extra, ac, ac_np, gen):
     torch.testing.assert_close(out.double(), ends[K], atol=2e-5, rtol=1e-5)
 
 
-def test_scheduler_step_equals_pure_sampler(ac, gen):
+def test_scheduler_step_equals_pure_sampler(sched, gen):
     s = PeRFlowScheduler()
     s.set_timesteps(6)
     assert s.timesteps.tolist() == [1000.0, 875.0, 750.0, 625.0, 500.0, 250.0]
@@ -153,11 +154,11 @@ def test_scheduler_step_equals_pure_sampler(ac, gen):
         x_in = s.scale_model_input(x, t)
         assert x_in is x
         x = s.step(toy(x_in, t.expand(2)), t, x).prev_sample
-    assert torch.equal(x, sample_perflow(toy, z, 6, ac))
+    assert torch.equal(x, sample_perflow(toy, z, 6, sched))
     (tup,) = s.step(toy(z, torch.full((2,), 1000.0)), s.timesteps[0], z, return_dict=False)
     with pytest.raises(ValueError):
         s.step(z, 333.0, z)
-    assert torch.equal(tup, perflow_step(z, toy(z, torch.full((2,), 1000.0)), 1.0, 0.875, 4, ac))
+    assert torch.equal(tup, perflow_step(z, toy(z, torch.full((2,), 1000.0)), 1.0, 0.875, 4, sched))
 
     late = PeRFlowScheduler(extra_steps="late")
     late.set_timesteps(6)
@@ -165,7 +166,7 @@ def test_scheduler_step_equals_pure_sampler(ac, gen):
     x = z.clone()
     for t in late.timesteps:
         x = late.step(toy(x, t.expand(2)), t, x).prev_sample
-    assert torch.equal(x, sample_perflow(toy, z, 6, ac, extra="late"))
+    assert torch.equal(x, sample_perflow(toy, z, 6, sched, extra="late"))
 
 
 def test_scheduler_add_noise_and_round_trip(tmp_path, ac, gen):
@@ -189,9 +190,9 @@ def test_scheduler_add_noise_and_round_trip(tmp_path, ac, gen):
 
 def test_implied_endpoint_inverts_the_window_target():
     """A student predicting ε̂ exactly at any point of the window line implies the window end ẑ_e."""
-    from fada.diffusion import implied_endpoint, perflow_target, perflow_window, sd15_alphas_cumprod
+    from fada.diffusion import NoiseSchedule, implied_endpoint, perflow_target, perflow_window
 
-    ac = sd15_alphas_cumprod()
+    ac = NoiseSchedule()
     g = torch.Generator().manual_seed(3)
     x0, eps, z_e = (torch.randn(5, 2, 3, generator=g) for _ in range(3))
     t = torch.tensor([0.99, 0.8, 0.6, 0.3, 0.1])
@@ -202,9 +203,9 @@ def test_implied_endpoint_inverts_the_window_target():
 
 def test_velocity_weight_turns_eps_error_into_velocity_error():
     """Independent check: v = (ẑ_e − z_t)/(t_e − t) computed from two ε predictions at the same z_t."""
-    from fada.diffusion import implied_endpoint, sd15_alphas_cumprod, velocity_weight, window_of
+    from fada.diffusion import NoiseSchedule, implied_endpoint, velocity_weight, window_of
 
-    ac = sd15_alphas_cumprod()
+    ac = NoiseSchedule()
     g = torch.Generator().manual_seed(4)
     z, e1, e2 = (torch.randn(3, 6, generator=g) for _ in range(3))
     t = torch.tensor([0.9, 0.5, 0.2])
@@ -219,7 +220,7 @@ def test_velocity_weight_turns_eps_error_into_velocity_error():
 
 
 @pytest.mark.parametrize("K", [1, 4])
-def test_window_line_remap_lands_on_the_noising_path(K, ac, ac_np):
+def test_window_line_remap_lands_on_the_noising_path(K, sched, ac_np):
     """Independent check in float64 numpy: a window-line point of one x0 (a DDIM path keeps its ε, Eq. 3 between
     the path points at t_s and t_e), scaled by the map, is the noising-path point √ᾱ'·x0 + √(1−ᾱ')·ε at the
     returned fractional index (ᾱ' linear between grid points), and ε is the window target of Eq. 4."""
@@ -236,7 +237,7 @@ def test_window_line_remap_lands_on_the_noising_path(K, ac, ac_np):
         z_t = z_s + (t - t_s) / (t_e - t_s) * (z_e - z_s)
         lam, eta = np_coefficients(ac_np, t_s, t_e)
         np.testing.assert_allclose((z_e - lam * z_s) / eta, eps, atol=1e-9)   # the window target is this ε
-        scale, tau = (float(x) for x in window_line_remap(torch.tensor([1000.0 * t]), K, ac))
+        scale, tau = (float(x) for x in window_line_remap(torch.tensor([1000.0 * t]), K, sched))
         lo = int(np.floor(tau))
         ab_tau = ac_np[lo] + (tau - lo) * (ac_np[min(lo + 1, 999)] - ac_np[lo])
         np.testing.assert_allclose(scale * z_t, np.sqrt(ab_tau) * x0 + np.sqrt(1 - ab_tau) * eps, atol=2e-4)
@@ -244,12 +245,73 @@ def test_window_line_remap_lands_on_the_noising_path(K, ac, ac_np):
             assert scale == pytest.approx(1.0, abs=1e-6) and tau == pytest.approx(1000 * t_s - 1, abs=1e-3)
 
 
-def test_fractional_timesteps_read_the_schedule_linearly(ac):
+def test_fractional_timesteps_read_the_schedule_linearly(ac, sched):
     from fada.diffusion import precond_output_scale
 
-    k = lambda tau: float(precond_output_scale(torch.tensor([tau]), 0.25, ac))
+    k = lambda tau: float(precond_output_scale(torch.tensor([tau]), 0.25, sched))
     ab = lambda i: float(ac[i])
     mid = 0.5 * (ab(500) + ab(501))
     assert k(500.5) == pytest.approx((mid * 0.25 / (mid * 0.25 + 1 - mid)) ** 0.5, rel=1e-6)
     assert k(500.0) == pytest.approx((ab(500) * 0.25 / (ab(500) * 0.25 + 1 - ab(500))) ** 0.5, rel=1e-6)
     assert k(999.0) == pytest.approx((ab(999) * 0.25 / (ab(999) * 0.25 + 1 - ab(999))) ** 0.5, rel=1e-6)
+
+
+def _hallo():
+    from fada.diffusion import NoiseSchedule
+
+    return NoiseSchedule(beta_schedule="linear", prediction_type="v_prediction", timestep_spacing="trailing",
+                         set_alpha_to_one=True, rescale_betas_zero_snr=True)
+
+
+def test_v_window_target_of_an_exact_teacher_is_its_own_output():
+    """For a v teacher that knows x0 and ε, the DDIM solve lands on the true window end, and the window target read
+    back is v at the window start: √ᾱ_s·ε − √(1−ᾱ_s)·x0, finite in the first window where ᾱ_s = 0."""
+    from fada.diffusion import ddim_solve
+
+    sched = _hallo()
+    g = torch.Generator().manual_seed(6)
+    x0, eps = torch.randn(4, 2, 5, generator=g), torch.randn(4, 2, 5, generator=g)
+    w = perflow_window(x0, eps, torch.tensor([1.0, 0.8, 0.4, 0.1]), 4, sched)
+    assert float(w.ab_s[0]) == 0.0 and float(w.ab_e[3]) == 1.0  # zero terminal SNR; the clean end is ᾱ = 1
+
+    def exact(z, t):  # the true v of (x0, ε) at each sample's current ᾱ
+        return sched.output(x0, eps, sched.ab(t.long()))
+
+    z_e = ddim_solve(exact, w.z_s, w.index_s, w.index_e, 8, sched)
+    ab_e = w.ab_e.view(-1, 1, 1)
+    torch.testing.assert_close(z_e, ab_e.sqrt() * x0 + (1 - ab_e).sqrt() * eps, rtol=1e-4, atol=1e-4)
+    _, target = perflow_target(w, z_e)
+    ab_s = w.ab_s.view(-1, 1, 1)
+    torch.testing.assert_close(target, ab_s.sqrt() * eps - (1 - ab_s).sqrt() * x0, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_v_exact_student_follows_piecewise_linear_path(n, gen):
+    """The sampler with a v student that outputs each window's exact target moves along the straight lines through
+    independently chosen window ends, from ᾱ = 0 at t = 1."""
+    sched, K = _hallo(), 4
+    ends = [torch.randn(2, 3, 4, 4, generator=gen, dtype=torch.float64) for _ in range(K + 1)]
+
+    def student(z, timestep):
+        t = float(timestep[0]) / 1000
+        t_s, t_e = (float(x) for x in window_of(torch.tensor([t], dtype=torch.float64), K))
+        j = round((1 - t_s) * K)
+        lam, eta = window_coefficients(sched.alpha_bar(t_s).double(), sched.alpha_bar(t_e).double(), sched)
+        return window_target(ends[j + 1], ends[j], lam, eta).float()
+
+    seen = {}
+    out = sample_perflow(student, ends[0].float(), n, sched, K, callback=lambda i, t, z: seen.__setitem__(float(t), z))
+    for j in range(1, K + 1):
+        torch.testing.assert_close(seen[1 - j / K].double(), ends[j], atol=2e-5, rtol=1e-5)
+    assert torch.isfinite(out).all()
+
+
+def test_scheduler_config_carries_the_whole_schedule(tmp_path):
+    sched = _hallo()
+    s = PeRFlowScheduler.for_schedule(sched, 4, "late")
+    s.save_pretrained(tmp_path)
+    back = PeRFlowScheduler.from_pretrained(tmp_path)
+    assert back.schedule == sched and back.config.extra_steps == "late"
+    from fada.diffusion import NoiseSchedule
+
+    assert NoiseSchedule.from_config(dict(back.config)) == sched

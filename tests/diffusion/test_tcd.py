@@ -4,7 +4,7 @@ its training draws stay on the grid."""
 import numpy as np
 import torch
 
-from fada.diffusion import consistency_jump, sample_tcd, sd15_alphas_cumprod, tcd_grid
+from fada.diffusion import NoiseSchedule, consistency_jump, sample_tcd, tcd_grid
 
 
 def test_grid_is_the_one_diffusers_tcd_samples_on():
@@ -19,11 +19,12 @@ def test_grid_is_the_one_diffusers_tcd_samples_on():
 
 
 def test_consistency_jump_is_the_ddim_formula_in_float64():
-    ac = sd15_alphas_cumprod()
+    sched = NoiseSchedule()
+    ac = sched.alphas_cumprod
     g = torch.Generator().manual_seed(0)
     x, e = torch.randn(3, 4, 2, 5, 5, generator=g), torch.randn(3, 4, 2, 5, 5, generator=g)
     t, s = torch.tensor([999, 500, 19]), torch.tensor([0, 250, 19])
-    got = consistency_jump(x, e, t, s, ac)
+    got = consistency_jump(x, e, t, s, sched)
     for i in range(3):  # by hand, per sample, in numpy float64
         at, as_ = float(ac[t[i]]), float(ac[s[i]])
         xi, ei = x[i].double().numpy(), e[i].double().numpy()
@@ -31,7 +32,7 @@ def test_consistency_jump_is_the_ddim_formula_in_float64():
         np.testing.assert_allclose(got[i].double().numpy(), np.sqrt(as_) * x0 + np.sqrt(1 - as_) * ei,
                                    rtol=1e-4, atol=1e-5)
     # jumping to where you are changes nothing; the exact ε recovers x0 at s = 0 up to ᾱ_0
-    torch.testing.assert_close(consistency_jump(x, e, t, t, ac), x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(consistency_jump(x, e, t, t, sched), x, rtol=1e-5, atol=1e-5)
 
 
 def test_training_draws_stay_on_the_grid():

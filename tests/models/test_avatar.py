@@ -234,7 +234,7 @@ def test_precond_output_and_loss_weight_survive_save_load(tmp_path):
     import dataclasses
 
     from fada.config import load_recipe
-    from fada.diffusion import linear_eps_prior, precond_output_scale, sd15_alphas_cumprod
+    from fada.diffusion import NoiseSchedule, linear_eps_prior, precond_output_scale
     from fada.models.avatar import AvatarNet, build_avatar_net
     from tests.fixtures import TINY_TEST_MODEL
 
@@ -251,8 +251,8 @@ def test_precond_output_and_loss_weight_survive_save_load(tmp_path):
         plain = net(z, t, feats, None)
         assert net.eps_loss_weight(t) is None
         net.precond_data_var = 0.25
-    ac = sd15_alphas_cumprod()
-    c, k = linear_eps_prior(t, 0.25, ac), precond_output_scale(t, 0.25, ac)
+    sched = NoiseSchedule()
+    c, k = linear_eps_prior(t, 0.25, sched), precond_output_scale(t, 0.25, sched)
     torch.testing.assert_close(with_skip, k.view(2, 1, 1, 1, 1) * plain + c.view(2, 1, 1, 1, 1) * z)
     torch.testing.assert_close(net.eps_loss_weight(t), 1 / k ** 2)
     net.save_pretrained(tmp_path / "n")
@@ -335,7 +335,7 @@ def test_reference_mean_preconditioning_starts_as_a_still_copy(tmp_path):
     its reference, which at t = 999 is almost the reference itself; a dropped reference keeps the zero-mean prior;
     the loss weight follows each sample's prior; the setting survives save/load and reaches the student."""
     from fada.config import load_recipe
-    from fada.diffusion import linear_eps_prior, precond_loss_weight, sd15_alphas_cumprod
+    from fada.diffusion import NoiseSchedule, linear_eps_prior, precond_loss_weight
     from tests.fixtures import TINY_TEST_MODEL
 
     m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.precond_data_var=0.25",
@@ -344,7 +344,8 @@ def test_reference_mean_preconditioning_starts_as_a_still_copy(tmp_path):
     net = build_avatar_net(m).eval()
     torch.nn.init.zeros_(net.denoising_net.unet.conv_out.weight)
     torch.nn.init.zeros_(net.denoising_net.unet.conv_out.bias)  # raw output F = 0
-    ac = sd15_alphas_cumprod()
+    sched = NoiseSchedule()
+    ac = sched.alphas_cumprod
     g = torch.Generator().manual_seed(2)
     lc, f = net.latent_channels, m.num_frames
     ref = torch.rand(2, lc, 16, 16, generator=g) * 2 - 1
@@ -359,10 +360,11 @@ def test_reference_mean_preconditioning_starts_as_a_still_copy(tmp_path):
     x0_hat = (z - (1 - ab).sqrt() * out) / ab.sqrt()
     assert float((x0_hat[0] - x0[0]).pow(2).mean()) < 0.01  # the reference, from pure noise
     assert float((x0_hat[1] - x0[1]).pow(2).mean()) > 0.1  # no reference: the zero-mean prior's guess
-    c0 = linear_eps_prior(t[:1], 0.25, ac)
+    c0 = linear_eps_prior(t[:1], 0.25, sched)
     torch.testing.assert_close(out[1], c0 * z[1])
     w = net.eps_loss_weight(t, torch.tensor([True, False]))
-    torch.testing.assert_close(w, torch.cat([precond_loss_weight(t[:1], 0.02, ac), precond_loss_weight(t[:1], 0.25, ac)]))
+    torch.testing.assert_close(w, torch.cat([precond_loss_weight(t[:1], 0.02, sched),
+                                             precond_loss_weight(t[:1], 0.25, sched)]))
     net.save_pretrained(tmp_path / "n")
     again = AvatarNet.from_pretrained(tmp_path / "n")
     assert again.precond_ref_var == 0.02 and AvatarNet.from_teacher(again, "tokens").precond_ref_var == 0.02
@@ -395,7 +397,7 @@ def test_perflow_student_reads_window_lines_as_their_path_points(tmp_path):
     equivalent noising-path point (window_line_remap), loss weight included; the setting survives save/load; a
     student with precond_windows 0 (TCD) and an unpreconditioned one read their input as it is."""
     from fada.config import load_recipe
-    from fada.diffusion import precond_loss_weight, sd15_alphas_cumprod, window_line_remap
+    from fada.diffusion import NoiseSchedule, precond_loss_weight, window_line_remap
     from tests.fixtures import TINY_TEST_MODEL
 
     m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.precond_data_var=0.25",
@@ -407,12 +409,12 @@ def test_perflow_student_reads_window_lines_as_their_path_points(tmp_path):
     feats = torch.randn(3, m.num_frames, *teacher.audio_feature_shape)
     student = AvatarNet.from_teacher(teacher, "none", precond_windows=1).eval()
     assert student.precond_windows == 1
-    ac = sd15_alphas_cumprod()
-    scale, tau = window_line_remap(t, 1, ac)
+    sched = NoiseSchedule()
+    scale, tau = window_line_remap(t, 1, sched)
     assert float(scale[1]) > 1.3 and 300 < float(tau[1]) < 400       # one window: far from the path mid-way
     with torch.no_grad():
         torch.testing.assert_close(student(z, t, feats, None), teacher(z * scale.view(3, 1, 1, 1, 1), tau, feats, None))
-        torch.testing.assert_close(student.eps_loss_weight(t), precond_loss_weight(tau, 0.25, ac))
+        torch.testing.assert_close(student.eps_loss_weight(t), precond_loss_weight(tau, 0.25, sched))
         student.save_pretrained(tmp_path / "s")
         again = AvatarNet.from_pretrained(tmp_path / "s").eval()
         assert again.precond_windows == 1
@@ -421,3 +423,34 @@ def test_perflow_student_reads_window_lines_as_their_path_points(tmp_path):
         torch.testing.assert_close(tcd(z, t, feats, None), teacher(z, t, feats, None))
     plain = AvatarNet.from_teacher(randomize_(build_avatar_net(tiny_cfg()), std=0.02), "none", precond_windows=4)
     assert plain.precond_windows == 0                                  # the SD-scale student is PeRFlow's own
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_remapped_student_implies_the_teachers_window_end(kind):
+    """A preconditioned PeRFlow student at a window-line point implies the window end its teacher's x̂0 and ε̂ at the
+    equivalent path point give: √ᾱ_e·x̂0 + √(1−ᾱ_e)·ε̂ (perflow.line_output), for ε and v teachers alike."""
+    from fada.config import load_recipe
+    from fada.diffusion import implied_endpoint, window_line_remap, window_of
+    from tests.fixtures import TINY_TEST_MODEL
+
+    extra = ["model.schedule.prediction_type=v_prediction", "model.schedule.timestep_spacing=trailing",
+             "model.schedule.beta_schedule=linear", "model.schedule.rescale_betas_zero_snr=true",
+             "model.schedule.set_alpha_to_one=true"] if kind == "v_prediction" else []
+    m = load_recipe("tiny-teacher", TINY_TEST_MODEL + ["model.unet.precond_data_var=0.25",
+                                                       "model.unet.precond_ref_var=0"] + extra).model
+    torch.manual_seed(2)
+    teacher = randomize_(build_avatar_net(m), std=0.02).eval()
+    sched = teacher.schedule
+    assert sched.prediction_type == kind
+    student = AvatarNet.from_teacher(teacher, "none", precond_windows=4).eval()
+    assert student.schedule == sched
+    z = torch.randn(3, teacher.latent_channels, m.num_frames, 16, 16)
+    t = torch.tensor([1000.0, 900.0, 400.0])
+    feats = torch.randn(3, m.num_frames, *teacher.audio_feature_shape)
+    scale, tau = window_line_remap(t, 4, sched)
+    with torch.no_grad():
+        zp = z * scale.view(3, 1, 1, 1, 1)
+        x0, eps = sched.x0_eps(zp, teacher(zp, tau, feats, None), sched.ab_at_timesteps(tau))
+        end = implied_endpoint(z, student(z, t, feats, None), t.double() / 1000, 4, sched)
+    ab_e = sched.alpha_bar(window_of(t.double() / 1000, 4)[1]).view(3, 1, 1, 1, 1)
+    torch.testing.assert_close(end, ab_e.sqrt() * x0 + (1 - ab_e).sqrt() * eps, rtol=1e-4, atol=1e-4)

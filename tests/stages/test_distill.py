@@ -67,7 +67,7 @@ def test_resume_equals_uninterrupted(teacher, tmp_path):
 def test_fast_teacher_endpoint_is_eq9_of_three_branches(teacher, tmp_path):
     """The batched, per-sample-scaled teacher solve equals an independent one built from three separate passes."""
     from fada.data.dataset import collate
-    from fada.diffusion import ddim_step, perflow_window, sample_t, sd15_alphas_cumprod, solve_indices
+    from fada.diffusion import perflow_window, sample_t, solve_indices
     from fada.models.audio import build_audio_frontend
     from fada.models.vae import build_vae
     from fada.stages.distill import load_teacher
@@ -78,12 +78,14 @@ def test_fast_teacher_endpoint_is_eq9_of_three_branches(teacher, tmp_path):
     vae, fe = build_vae(r.model.vae), build_audio_frontend(r.model.audio)
     net = load_teacher(r, vae.latent_channels, fe.feature_shape)
     batch = collate([build_data(r, fe, vae, progress=False)[(i, 0)] for i in range(2)])
-    ac = sd15_alphas_cumprod()
-    w = perflow_window(batch["x0"], torch.randn_like(batch["x0"]), sample_t(2, torch.Generator().manual_seed(1)), 4, ac)
+    sched = net.schedule
+    ac = sched.alphas_cumprod
+    w = perflow_window(batch["x0"], torch.randn_like(batch["x0"]), sample_t(2, torch.Generator().manual_seed(1)), 4,
+                       sched)
     scales = torch.tensor([[6.5, 2.0], [3.0, 1.5]])
     s = DistillSettings.from_config(r.distill, "tokens")
     ones = torch.ones(2, dtype=torch.bool)
-    got = teacher_endpoint(net, batch, w, s, ac, ones, ones, scales)
+    got = teacher_endpoint(net, batch, w, s, sched, ones, ones, scales)
 
     bank = net.encode_bank(batch["ref"], batch["motion"])
     z = w.z_s
@@ -96,9 +98,10 @@ def test_fast_teacher_endpoint_is_eq9_of_three_branches(teacher, tmp_path):
             e_b = net(z, t, batch["audio"], bank, keep_audio=~ones, keep_ref=~ones)
             ca, cr = scales[:, 0].view(2, 1, 1, 1, 1), scales[:, 1].view(2, 1, 1, 1, 1)
             eps = ca * (e_a - e_r) + cr * (e_r - e_b) + e_b  # Eq. 9, written out
-            ab = ac[idx[k].clamp(min=0)]
-            ab_next = ac[idx[k + 1].clamp(min=0)]
-            z = ddim_step(z, eps, ab, ab_next)
+            ab = ac[idx[k].clamp(min=0)].view(2, 1, 1, 1, 1)
+            ab_next = ac[idx[k + 1].clamp(min=0)].view(2, 1, 1, 1, 1)
+            a, a_next = ab.sqrt(), ab_next.sqrt()  # DDIM written out: x̂0, then the jump to ᾱ_next
+            z = a_next * (z - (1 - ab).sqrt() * eps) / a + (1 - ab_next).sqrt() * eps
     torch.testing.assert_close(got, z, rtol=1e-4, atol=1e-4)
 
 
@@ -300,5 +303,14 @@ def test_tcd_baseline_trains_exports_and_samples_with_diffusers_tcd(teacher, tmp
     a = np.concatenate(list(pipe.generate_frames(np.full((32, 32, 3), 128, np.uint8), audio, crop=False, seed=3)))
     b = np.concatenate(list(pipe.generate_frames(np.full((32, 32, 3), 128, np.uint8), audio, crop=False, seed=3)))
     assert a.shape[1:] == (32, 32, 3) and np.array_equal(a, b)  # stochastic steps, yet reproducible per seed
+    from fada.export import spec_for
+
+    mem_spec = spec_for(pipe.net, spec.model, "balanced", tcd=spec.tcd)  # described in memory, nothing read
+    assert (mem_spec.sampler, mem_spec.variant, mem_spec.schedule) == ("tcd", "tcd", spec.schedule)
+    mem = FadaPipeline.from_net(pipe.net, mem_spec)
+    c = np.concatenate(list(mem.generate_frames(np.full((32, 32, 3), 128, np.uint8), audio, crop=False, seed=3)))
+    assert np.array_equal(a, c)
+    d = np.concatenate(list(mem.generate_frames(np.full((32, 32, 3), 128, np.uint8), audio, crop=False, seed=4)))
+    assert not np.array_equal(a, d)
     with pytest.raises(ConfigError, match="distill.mixed.mode"):
         recipe(teacher, tmp_path / "x", "tiny-balanced", "distill.variant=tcd")

@@ -176,3 +176,40 @@ def test_sd_vae_copied_or_referenced(tmp_path, copy_vae):
     codec = load_codec(s)
     assert codec.latent_channels == 4 and s.latent_channels == 4
     _no_pickle(out)
+
+
+V_SCHEDULE = ["model.schedule.prediction_type=v_prediction", "model.schedule.timestep_spacing=trailing",
+              "model.schedule.beta_schedule=linear", "model.schedule.rescale_betas_zero_snr=true",
+              "model.schedule.set_alpha_to_one=true"]
+
+
+@pytest.mark.parametrize("kind", ["teacher", "balanced"])
+def test_a_v_prediction_folder_is_read_completely_and_checked(tmp_path, kind):
+    """The scheduler config of a v / trailing / zero-SNR model is written whole and read back whole; a folder whose
+    scheduler says otherwise than its net is refused, naming the file (it would be sampled in the wrong
+    parametrisation)."""
+    from fada.config import load_recipe
+    from fada.export import write_model_folder
+    from fada.models.avatar import AvatarNet
+    from tests.fixtures import TINY_TEST_MODEL
+
+    m = load_recipe("tiny-teacher", TINY_TEST_MODEL + V_SCHEDULE).model
+    net = build_avatar_net(m)
+    if kind != "teacher":
+        net = AvatarNet.from_teacher(net, "none")
+    out = write_model_folder(tmp_path / "m", net, m, kind=kind, dtype="fp32", log=lambda *_: None)
+    cfg = json.loads((out / "scheduler/scheduler_config.json").read_text())
+    assert cfg["prediction_type"] == "v_prediction" and cfg["timestep_spacing"] == "trailing"
+    assert cfg["rescale_betas_zero_snr"] is True and cfg["set_alpha_to_one"] is True
+    s = read_spec(out)
+    assert s.schedule == net.schedule and s.schedule.zero_terminal_snr
+    assert load_net(s).schedule == s.schedule
+    cfg["prediction_type"] = "epsilon"
+    cfg["rescale_betas_zero_snr"] = False
+    (out / "scheduler/scheduler_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(FadaError, match="scheduler_config.json.*differs.*prediction_type"):
+        read_spec(out)
+    cfg["timestep_spacing"] = "linspace"
+    (out / "scheduler/scheduler_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(FadaError, match="timestep_spacing"):
+        read_spec(out)

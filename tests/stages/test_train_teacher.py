@@ -35,7 +35,6 @@ def test_trains_and_writes_checkpoints(manifest, tmp_path):
 
 def test_loss_falls_when_overfitting_one_batch(manifest, tmp_path):
     from fada.data.dataset import collate
-    from fada.diffusion import sd15_alphas_cumprod
     from fada.models.audio import build_audio_frontend
     from fada.models.avatar import build_avatar_net
     from fada.models.vae import build_vae
@@ -48,11 +47,10 @@ def test_loss_falls_when_overfitting_one_batch(manifest, tmp_path):
     batch = collate([data[(0, 0)], data[(1, 0)]])
     net = build_avatar_net(r.model, latent_channels=vae.latent_channels, audio_feature_shape=fe.feature_shape)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
-    ac = sd15_alphas_cumprod()
     losses = []
     for _ in range(40):
         g = torch.Generator().manual_seed(0)  # the same t and noise every step: pure overfitting
-        loss, _ = teacher_loss(net, batch, g, ac, ConditionDropout(0.0, 0.0))
+        loss, _ = teacher_loss(net, batch, g, net.schedule, ConditionDropout(0.0, 0.0))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -189,3 +187,22 @@ def test_stage_one_under_fsdp_on_two_processes(manifest, tmp_path):
     assert "FSDP2: parameters sharded over 2 processes" in res.stdout + res.stderr
     net = load_avatar(out)
     assert net is not None and all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_init_from_an_export_names_missing_and_unexpected_weights(tmp_path):
+    from fada.config import load_recipe
+    from fada.export import write_model_folder
+    from fada.models.avatar import AvatarNet, build_avatar_net
+    from fada.stages.train_teacher import load_init
+    from tests.fixtures import TINY_TEST_MODEL
+
+    m = load_recipe("tiny-teacher", TINY_TEST_MODEL).model
+    teacher = build_avatar_net(m)
+    out = write_model_folder(tmp_path / "t", teacher, m, kind="teacher", dtype="fp32", log=lambda *_: None)
+    load_init(build_avatar_net(m), str(out))  # fits exactly
+    with pytest.raises(FadaError, match=r"missing \(e\.g\. .*cfg"):  # a student's CFG layers are not in a teacher
+        load_init(AvatarNet.from_teacher(teacher, "tokens"), str(out))
+    student = write_model_folder(tmp_path / "s", AvatarNet.from_teacher(teacher, "tokens"), m, kind="fast",
+                                 dtype="fp32", log=lambda *_: None)
+    with pytest.raises(FadaError, match="unexpected"):
+        load_init(build_avatar_net(m), str(student))

@@ -90,10 +90,9 @@ def _batch(B=3):
 
 def _expected(variant, batch, seed, s):
     """The loss by hand: the same draws in the same order, Eq. 9 written out, the two halves as documented."""
-    from fada.diffusion import (ddim_solve, ground_truth_endpoint, perflow_target, perflow_window,
-                                sd15_alphas_cumprod)
+    from fada.diffusion import NoiseSchedule, ddim_solve, ground_truth_endpoint, perflow_target, perflow_window
 
-    ac = sd15_alphas_cumprod()
+    ac = NoiseSchedule()
     x0 = batch["x0"]
     B = x0.shape[0]
     g = torch.Generator().manual_seed(seed)
@@ -120,14 +119,14 @@ def _expected(variant, batch, seed, s):
 
 @pytest.mark.parametrize("variant", ["balanced", "fast", "rflow"])
 def test_distill_loss_pairs_inputs_targets_and_scales(variant):
-    from fada.diffusion import sd15_alphas_cumprod
+    from fada.diffusion import NoiseSchedule
     from fada.training.distill import distill_loss
 
     s = _settings(variant=variant, num_windows=1 if variant == "rflow" else 4,
                   student_cfg_mode="tokens" if variant == "fast" else "none", mixed_mode="fixed",
                   mixed_kwargs=dict(s=0.25, w0=0.2, r_peak=30.0, r_dead=100.0, fixed=0.5))
     batch, teacher, student = _batch(), FakeTeacher(), FakeStudent()
-    loss, _ = distill_loss(student, teacher, batch, torch.Generator().manual_seed(11), sd15_alphas_cumprod(), s)
+    loss, _ = distill_loss(student, teacher, batch, torch.Generator().manual_seed(11), NoiseSchedule(), s)
     z_t, eps_hat, z_gt, eps_gt, scales = _expected(variant, batch, 11, s)
     B = batch["x0"].shape[0]
     # the guided teacher runs its three Eq. 9 branches as one batch of 3B; Balanced and RFlow one pass of B
@@ -142,11 +141,11 @@ def test_distill_loss_pairs_inputs_targets_and_scales(variant):
     l_d = ((0.5 * z_t - eps_hat) ** 2).flatten(1).mean(1)
     l_gt = ((0.5 * z_gt - eps_gt) ** 2).flatten(1).mean(1)
     if variant == "rflow":  # velocity target: both halves rescaled alike
-        from fada.diffusion import sd15_alphas_cumprod as sac, velocity_weight
+        from fada.diffusion import velocity_weight
 
         g = torch.Generator().manual_seed(11)
         t = torch.randint(1, 1001, (B,), generator=g).float() / 1000
-        vw = velocity_weight(t, 1, sac())
+        vw = velocity_weight(t, 1, NoiseSchedule())
         l_d, l_gt = l_d * vw, l_gt * vw
     torch.testing.assert_close(loss, (l_d + 0.5 * l_gt).mean().float(), rtol=1e-4, atol=1e-6)  # Eq. 7, W = 0.5
 
@@ -159,13 +158,13 @@ def test_rflow_distils_the_unguided_teacher():
 def test_tcd_loss_against_a_hand_computation():
     """TCD's target: one teacher DDIM step t → t', then the stop-gradient student's jump t' → s (the teacher's own
     jump to s at the grid's start); the prediction: the student's jump t → s. Written out in float64."""
-    from fada.diffusion import sd15_alphas_cumprod
+    from fada.diffusion import NoiseSchedule
     from fada.training.distill import distill_loss
 
-    ac = sd15_alphas_cumprod().double()
+    ac = NoiseSchedule().alphas_cumprod.double()
     s = _settings(variant="tcd", tcd_original_steps=50)
     batch, teacher, student = _batch(B=6), FakeTeacher(), FakeStudent()
-    loss, _ = distill_loss(student, teacher, batch, torch.Generator().manual_seed(5), sd15_alphas_cumprod(), s)
+    loss, _ = distill_loss(student, teacher, batch, torch.Generator().manual_seed(5), NoiseSchedule(), s)
     x0 = batch["x0"].double()
     g = torch.Generator().manual_seed(5)
     n = torch.randint(0, 50, (6,), generator=g)

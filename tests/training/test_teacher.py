@@ -53,7 +53,9 @@ def test_teacher_loss_weights_the_error_per_position():
              "audio": torch.zeros(B, F, 1, 1, 1)}
     pred = torch.randn(B, C, F, h, w, generator=torch.Generator().manual_seed(3))
     weight = region_weight_map(h, w, (0.5, 0.5, 1.0, 1.0), 3.0)
-    ac = torch.linspace(0.99, 0.01, 1000)
+    from fada.diffusion import NoiseSchedule
+
+    ac = NoiseSchedule()
     drop = ConditionDropout(0.0, 0.0)
     loss, _ = teacher_loss(_ConstNet(pred), batch, torch.Generator().manual_seed(0), ac, drop, pixel_weight=weight)
     plain, _ = teacher_loss(_ConstNet(pred), batch, torch.Generator().manual_seed(0), ac, drop)
@@ -65,6 +67,26 @@ def test_teacher_loss_weights_the_error_per_position():
     assert loss.item() == pytest.approx((err * weight).mean().item(), rel=1e-5)
     assert plain.item() == pytest.approx(err.mean().item(), rel=1e-5)
     assert loss.item() != pytest.approx(plain.item(), rel=1e-3)
+
+
+def test_teacher_loss_targets_v_for_a_v_prediction_schedule():
+    """Eq. 1 in the v parametrisation: the target is v = √ᾱ_t·ε − √(1−ᾱ_t)·x0, written out from the same draws."""
+    from fada.diffusion import NoiseSchedule
+
+    sched = NoiseSchedule(beta_schedule="linear", prediction_type="v_prediction", timestep_spacing="trailing",
+                          set_alpha_to_one=True, rescale_betas_zero_snr=True)
+    B, C, F, h, w = 3, 2, 2, 4, 4
+    g0 = torch.Generator().manual_seed(7)
+    batch = {"x0": torch.randn(B, C, F, h, w, generator=g0), "ref": torch.zeros(B, C, h, w),
+             "motion": torch.zeros(B, 0, C, h, w), "audio": torch.zeros(B, F, 1, 1, 1)}
+    pred = torch.randn(B, C, F, h, w, generator=g0)
+    loss, _ = teacher_loss(_ConstNet(pred), batch, torch.Generator().manual_seed(1), sched, ConditionDropout(0, 0))
+    g = torch.Generator().manual_seed(1)
+    t = torch.randint(0, 1000, (B,), generator=g)
+    eps = torch.randn(batch["x0"].shape, generator=g)
+    ab = sched.alphas_cumprod.double()[t].view(B, 1, 1, 1, 1)
+    v = ab.sqrt() * eps.double() - (1 - ab).sqrt() * batch["x0"].double()
+    assert loss.item() == pytest.approx(((pred.double() - v) ** 2).mean().item(), rel=1e-5)
 
 
 def test_default_mouth_box_is_where_curate_puts_the_mouth():
