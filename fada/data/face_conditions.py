@@ -240,19 +240,20 @@ class PortraitConditions:
             raise FadaError("portrait conditions: " + "; ".join(problems))
 
     def for_clip(self, clip_length: int) -> dict:
-        """The tensors as ``scripts/inference.py`` hands them to ``FaceAnimatePipeline``: ``face_emb`` (1, 512),
-        ``face_mask`` (1, 3, S, S), and each level's masks repeated over the clip's frames, (clip_length, h*w)."""
+        """The tensors as ``scripts/inference.py`` hands them to ``FaceAnimatePipeline``, under its argument names:
+        ``face_emb`` (1, 512), ``face_mask`` (1, 3, S, S) (the locator input), and ``pixel_values_{full,face,lip}
+        _mask``: each level repeated over the clip's frames, (clip_length, h*w)."""
         out = {"face_emb": self.face_emb.reshape(1, -1), "face_mask": self.face_mask.unsqueeze(0)}
         for kind in MASK_KINDS:
-            out[f"{kind}_mask"] = [m.repeat(clip_length, 1) for m in getattr(self, f"{kind}_masks")]
+            out[f"pixel_values_{kind}_mask"] = [m.repeat(clip_length, 1) for m in getattr(self, f"{kind}_masks")]
         return out
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Flat name -> tensor map (``full_mask.0`` is the largest level)."""
+        """Flat name -> tensor map (``full_masks.0`` is the largest level)."""
         out = {"face_emb": self.face_emb, "face_mask": self.face_mask}
         for kind in MASK_KINDS:
             for i, m in enumerate(getattr(self, f"{kind}_masks")):
-                out[f"{kind}_mask.{i}"] = m
+                out[f"{kind}_masks.{i}"] = m
         return out
 
     def save(self, path) -> Path:
@@ -282,7 +283,7 @@ class PortraitConditions:
         if meta.get("format") != "hallo_portrait_conditions":
             raise FadaError(f"{path}: not a portrait conditions file (format={meta.get('format')!r})")
         try:
-            masks = {kind: tuple(tensors[f"{kind}_mask.{i}"] for i in range(len(LEVEL_DIVISORS)))
+            masks = {kind: tuple(tensors[f"{kind}_masks.{i}"] for i in range(len(LEVEL_DIVISORS)))
                      for kind in MASK_KINDS}
             return cls(tensors["face_emb"], tensors["face_mask"], masks["full"], masks["face"], masks["lip"],
                        face_found=meta.get("face_found", "True") == "True")
