@@ -1,0 +1,86 @@
+"""Everything a denoising pass is conditioned on, in one object.
+
+``Conditioning`` holds, per clip of the batch (B clips of F frames):
+
+- ``audio_tokens`` (B, F, N, D): per-frame audio tokens (zeros where audio is dropped);
+- ``bank`` / ``keep_ref``: the ReferenceNet bank (batch B) and which clips read its reference view;
+- ``identity_tokens`` (B, N, D): read by SD1.5's cross-attention when the net's ``parts.attn2`` is 'identity';
+- ``face_features`` (B, C0, h, w) or (B, C0, F, h, w): face-locator features added after ``conv_in``;
+- ``region_masks``: per resolution level, (B, F, L, 3) weights of the full / face / lip regions on that level's
+  L = h·w tokens (``stack_region_masks``), read by region audio blocks;
+- ``motion_scale`` (3,) or (B, 3): the weights of the three regions' audio (Hallo's pose / face / lip weights);
+- ``cfg_tokens`` / ``timestep_cond``: a CFG student's scale conditioning.
+
+A field a net does not use is ignored; one it needs and lacks is a ValueError from the net.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .attention import Bank
+
+
+@dataclass(eq=False)
+class Conditioning:
+    audio_tokens: Tensor
+    bank: Optional[Bank] = None
+    keep_ref: Optional[Tensor] = None
+    identity_tokens: Optional[Tensor] = None
+    face_features: Optional[Tensor] = None
+    region_masks: Optional[Sequence[Tensor]] = None
+    motion_scale: Optional[Tensor] = None
+    cfg_tokens: Optional[Tensor] = None
+    timestep_cond: Optional[Tensor] = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.audio_tokens.shape[0])
+
+    def replace(self, **changes) -> "Conditioning":
+        return replace(self, **changes)
+
+    @staticmethod
+    def cat(parts: "Sequence[Conditioning]") -> "Conditioning":
+        """The clips of ``parts`` stacked in order (e.g. [uncond, cond] for guidance). A field must be set in all
+        parts or in none (``keep_ref`` None = keep); banks are concatenated; a (3,) motion_scale shared by all
+        parts stays shared."""
+        sizes = [p.batch_size for p in parts]
+        out = {}
+        for fld in fields(Conditioning):
+            vals = [getattr(p, fld.name) for p in parts]
+            if all(v is None for v in vals):
+                out[fld.name] = None
+            elif fld.name == "keep_ref":
+                out["keep_ref"] = torch.cat([torch.ones(n, dtype=torch.bool) if v is None else
+                                             torch.as_tensor(v).bool().reshape(-1).expand(n).cpu()
+                                             for v, n in zip(vals, sizes)])
+            elif any(v is None for v in vals):
+                raise ValueError(f"Conditioning.cat: {fld.name} is set in some parts only")
+            elif fld.name == "bank":
+                out["bank"] = _cat_banks(vals)
+            elif fld.name == "region_masks":
+                out["region_masks"] = [torch.cat([v[lv] for v in vals]) for lv in range(len(vals[0]))]
+            elif fld.name == "motion_scale":
+                ms = [torch.as_tensor(v, dtype=torch.float32) for v in vals]
+                if all(m.ndim == 1 and torch.equal(m, ms[0]) for m in ms):
+                    out["motion_scale"] = vals[0]
+                else:
+                    out["motion_scale"] = torch.cat([m.reshape(-1, 3).expand(n, 3) for m, n in zip(ms, sizes)])
+            else:
+                out[fld.name] = torch.cat(vals)
+        return Conditioning(**out)
+
+
+def stack_region_masks(full: Sequence[Tensor], face: Sequence[Tensor], lip: Sequence[Tensor],
+                       batch: int = 1) -> list[Tensor]:
+    """Per-level (F, L) full / face / lip masks (Hallo's pixel_values_*_mask lists) -> per level (batch, F, L, 3)."""
+    out = []
+    for a, b, c in zip(full, face, lip):
+        m = torch.stack([a, b, c], dim=-1)
+        out.append(m.unsqueeze(0).expand(batch, *m.shape) if m.ndim == 3 else m)
+    return out
