@@ -159,3 +159,60 @@ def load_hallo_state(state: dict, modules: dict) -> dict[str, str]:
             raise FadaError(f"Hallo checkpoint: {part} lacks {', '.join(sorted(missing)[:3])}{more}")
         module.load_state_dict(parts[part], strict=False)
     return ignored
+
+
+def hallo_avatar(unet_config: dict, image_proj: Optional[dict] = None, audio_proj: Optional[dict] = None,
+                 face_locator: Optional[dict] = None, motion_module: Optional[dict] = None, audio_dim: int = 768,
+                 attention_backend: str = "sdpa"):
+    """A randomly initialised AvatarNet shaped as Hallo's Net, from Hallo's configs: the SD1.5 ``unet_config``
+    (``unet/config.json``), ``image_proj`` (ImageProjModel's clip_embeddings_dim, clip_extra_context_tokens),
+    ``audio_proj`` (AudioProjModel's seq_len, blocks, channels, intermediate_dim, output_dim, context_tokens),
+    ``face_locator`` (conditioning_channels, block_out_channels; its output width is the UNet's first),
+    ``motion_module`` (num_attention_heads, temporal_position_encoding_max_len) and ``audio_attention_dim``.
+    Defaults: Hallo's inference settings."""
+    from .avatar import FORMAT, VERSION, AvatarNet
+    from .net_parts import HALLO_PARTS
+
+    ip = {"clip_embeddings_dim": 512, "clip_extra_context_tokens": 4, **(image_proj or {})}
+    ap = {"seq_len": 5, "blocks": 12, "channels": 768, "intermediate_dim": 512, "output_dim": 768,
+          "context_tokens": 32, **(audio_proj or {})}
+    fl = {"conditioning_channels": 3, "block_out_channels": [16, 32, 64, 128], **(face_locator or {})}
+    mm = {"num_attention_heads": 8, "temporal_position_encoding_max_len": 32, **(motion_module or {})}
+    unet = {k: v for k, v in unet_config.items() if not k.startswith("_")}
+    d = int(unet["cross_attention_dim"])
+    parts = dict(HALLO_PARTS, temporal={"kind": "animatediff", "heads": int(mm["num_attention_heads"]),
+                                        "max_len": int(mm["temporal_position_encoding_max_len"])},
+                 audio={"kind": "hallo", "audio_dim": int(audio_dim)},
+                 face_locator={"in_channels": int(fl["conditioning_channels"]),
+                               "widths": [int(w) for w in fl["block_out_channels"]]})
+    top = {"format": FORMAT, "version": VERSION, "student": False, "cfg_mode": "none",
+           "latent_channels": int(unet.get("in_channels", 4)),
+           "audio_feature_shape": [int(ap["seq_len"]), int(ap["blocks"]), int(ap["channels"])]}
+    configs = {
+        "reference_net": {"unet": unet},
+        "denoising_net": {"unet": unet, "temporal_heads": 8, "max_frames": 32, "cfg_dim": None,
+                          "time_cond_dim": None, "cfg_norm": False, "parts": parts},
+        "audio_proj": {"feature_layers": int(ap["blocks"]), "feature_dim": int(ap["channels"]),
+                       "window": (int(ap["seq_len"]) - 1) // 2, "n_tokens": int(ap["context_tokens"]),
+                       "hidden_dim": int(ap["intermediate_dim"]), "out_dim": int(ap["output_dim"]), "kind": "hallo"},
+        "cfg": {"mode": "none", "n_tokens": 4, "dim": d},
+        "identity_proj": {"embed_dim": int(ip["clip_embeddings_dim"]), "n_tokens": int(ip["clip_extra_context_tokens"]),
+                          "dim": d},
+    }
+    return AvatarNet.from_configs(top, configs, attention_backend)
+
+
+def load_hallo_checkpoint(net, checkpoint) -> dict[str, str]:
+    """Fill an AvatarNet made by ``hallo_avatar`` from Hallo's ``net.pth`` (a path, read with
+    ``torch.load(weights_only=True)``: tensors only, no code runs) or its state dict. Returns the ignored keys
+    with their reasons."""
+    state = checkpoint
+    if not isinstance(checkpoint, dict):
+        try:
+            state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+        except Exception as e:  # unreadable, or a pickle that is more than tensors
+            raise FadaError(f"{checkpoint}: not a readable Hallo checkpoint ({type(e).__name__}: {e})") from None
+    modules = {p: getattr(net, p) for p in ("reference_net", "denoising_net", "audio_proj", "identity_proj")}
+    ignored = load_hallo_state(state, modules)
+    net.freeze_unused_()
+    return ignored

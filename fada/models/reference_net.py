@@ -45,7 +45,8 @@ class ReferenceNet(nn.Module):
                  for n, m in self.unet.named_modules() if not list(m.children())]
         try:
             c = self.unet.config
-            s = 2 ** (len(c.block_out_channels) - 1)
+            # twice the smallest size: a GroupNorm with one channel per group needs > 1 value at the lowest level
+            s = 2 ** len(c.block_out_channels)
             with torch.no_grad():
                 p = next(self.unet.parameters())
                 x = torch.zeros(1, c.in_channels, s, s, device=p.device, dtype=p.dtype)
