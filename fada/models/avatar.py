@@ -302,7 +302,10 @@ class AvatarNet(nn.Module):
         if ref_latents is not None:
             if bank is not None:
                 raise ValueError("pass either bank or ref_latents, not both")
-            bank = self.encode_bank(ref_latents, motion_latents)
+            ident = None
+            if portrait is not None and portrait.face_embeds is not None and self.identity_proj is not None:
+                ident = self.identity_proj.tokens(portrait.face_embeds, keep_ref)
+            bank = self.encode_bank(ref_latents, motion_latents, identity_tokens=ident)
         if audio_features.shape[:2] != (z.shape[0], z.shape[2]):
             raise ValueError(f"audio_features (B, F, …) {tuple(audio_features.shape[:2])} do not match z "
                              f"(B, C, F, …) {tuple(z.shape)}")

@@ -16,7 +16,7 @@ A field a net does not use is ignored; one it needs and lacks is a ValueError fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import torch
@@ -43,37 +43,6 @@ class Conditioning:
 
     def replace(self, **changes) -> "Conditioning":
         return replace(self, **changes)
-
-    @staticmethod
-    def cat(parts: "Sequence[Conditioning]") -> "Conditioning":
-        """The clips of ``parts`` stacked in order (e.g. [uncond, cond] for guidance). A field must be set in all
-        parts or in none (``keep_ref`` None = keep); banks are concatenated; a (3,) motion_scale shared by all
-        parts stays shared."""
-        sizes = [p.batch_size for p in parts]
-        out = {}
-        for fld in fields(Conditioning):
-            vals = [getattr(p, fld.name) for p in parts]
-            if all(v is None for v in vals):
-                out[fld.name] = None
-            elif fld.name == "keep_ref":
-                out["keep_ref"] = torch.cat([torch.ones(n, dtype=torch.bool) if v is None else
-                                             torch.as_tensor(v).bool().reshape(-1).expand(n).cpu()
-                                             for v, n in zip(vals, sizes)])
-            elif any(v is None for v in vals):
-                raise ValueError(f"Conditioning.cat: {fld.name} is set in some parts only")
-            elif fld.name == "bank":
-                out["bank"] = _cat_banks(vals)
-            elif fld.name == "region_masks":
-                out["region_masks"] = [torch.cat([v[lv] for v in vals]) for lv in range(len(vals[0]))]
-            elif fld.name == "motion_scale":
-                ms = [torch.as_tensor(v, dtype=torch.float32) for v in vals]
-                if all(m.ndim == 1 and torch.equal(m, ms[0]) for m in ms):
-                    out["motion_scale"] = vals[0]
-                else:
-                    out["motion_scale"] = torch.cat([m.reshape(-1, 3).expand(n, 3) for m, n in zip(ms, sizes)])
-            else:
-                out[fld.name] = torch.cat(vals)
-        return Conditioning(**out)
 
 
 def stack_region_masks(full: Sequence[Tensor], face: Sequence[Tensor], lip: Sequence[Tensor],
