@@ -37,8 +37,6 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from fada.errors import FadaError
-
 from .attention import (AttnContext, Bank, BankReadProcessor, attention, install_processors, make_read_context,
                         merge_heads, set_processor_backend, split_heads)
 from .audio_blocks import build_audio_block, hallo_audio_layout
