@@ -262,6 +262,11 @@ class AttnContext:
                  bank: Optional[Bank] = None, keep_idx: Optional[Tensor] = None,
                  keep_bank_idx: Optional[Tensor] = None, drop_idx: Optional[Tensor] = None,
                  cfg_tokens: Optional[Tensor] = None, grid: Optional[tuple] = None):
+        # the denoising net's audio blocks and temporal modules (net parts other than the defaults) read:
+        self.audio_tokens: Optional[Tensor] = None  # (B·F, N, D) per-frame audio tokens
+        self.region_masks: Optional[list] = None  # per level (B·F, L, 3) full / face / lip weights
+        self.motion_scale: Optional[Tensor] = None  # (3,) or (B·F, 3) region weights
+        self.motion_bank: Optional[Bank] = None  # the bank whose motion views prefix the temporal modules' frames
         self.num_frames = num_frames
         # ReferenceNet (writing): where to write, and views per sample
         self.bank_out = bank_out
@@ -276,8 +281,9 @@ class AttnContext:
 
 
 def make_read_context(bank: Optional[Bank], keep_ref: Optional[Tensor], batch: int, num_frames: int,
-                      device) -> AttnContext:
-    """Context for a denoising forward over ``batch`` clips of ``num_frames`` frames."""
+                      device, tiled: bool = False) -> AttnContext:
+    """Context for a denoising forward over ``batch`` clips of ``num_frames`` frames. ``tiled``: row r of the
+    B·F frame batch reads bank sample r mod B instead of its own clip's (Hallo's reference read)."""
     ctx = AttnContext(num_frames=num_frames)
     if bank is None:
         return ctx
@@ -293,7 +299,7 @@ def make_read_context(bank: Optional[Bank], keep_ref: Optional[Tensor], batch: i
         return ctx  # nobody reads the bank: plain self-attention everywhere
     ctx.bank = bank
     ctx.keep_idx = keep_idx
-    ctx.keep_bank_idx = torch.div(keep_idx, num_frames, rounding_mode="floor")
+    ctx.keep_bank_idx = keep_idx % batch if tiled else torch.div(keep_idx, num_frames, rounding_mode="floor")
     if keep_idx.numel() < keep_f.numel():
         ctx.drop_idx = torch.nonzero(~keep_f).flatten()
     return ctx
@@ -385,9 +391,14 @@ def grid_positions(length: int, grid: tuple, dim: int, device, dtype) -> Tensor:
 class BankReadProcessor(_BaseProcessor):
     """DenoisingNet attn1: keys/values = own tokens ++ bank tokens for rows that keep the reference.
 
+    ``read_views``: how many leading views of the bank are read (None: all; 1: the reference only, when the motion
+    views go to the temporal modules instead).
+
     When the context carries a ``grid`` (CPU-scale nets trained from scratch, ``unet.bank_positions``), a fixed
     2-D position code is added to the query and key inputs of the frame's and of every bank view's tokens, so
     that "read the reference at the same place" is learnable at once (SD1.5's attention has no position input)."""
+
+    read_views: Optional[int] = None
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  fada_ctx: Optional[AttnContext] = None):
@@ -399,12 +410,16 @@ class BankReadProcessor(_BaseProcessor):
         residual = hidden_states
         h = attn.heads
         ref = bank.tokens[self.name].to(hidden_states.dtype)
+        views = bank.views
+        if self.read_views is not None and self.read_views < views:
+            ref = ref[:, : self.read_views * (ref.shape[1] // views)]
+            views = self.read_views
         if fada_ctx.grid is not None:
             pos = grid_positions(hidden_states.shape[1], fada_ctx.grid, hidden_states.shape[2],
                                  hidden_states.device, hidden_states.dtype)
             qk_in = hidden_states + pos
             q, k = attn.to_q(qk_in), attn.to_k(qk_in)
-            kb = attn.to_k(ref + pos.repeat(bank.views, 1)).index_select(0, fada_ctx.keep_bank_idx)
+            kb = attn.to_k(ref + pos.repeat(views, 1)).index_select(0, fada_ctx.keep_bank_idx)
         else:
             q, k = attn.to_q(hidden_states), attn.to_k(hidden_states)
             kb = attn.to_k(ref).index_select(0, fada_ctx.keep_bank_idx)  # (K, S, inner): once per sample

@@ -10,7 +10,8 @@
     * `Wav2Vec2FrontEnd`: transformers `Wav2Vec2Model` from a local folder, all hidden states (L = layers + 1,
       D = hidden_size), linearly resampled from the wav2vec2 rate (50 Hz) to the video frame rate.
 - `AudioProjection`: (…, 2w+1, L, D) -> (…, n_tokens, out_dim): softmax-weighted sum of the layers, MLP over
-  the flattened window, LayerNorm (cf. Hallo's AudioProjModel). Saves/loads with diffusers' save_pretrained.
+  the flattened window, LayerNorm; ``kind='hallo'`` is Hallo's AudioProjModel (every layer of the window
+  flattened, ReLU MLP). Saves/loads with diffusers' save_pretrained.
 """
 
 from __future__ import annotations
@@ -321,19 +322,27 @@ def build_audio_frontend(cfg: AudioConfig, device="cpu") -> AudioFrontEnd:
 class AudioProjection(ModelMixin, ConfigMixin):
     """(…, 2w+1, L, D) window features -> (…, n_tokens, out_dim) audio tokens.
 
-    Softmax-weighted sum over the L layers (weights learned, start uniform), then an MLP over the flattened
-    window ((2w+1)·D -> hidden -> hidden -> n_tokens·out_dim, SiLU), then LayerNorm(out_dim).
+    ``kind='fada'``: softmax-weighted sum over the L layers (weights learned, start uniform), then an MLP over the
+    flattened window ((2w+1)·D -> hidden -> hidden -> n_tokens·out_dim, SiLU), then LayerNorm(out_dim).
+    ``kind='hallo'``: no layer weights; the MLP reads the whole window of every layer ((2w+1)·L·D inputs, ReLU),
+    as Hallo's AudioProjModel (its proj1/proj2/proj3 are ``mlp.0/2/4``).
     """
 
     @register_to_config
     def __init__(self, feature_layers: int, feature_dim: int, window: int = 2, n_tokens: int = 32,
-                 hidden_dim: int = 512, out_dim: int = 768):
+                 hidden_dim: int = 512, out_dim: int = 768, kind: str = "fada"):
         super().__init__()
-        self.layer_logits = nn.Parameter(torch.zeros(feature_layers))
+        if kind not in ("fada", "hallo"):
+            raise ValueError(f"audio projection kind {kind!r} is not 'fada' or 'hallo'")
         in_dim = (2 * window + 1) * feature_dim
+        if kind == "fada":
+            self.layer_logits = nn.Parameter(torch.zeros(feature_layers))
+        else:
+            in_dim *= feature_layers
+        act = nn.SiLU if kind == "fada" else nn.ReLU
         self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.SiLU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.SiLU(),
+            nn.Linear(in_dim, hidden_dim), act(),
+            nn.Linear(hidden_dim, hidden_dim), act(),
             nn.Linear(hidden_dim, n_tokens * out_dim),
         )
         self.norm = nn.LayerNorm(out_dim)
@@ -344,8 +353,11 @@ class AudioProjection(ModelMixin, ConfigMixin):
         if tuple(features.shape[-3:]) != expect:
             raise ValueError(f"audio features must end in {expect}, got {tuple(features.shape)}")
         lead = features.shape[:-3]
-        w = torch.softmax(self.layer_logits, dim=0).to(features.dtype)
-        x = torch.einsum("...wld,l->...wd", features, w)  # (…, 2w+1, D)
+        if c.kind == "hallo":
+            x = features
+        else:
+            w = torch.softmax(self.layer_logits, dim=0).to(features.dtype)
+            x = torch.einsum("...wld,l->...wd", features, w)  # (…, 2w+1, D)
         x = self.mlp(x.reshape(*lead, -1))
         return self.norm(x.reshape(*lead, c.n_tokens, c.out_dim))
 

@@ -14,6 +14,11 @@ Folder format (``save_pretrained`` / ``from_pretrained``), safetensors only, nev
     audio_proj/model.safetensors
     cfg/config.json                    {"mode", "n_tokens", "dim", "time_cond_dim"}
     cfg/model.safetensors              (γ tokens / MLP; empty for modes without parameters)
+    identity_proj/                     only for nets whose cross-attention reads identity tokens (Hallo's)
+
+The denoising net's config carries ``parts`` when its parts are not the defaults (``net_parts``); a net with
+Hallo's parts (``hallo_keys.hallo_avatar``) also reads a ``Portrait`` (face embedding, face region, region
+masks, motion scale) through ``denoise`` / ``forward`` / ``model_fn``.
 
 Loading is strict: a missing file, unreadable JSON or safetensors, a missing/extra key or a wrong shape is a
 one-line FadaError naming the file.
@@ -33,6 +38,7 @@ from fada.errors import FadaError, MissingFileError
 
 from .attention import Bank, resolve_backend
 from .cfg_tokens import CFG_MODES, TIME_COND_DIM, CFGConditioning
+from .conditioning import Conditioning, Portrait, portrait_fields
 from .denoising_net import DenoisingNet
 from .loading import (CONFIG_NAME, build_unet, load_sd_unet, load_weights, read_config, read_json, save_part,
                       unet_config_dict, unet_from_config_dict)
@@ -42,6 +48,7 @@ FORMAT = "fada-avatar"
 VERSION = 1
 TOP_CONFIG = "avatar_config.json"
 PARTS = ("reference_net", "denoising_net", "audio_proj", "cfg")
+OPTIONAL_PARTS = ("identity_proj",)
 
 
 def default_latent_channels(vae_cfg) -> int:
@@ -63,7 +70,10 @@ def _audio_projection(config: dict):
 
 def _audio_config(audio_proj) -> dict:
     keys = ("feature_layers", "feature_dim", "window", "n_tokens", "hidden_dim", "out_dim")
-    return {k: int(audio_proj.config[k]) for k in keys}
+    out = {k: int(audio_proj.config[k]) for k in keys}
+    if audio_proj.config.get("kind", "fada") != "fada":
+        out["kind"] = audio_proj.config["kind"]
+    return out
 
 
 def _schedule(cfg: Optional[dict], where) -> NoiseSchedule:
@@ -88,7 +98,7 @@ class AvatarNet(nn.Module):
                  cfg: CFGConditioning, *, student: bool, latent_channels: int,
                  audio_feature_shape: tuple[int, int, int], attention_backend: str = "auto",
                  precond_data_var: float = 0.0, precond_ref_var: float = 0.0, precond_windows: int = 0,
-                 schedule: Optional[NoiseSchedule] = None):
+                 identity_proj: Optional[nn.Module] = None, schedule: Optional[NoiseSchedule] = None):
         super().__init__()
         # the parametrisation the net was trained in (its output is ε or v on this ᾱ); a student keeps its teacher's
         self.schedule = as_schedule(schedule)
@@ -101,6 +111,7 @@ class AvatarNet(nn.Module):
         self.denoising_net = denoising_net
         self.audio_proj = audio_proj
         self.cfg = cfg
+        self.identity_proj = identity_proj  # IdentityProjection where the UNets' attn2 read identity tokens
         self.student = bool(student)
         self.latent_channels = int(latent_channels)
         self.audio_feature_shape = tuple(int(x) for x in audio_feature_shape)
@@ -130,8 +141,14 @@ class AvatarNet(nn.Module):
         if rc != dc:
             diff = sorted(k for k in set(rc) | set(dc) if rc.get(k) != dc.get(k))
             raise FadaError(f"reference_net and denoising_net UNets differ in {', '.join(diff)}")
-        if int(self.audio_proj.config["out_dim"]) != d:
-            raise FadaError(f"audio projection width {self.audio_proj.config['out_dim']} != UNet cross-attention "
+        if int(self.audio_proj.config["out_dim"]) != self.denoising_net.audio_dim:
+            raise FadaError(f"audio projection width {self.audio_proj.config['out_dim']} != the denoising net's "
+                            f"audio width {self.denoising_net.audio_dim}")
+        reads_identity = self.denoising_net.parts["attn2"] == "identity"
+        if reads_identity != (self.identity_proj is not None):
+            raise FadaError("identity_proj: needed exactly when the denoising net's attn2 reads identity tokens")
+        if reads_identity and int(self.identity_proj.config["dim"]) != d:
+            raise FadaError(f"identity projection width {self.identity_proj.config['dim']} != UNet cross-attention "
                             f"width {d}")
         if self.cfg.mode not in CFG_MODES:
             raise FadaError(f"cfg.mode: unknown mode {self.cfg.mode!r}")
@@ -172,19 +189,38 @@ class AvatarNet(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------------
     def encode_bank(self, ref_latents: Tensor, motion_latents: Optional[Tensor] = None,
-                    ref_bank: Optional[Bank] = None) -> Bank:
+                    ref_bank: Optional[Bank] = None, identity_tokens: Optional[Tensor] = None) -> Bank:
         """Run the ReferenceNet once per clip (t = 0, clean latents) -> Bank reused at every denoising step.
 
         ``ref_bank`` (from ``encode_bank(ref_latents)``) skips re-encoding the reference: the ReferenceNet treats
         every view as its own image (per-image norms and self-attention), so a video's reference bank is computed
-        once and only the M motion frames are encoded per clip."""
+        once and only the M motion frames are encoded per clip. ``identity_tokens``: what the ReferenceNet's attn2
+        reads, (B, N, D) or per view (B, 1+M, N, D) (nets whose attn2 reads identity tokens)."""
         if ref_bank is None:
-            return self.reference_net(ref_latents, motion_latents)
+            return self.reference_net(ref_latents, motion_latents, identity_tokens=identity_tokens)
+        if identity_tokens is not None:
+            raise ValueError("encode_bank: identity_tokens with a ref_bank; encode the clip's views together")
         if motion_latents is None or motion_latents.shape[1] == 0:
             return ref_bank
         b, m = motion_latents.shape[:2]
         motion = self.reference_net(motion_latents.reshape(b * m, *motion_latents.shape[2:]))
         return Bank.concat_views([ref_bank, motion.join_views(m)])
+
+    def encode_guidance_bank(self, ref_latents: Tensor, motion_latents: Optional[Tensor], face_embeds: Tensor,
+                             keep_ref) -> Bank:
+        """The bank of stacked guidance branches whose rows keep the reference per ``keep_ref`` (one bool per
+        branch, e.g. (False, True) for Hallo's [uncond, cond]), encoded as Hallo encodes it: one ReferenceNet pass
+        over every branch's views with the branches' identity tokens tiled over the views
+        (``identity.cfg_writer_tokens``). Batch: len(keep_ref)·B, in branch order, for ``model_fn``."""
+        from .identity import cfg_writer_tokens
+
+        s, b = len(keep_ref), ref_latents.shape[0]
+        keep = torch.as_tensor(keep_ref, dtype=torch.bool).repeat_interleave(b)
+        tokens = self.identity_proj.tokens(torch.cat([face_embeds] * s), keep.to(face_embeds.device))
+        views = 1 + (0 if motion_latents is None else motion_latents.shape[1])
+        motion = None if motion_latents is None else torch.cat([motion_latents] * s)
+        return self.encode_bank(torch.cat([ref_latents] * s), motion,
+                                identity_tokens=cfg_writer_tokens(tokens, views))
 
     def audio_tokens(self, audio_features: Tensor, keep_audio: Optional[Tensor] = None) -> Tensor:
         """(B, F, 2w+1, L, D) -> (B, F, N, D_cross); all-zero tokens for samples with keep_audio False."""
@@ -241,12 +277,19 @@ class AvatarNet(nn.Module):
         return z, tau
 
     def denoise(self, z: Tensor, t, audio_tokens: Tensor, bank: Optional[Bank], keep_ref=None,
-                cfg_scales=None) -> Tensor:
-        """The denoising pass from already projected audio tokens."""
+                cfg_scales=None, portrait: Optional[Portrait] = None) -> Tensor:
+        """The denoising pass from already projected audio tokens (``portrait``: the portrait conditions of the
+        batch's clips, or of a batch k× smaller, tiled)."""
         cfg_tokens, tcond = self.cfg_inputs(cfg_scales, z.shape[0], z.device)
         line_t = t
         z, t = self._path_input(z, t)
-        out = self.denoising_net(z, t, audio_tokens, bank, keep_ref, cfg_tokens, tcond)
+        if portrait is not None:
+            n_p = (portrait.face_embeds if portrait.face_embeds is not None else portrait.face_region).shape[0]
+            portrait = portrait.tile(z.shape[0] // n_p)
+        fields = portrait_fields(portrait, None if keep_ref is None else _mask(keep_ref, z.shape[0], z.device),
+                                 self.identity_proj, self.denoising_net.face_locator)
+        cond = Conditioning(audio_tokens, bank, keep_ref, cfg_tokens=cfg_tokens, timestep_cond=tcond, **fields)
+        out = self.denoising_net(z, t, cond=cond)
         if self.precond_data_var > 0:  # EDM-style preconditioning of the output (CPU-scale nets; see UNetConfig)
             n = z.shape[0]
             tt = torch.as_tensor(t, device=z.device, dtype=torch.float32).reshape(-1).expand(n)
@@ -263,7 +306,7 @@ class AvatarNet(nn.Module):
     def forward(self, z: Tensor, t: Tensor, audio_features: Tensor, bank: Optional[Bank],
                 keep_audio: Optional[Tensor] = None, keep_ref: Optional[Tensor] = None,
                 cfg_scales: Optional[Tensor] = None, ref_latents: Optional[Tensor] = None,
-                motion_latents: Optional[Tensor] = None) -> Tensor:
+                motion_latents: Optional[Tensor] = None, portrait: Optional[Portrait] = None) -> Tensor:
         """z (B, C, F, h, w), t (B,) train timesteps (float), audio_features (B, F, 2w+1, L, D), bank (batch B) or
         None, keep_audio / keep_ref (B,) bool (None = keep), cfg_scales (B, 2) for CFG students -> eps like z.
 
@@ -272,24 +315,31 @@ class AvatarNet(nn.Module):
         if ref_latents is not None:
             if bank is not None:
                 raise ValueError("pass either bank or ref_latents, not both")
-            bank = self.encode_bank(ref_latents, motion_latents)
+            ident = None
+            if portrait is not None and portrait.face_embeds is not None and self.identity_proj is not None:
+                ident = self.identity_proj.tokens(portrait.face_embeds, keep_ref)
+            bank = self.encode_bank(ref_latents, motion_latents, identity_tokens=ident)
         if audio_features.shape[:2] != (z.shape[0], z.shape[2]):
             raise ValueError(f"audio_features (B, F, …) {tuple(audio_features.shape[:2])} do not match z "
                              f"(B, C, F, …) {tuple(z.shape)}")
-        eps = self.denoise(z, t, self.audio_tokens(audio_features, keep_audio), bank, keep_ref, cfg_scales)
+        eps = self.denoise(z, t, self.audio_tokens(audio_features, keep_audio), bank, keep_ref, cfg_scales,
+                           portrait)
         if ref_latents is not None and torch.is_grad_enabled() and not _mask(keep_ref, z.shape[0], z.device).any():
             # no sample read the bank: a zero-weighted term keeps the ReferenceNet in the graph, so that DDP's
             # gradient reduction (which expects every trained parameter) still completes on this step
             eps = eps + 0.0 * sum(v.mean() for v in bank.tokens.values()).to(eps.dtype)
         return eps
 
-    def model_fn(self, bank: Optional[Bank], audio_features: Tensor,
-                 cfg_scales: Optional[Tensor] = None) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
-        """fada.diffusion's ``model_fn(z, t_index, keep_audio, keep_ref) -> eps`` with bank, audio and CFG scales
-        bound. When z's batch is k× the bank's (the stacked Eq. 9 branches, torch.cat order), bank, audio and
-        scales are tiled k times. Under no_grad the projected audio tokens and tiled banks are cached."""
+    def model_fn(self, bank: Optional[Bank], audio_features: Tensor, cfg_scales: Optional[Tensor] = None,
+                 portrait: Optional[Portrait] = None) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+        """fada.diffusion's ``model_fn(z, t_index, keep_audio, keep_ref) -> eps`` with bank, audio, CFG scales
+        and portrait bound. When z's batch is k× the bound batch (the stacked Eq. 9 branches, torch.cat order),
+        they are tiled k times; a bank whose batch already equals z's (``encode_guidance_bank``) is used as it
+        is. Under no_grad the projected audio tokens, tiled banks and face-locator features are cached."""
         base = audio_features.shape[0]
         cache: dict = {}
+        if portrait is not None and not torch.is_grad_enabled():
+            portrait = portrait.with_features(self.denoising_net.face_locator)
 
         def fn(z: Tensor, t_index, keep_audio=None, keep_ref=None) -> Tensor:
             n = z.shape[0]
@@ -302,7 +352,7 @@ class AvatarNet(nn.Module):
             else:
                 tokens = self.audio_tokens(audio_features)
                 tokens = torch.cat([tokens] * rep) if rep > 1 else tokens
-                bk = None if bank is None else bank.repeat(rep)
+                bk = None if bank is None else bank if bank.batch_size == n else bank.repeat(rep)
                 if caching:
                     cache[rep] = (tokens, bk)
             ka = _mask(keep_audio, n, tokens.device)[:, None, None, None]
@@ -314,23 +364,31 @@ class AvatarNet(nn.Module):
                     scales = torch.cat([scales] * rep)
             t = torch.as_tensor(t_index, device=z.device).float()
             t = t.expand(n) if t.ndim == 0 else t.reshape(n)
-            return self.denoise(z, t, tok, bk, _mask(keep_ref, n, z.device), scales)
+            return self.denoise(z, t, tok, bk, _mask(keep_ref, n, z.device), scales, portrait)
 
         return fn
 
     # ----------------------------------------------------------------------------------------------------------
+    @property
+    def present_parts(self) -> tuple:
+        """The parts this net has: PARTS, then the optional ones it carries."""
+        return PARTS + tuple(p for p in OPTIONAL_PARTS if getattr(self, p) is not None)
+
     def part_configs(self) -> dict:
         dn = self.denoising_net
         dn_unet = dn.base_unet_config()  # the added reference channels are rebuilt from reference_concat
         dn_unet["time_cond_proj_dim"] = None  # the cond_proj is added by DenoisingNet from time_cond_dim
+        extra = {} if dn.part_config() is None else {"parts": dn.part_config()}
+        optional = {p: dict(getattr(self, p).config) for p in self.present_parts[len(PARTS):]}
         return {
             "reference_net": {"unet": unet_config_dict(self.reference_net.unet)},
             "denoising_net": {"unet": dn_unet, "temporal_heads": dn.temporal_heads, "max_frames": dn.max_frames,
                               "cfg_dim": dn.cfg_dim, "time_cond_dim": dn.time_cond_dim,
                               "bank_positions": dn.bank_positions, "reference_concat": dn.reference_concat,
-                              "motion_concat": dn.motion_concat, "cfg_norm": dn.cfg_norm},
+                              "motion_concat": dn.motion_concat, "cfg_norm": dn.cfg_norm, **extra},
             "audio_proj": _audio_config(self.audio_proj),
             "cfg": self.cfg.config,
+            **optional,
         }
 
     def top_config(self) -> dict:
@@ -338,7 +396,7 @@ class AvatarNet(nn.Module):
                 "latent_channels": self.latent_channels, "audio_feature_shape": list(self.audio_feature_shape),
                 "precond_data_var": self.precond_data_var, "precond_ref_var": self.precond_ref_var,
                 "precond_windows": self.precond_windows, "schedule": self.schedule.to_dict(),
-                "parts": list(PARTS)}
+                "parts": list(self.present_parts)}
 
     @classmethod
     def from_configs(cls, top: dict, parts: dict, attention_backend: str = "auto",
@@ -357,7 +415,13 @@ class AvatarNet(nn.Module):
                                bank_positions=bool(dc.get("bank_positions", False)),
                                reference_concat=bool(dc.get("reference_concat", False)),
                                motion_concat=bool(dc.get("motion_concat", False)),
-                               cfg_norm=bool(dc.get("cfg_norm", True)))  # folders from before the option: normed
+                               cfg_norm=bool(dc.get("cfg_norm", True)),  # folders from before the option: normed
+                               parts=dc.get("parts"))
+            identity = None
+            if parts.get("identity_proj") is not None:
+                from .identity import IdentityProjection
+
+                identity = IdentityProjection(**parts["identity_proj"])
         except (KeyError, TypeError) as e:
             raise FadaError(f"model config is incomplete or malformed ({type(e).__name__}: {e})") from None
         try:
@@ -373,7 +437,7 @@ class AvatarNet(nn.Module):
                        audio_feature_shape=tuple(top["audio_feature_shape"]), attention_backend=attention_backend,
                        precond_data_var=float(top.get("precond_data_var", 0.0)),
                        precond_ref_var=float(top.get("precond_ref_var", 0.0)),
-                       precond_windows=int(top.get("precond_windows", 0)),
+                       precond_windows=int(top.get("precond_windows", 0)), identity_proj=identity,
                        schedule=_schedule(top.get("schedule"), where("top")))
         except (KeyError, TypeError) as e:
             raise FadaError(f"{where('top')}: bad model config ({type(e).__name__}: {e})") from None
@@ -385,7 +449,7 @@ class AvatarNet(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         configs = self.part_configs()
-        for part in PARTS:
+        for part in self.present_parts:
             save_part(directory / part, configs[part], getattr(self, part), dtype)
         (directory / TOP_CONFIG).write_text(json.dumps(self.top_config(), indent=2) + "\n")
         return directory
@@ -402,11 +466,12 @@ class AvatarNet(nn.Module):
             raise FadaError(f"{top_path}: not a FADA model config (format {top.get('format')!r})")
         if int(top.get("version", -1)) > VERSION:
             raise FadaError(f"{top_path}: format version {top.get('version')} is newer than this fada ({VERSION})")
-        parts = {p: read_config(directory / p, f"{p} config") for p in PARTS}
-        sources = {p: directory / p / CONFIG_NAME for p in PARTS}
+        names = PARTS + tuple(p for p in OPTIONAL_PARTS if p in (top.get("parts") or ()))
+        parts = {p: read_config(directory / p, f"{p} config") for p in names}
+        sources = {p: directory / p / CONFIG_NAME for p in names}
         sources["top"] = top_path
         model = cls.from_configs(top, parts, attention_backend, sources)
-        for p in PARTS:
+        for p in names:
             load_weights(getattr(model, p), directory / p)
         if dtype is not None:
             model.to(dtype)
@@ -445,7 +510,7 @@ class AvatarNet(nn.Module):
         student = cls.from_configs(top, parts, teacher.attention_backend)
         p = next(teacher.parameters())
         student.to(device=p.device, dtype=p.dtype)
-        for name in ("reference_net", "audio_proj"):
+        for name in ("reference_net", "audio_proj") + teacher.present_parts[len(PARTS):]:
             getattr(student, name).load_state_dict(getattr(teacher, name).state_dict(), strict=True)
         res = student.denoising_net.load_state_dict(teacher.denoising_net.state_dict(), strict=False)
         new = set(student.denoising_net.new_layer_names())

@@ -4,7 +4,8 @@ It is a plain diffusers ``UNet2DConditionModel`` (an SD1.5 UNet at full scale) w
 processors write their normed input tokens to the bank (see ``fada.models.attention``). It runs once per clip,
 at timestep 0, on the clean latents of the reference frame and the M motion frames; the bank it returns is reused
 at every denoising step. Its cross-attention (``attn2``, SD1.5's text attention) reads one all-zero audio token:
-the reference carries no audio, and identical zero tokens give the same result whatever their number.
+the reference carries no audio, and identical zero tokens give the same result whatever their number. A net whose
+cross-attention reads identity tokens (Hallo's) is given them instead, per clip or per view.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class ReferenceNet(nn.Module):
                  for n, m in self.unet.named_modules() if not list(m.children())]
         try:
             c = self.unet.config
-            s = 2 ** (len(c.block_out_channels) - 1)
+            # twice the smallest size: a GroupNorm with one channel per group needs > 1 value at the lowest level
+            s = 2 ** len(c.block_out_channels)
             with torch.no_grad():
                 p = next(self.unet.parameters())
                 x = torch.zeros(1, c.in_channels, s, s, device=p.device, dtype=p.dtype)
@@ -62,9 +64,11 @@ class ReferenceNet(nn.Module):
                 unused.append("unet." + name)
         return unused
 
-    def forward(self, ref_latents: Tensor, motion_latents: Optional[Tensor] = None, return_sample: bool = False):
+    def forward(self, ref_latents: Tensor, motion_latents: Optional[Tensor] = None, return_sample: bool = False,
+                identity_tokens: Optional[Tensor] = None):
         """ref_latents (B, C, h, w), motion_latents (B, M, C, h, w) or None -> Bank (and the UNet output
-        (B·(1+M), C, h, w) when ``return_sample``)."""
+        (B·(1+M), C, h, w) when ``return_sample``). identity_tokens: what ``attn2`` reads, (B, N, D) for every view
+        of a clip or (B, 1+M, N, D) per view (see ``identity.cfg_writer_tokens``); None: one zero token."""
         if ref_latents.ndim != 4:
             raise ValueError(f"ref_latents must be (B, C, h, w), got {tuple(ref_latents.shape)}")
         b = ref_latents.shape[0]
@@ -78,9 +82,17 @@ class ReferenceNet(nn.Module):
         v = views.shape[1]
         x = views.reshape(b * v, *ref_latents.shape[1:])
         t = torch.zeros(b * v, device=x.device, dtype=x.dtype)
-        audio = torch.zeros(b * v, 1, self.cross_attention_dim, device=x.device, dtype=x.dtype)
+        if identity_tokens is None:
+            context = torch.zeros(b * v, 1, self.cross_attention_dim, device=x.device, dtype=x.dtype)
+        else:
+            tok = identity_tokens.to(device=x.device, dtype=x.dtype)
+            if tok.ndim == 3:
+                tok = tok[:, None].expand(b, v, *tok.shape[1:])
+            if tok.shape[:2] != (b, v):
+                raise ValueError(f"identity_tokens must be (B={b}, N, D) or (B, {v}, N, D), got {tuple(tok.shape)}")
+            context = tok.reshape(b * v, *tok.shape[2:])
         ctx = AttnContext(bank_out={}, views=v)
-        sample = self.unet(x, t, encoder_hidden_states=audio, cross_attention_kwargs={"fada_ctx": ctx},
+        sample = self.unet(x, t, encoder_hidden_states=context, cross_attention_kwargs={"fada_ctx": ctx},
                            return_dict=False)[0]
         # a copy: checkpoint recomputation rewrites ctx.bank_out, not this
         bank = Bank(dict(ctx.bank_out), b, v, latents=views.detach())
