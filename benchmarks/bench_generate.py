@@ -145,7 +145,7 @@ def step_inputs(pipe: FadaPipeline, mode: str, seed: int = 0):
     feats = torch.randn(1, f, *net.audio_feature_shape, generator=g).to(dev, dt)
     scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=dev) if plan.told_scales else None
     fn = net.model_fn(net.encode_bank(ref, motion), feats, cfg_scales=scales)
-    eps = guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes == 3 else conditional(fn)
+    eps = guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes > 1 else conditional(fn)
     return ref, motion, z, lambda: eps(z, torch.full((1,), 500.0, device=dev))
 
 

@@ -167,12 +167,14 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
                        steps: Optional[int] = None, num_windows: int = 4, extra_steps: str = "early",
                        dtype: str = "fp16",
                        copy_vae: bool = True, copy_audio: bool = True, source: Optional[dict] = None,
-                       log=print, tcd: Optional[dict] = None) -> Path:
+                       log=print, tcd: Optional[dict] = None, vae_folder=None) -> Path:
     """Write a model folder for ``net`` (an AvatarNet) atomically (assembled beside ``out``, then renamed).
 
     kind: teacher | balanced | fast. steps: default sampler steps (teacher 25, students the recipe's 6);
     extra_steps: which PeRFlow windows get the steps mod num_windows (``step_times``).
-    An existing ``out`` is replaced only when it is itself a model folder (or empty).
+    An existing ``out`` is replaced only when it is itself a model folder (or empty). ``vae_folder``: the SD VAE's
+    own folder (config.json + safetensors) when it does not sit in ``model.vae.path``/vae (an imported model's
+    ``sd-vae-ft-mse``); it is always copied.
     """
     if kind not in KINDS:
         raise FadaError(f"model kind {kind!r} is not one of {', '.join(KINDS)}")
@@ -207,7 +209,14 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
         mdict = to_dict(copy.deepcopy(model_cfg))
         mdict["unet"]["pretrained"] = None  # the weights are in net/; the SD UNet folder is not needed any more
         vae_entry: dict = {"kind": model_cfg.vae.kind}
-        if model_cfg.vae.kind == "sd":
+        if model_cfg.vae.kind == "sd" and vae_folder is not None:
+            if not _copy_model_folder(Path(vae_folder), tmp / VAE_DIR):
+                raise MissingFileError(Path(vae_folder) / "config.json", "SD VAE config",
+                                       "with its safetensors weights beside it")
+            vae_entry["path"] = VAE_DIR
+            vae_entry["scaling_factor"] = float(model_cfg.vae.scaling_factor)
+            log(f"copied the SD VAE from {vae_folder} into {out / VAE_DIR}")
+        elif model_cfg.vae.kind == "sd":
             sd_root = Path(model_cfg.vae.path).expanduser().resolve()
             if copy_vae and _copy_model_folder(sd_root / "vae", tmp / VAE_DIR):
                 vae_entry["path"] = VAE_DIR

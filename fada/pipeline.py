@@ -57,13 +57,18 @@ class GenerationPlan:
     num_windows: int     # PeRFlow windows (0 for DDIM)
     cfg_audio: float
     cfg_ref: float
-    passes: int          # denoiser passes per step: 3 (multi-CFG, one batch of 3) or 1
+    passes: int          # denoiser passes per step: 3 (multi-CFG, one batch of 3), 2 (one scale), or 1
     told_scales: bool    # fast students with CFG conditioning get (cfg_a, cfg_r) as an input
     extra_steps: str = "early"  # PeRFlow: the windows that get the steps mod num_windows (step_times)
 
     @property
     def nfe_per_clip(self) -> int:
         return self.steps * self.passes
+
+    @property
+    def branches(self) -> tuple[tuple[bool, bool], ...]:
+        """(keep_audio, keep_ref) of each batched guidance branch, in batch order (``Guidance.branches``)."""
+        return Guidance(self.cfg_audio, self.cfg_ref).branches if self.passes > 1 else ((True, True),)
 
     def describe(self) -> str:
         if self.sampler == "ddim":
@@ -75,6 +80,8 @@ class GenerationPlan:
             how = f"PeRFlow {self.steps} steps ({self.num_windows} window{'s' * (self.num_windows != 1)}{late})"
         if self.passes == 3:
             cfg = f"multi-CFG cfg_audio {self.cfg_audio:g} / cfg_ref {self.cfg_ref:g}, 3 passes per step batched"
+        elif self.passes == 2:
+            cfg = f"CFG scale {self.cfg_audio:g} (audio and reference together), 2 passes per step batched"
         elif self.told_scales:
             cfg = (f"1 pass per step, scales told to the student: cfg_audio {self.cfg_audio:g} / "
                    f"cfg_ref {self.cfg_ref:g}")
@@ -221,8 +228,12 @@ class FrameStream:
         try:
             ref = pipe.encode_reference(self.image)
             motion = ref[:, None].expand(1, M, *ref.shape[1:]) if M else None
-            ref_bank = pipe.encode_reference_bank(ref)
-            bank = pipe.first_clip_bank(ref_bank)
+            portrait = pipe.portrait(self.image)
+            if portrait is None:
+                ref_bank = pipe.encode_reference_bank(ref)
+                bank = pipe.first_clip_bank(ref_bank)
+            else:  # the first clip's motion frames are the reference itself, as Hallo starts a video
+                bank = pipe.guidance_bank(plan, ref, motion, portrait)
             c_, h_, w_ = ref.shape[1:]
             noises = clip_noises((1, c_, F, h_, w_), self.seed, float(pipe.model_cfg.noise_share))
             j = 0  # next output frame
@@ -232,12 +243,13 @@ class FrameStream:
                 s = c * F
                 rows = feats.rows(s, s + F)[None]
                 z, frames = pipe._sample_clip(plan, bank, rows, next(noises), self._step_callback(bar, c),
-                                              seed=(self.seed, c))
+                                              seed=(self.seed, c), portrait=portrait)
                 if M:
                     hist = torch.cat([motion, z.permute(0, 2, 1, 3, 4)], dim=1)
                     motion = hist[:, -M:]
                     if c + 1 < self.clips:
-                        bank = pipe.encode_bank(ref, motion, ref_bank)
+                        bank = pipe.encode_bank(ref, motion, ref_bank) if portrait is None else \
+                            pipe.guidance_bank(plan, ref, motion, portrait)
                 e = min(s + F, self.gen_frames)
                 stop = j
                 while stop < self.total_frames and gen_index(stop, self.fps, self.model_fps) < e:
@@ -262,6 +274,7 @@ class FadaPipeline:
         self.device = torch.device(device) if device is not None else p.device
         self.dtype = dtype or p.dtype
         self._detector = None
+        self.conditions_fn = None  # image -> PortraitConditions (nets with model.conditions; set to inject one)
 
     @property
     def model_cfg(self):
@@ -345,7 +358,7 @@ class FadaPipeline:
             except ValueError:
                 raise FadaError(f"--steps {n}: PeRFlow needs at least one step per window "
                                 f"({windows} windows: use --steps {windows} or more)") from None
-        passes = 1 if mode == "fast" or (cfg_a == 1.0 and cfg_r == 1.0) else 3
+        passes = 1 if mode == "fast" else Guidance(cfg_a, cfg_r).passes
         return GenerationPlan(mode, sampler, n, windows, cfg_a, cfg_r, passes, told, spec.extra_steps)
 
     # -- steps ---------------------------------------------------------------------------------------------------
@@ -406,20 +419,40 @@ class FadaPipeline:
         """One clip's bank: the reference's (cached) plus the M motion latents', encoded once per clip."""
         return self.net.encode_bank(ref, motion, ref_bank)
 
-    def eps_fn(self, plan: GenerationPlan, bank, feats):
-        """The sampler's ``eps_fn(z, t)`` for one clip under ``plan``: multi-CFG (one batch of 3) or one pass,
-        with the scales told to a Fast student."""
-        scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=self.device) if plan.told_scales else None
-        fn = self.net.model_fn(bank, feats.to(self.device, self.dtype), cfg_scales=scales)
-        return guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes == 3 else conditional(fn)
+    def portrait(self, image: np.ndarray):
+        """The per-portrait conditions of nets that read them (``model.conditions``, Hallo's: identity embedding,
+        face-locator mask, region masks; detectors loaded once), as a ``Portrait`` of one clip; None otherwise."""
+        c = self.model_cfg.conditions
+        if c.kind == "none":
+            return None
+        if self.conditions_fn is None:
+            from fada.data.face_analysis import conditions_function
+
+            self.conditions_fn = conditions_function(c, self.resolution)
+        return self.conditions_fn(image).portrait(self.model_cfg.num_frames, c.motion_scale, self.device, self.dtype)
 
     @torch.inference_mode()
-    def _sample_clip(self, plan: GenerationPlan, bank, feats, noise, callback=None, seed: tuple[int, int] = (0, 0)):
+    def guidance_bank(self, plan: GenerationPlan, ref, motion, portrait):
+        """One clip's bank for nets whose ReferenceNet reads identity tokens (Hallo's): the reference and motion
+        views encoded together for each guidance branch with that branch's identity tokens, as Hallo encodes
+        them (``AvatarNet.encode_guidance_bank``; batch = the plan's branches)."""
+        return self.net.encode_guidance_bank(ref, motion, portrait.face_embeds, [kr for _, kr in plan.branches])
+
+    def eps_fn(self, plan: GenerationPlan, bank, feats, portrait=None):
+        """The sampler's ``eps_fn(z, t)`` for one clip under ``plan``: guidance (one batch of 3 or 2 branches) or
+        one pass, with the scales told to a Fast student; ``portrait`` for nets that read one."""
+        scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=self.device) if plan.told_scales else None
+        fn = self.net.model_fn(bank, feats.to(self.device, self.dtype), cfg_scales=scales, portrait=portrait)
+        return guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes > 1 else conditional(fn)
+
+    @torch.inference_mode()
+    def _sample_clip(self, plan: GenerationPlan, bank, feats, noise, callback=None, seed: tuple[int, int] = (0, 0),
+                     portrait=None):
         """One clip from its bank: sampler over the steps, decode -> (latents (1, C, F, h, w), uint8 frames).
         ``seed`` (video seed, clip index) seeds a stochastic sampler's draws (TCD)."""
         from fada.models.vae import tensor_to_frames
 
-        eps_fn = self.eps_fn(plan, bank, feats)
+        eps_fn = self.eps_fn(plan, bank, feats, portrait)
         z = noise.to(self.device, self.dtype)
         schedule = self.spec.schedule
         if plan.sampler == "ddim":

@@ -312,6 +312,32 @@ def synth_cmd(
                   seconds=(parts[0], parts[-1]), workers=workers)
 
 
+import_app = typer.Typer(help="Bring a published model into fada as an ordinary model folder.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("hallo")
+def import_hallo_cmd(
+    pretrained_dir: Path = typer.Argument(..., help="Hallo's pretrained_models folder (hallo/net.pth, "
+                                                    "stable-diffusion-v1-5/unet, sd-vae-ft-mse, wav2vec, "
+                                                    "face_analysis)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
+    dtype: str = typer.Option("fp16", "--dtype", help="fp16, bf16 or fp32."),
+    copy_models: bool = typer.Option(True, "--copy-models/--link-models",
+                                     help="Copy wav2vec2 into the folder (default) or reference it by path; the VAE "
+                                          "is always copied, the face-analysis files always referenced."),
+    face_analysis: Optional[Path] = typer.Option(None, "--face-analysis",
+                                                 help="InsightFace + MediaPipe folder (default: "
+                                                      "PRETRAINED_DIR/face_analysis/models)."),
+    resolution: int = typer.Option(512, "--resolution", help="Frame size the model runs at (Hallo: 512)."),
+    num_frames: int = typer.Option(16, "--num-frames", help="Frames per clip (Hallo: 16)."),
+):
+    """Import Hallo's teacher: forward-equal to Hallo's own code, sampled with its protocol (80 NFE) by default."""
+    with guard():
+        run_stage("import_hallo", pretrained_dir=pretrained_dir, out=out, dtype=dtype, copy_models=copy_models,
+                  face_analysis=face_analysis, resolution=resolution, num_frames=num_frames)
+
+
 def main() -> None:
     # ``--debug`` must take effect before Typer parses anything else (errors while parsing need it too).
     STATE.debug = "--debug" in sys.argv[1:]

@@ -183,6 +183,27 @@ class ScheduleConfig:
 
 
 @dataclass
+class ConditionsConfig:
+    """Conditions computed once per portrait for nets that read more than its latents (Hallo's parts)."""
+
+    kind: Literal["none", "hallo"] = "none"
+    """'hallo': Hallo's per-portrait conditions (fada.data.face_conditions): the InsightFace identity embedding, the
+    face-locator mask and the full / face / lip region masks, from the detectors in ``face_analysis``; 'none':
+    the portrait's latents alone (fada's own nets)."""
+    face_analysis: Optional[str] = None
+    """Hallo's ``pretrained_models/face_analysis/models`` folder: InsightFace's ONNX files and MediaPipe's
+    ``face_landmarker_v2_with_blendshapes.task`` (extra ``[hallo]``; InsightFace's files carry their own
+    non-commercial terms)."""
+    face_expand_ratio: float = _f(1.2, gt=0.0)
+    """Growth of the landmarks' face box for the face-locator mask (Hallo: 1.2)."""
+    motion_scale: list[float] = _f([1.0, 1.0, 1.0], ge=0.0)
+    """Weights of the full (pose), face and lip regions' audio (Hallo's pose_weight, face_weight, lip_weight)."""
+
+    def check(self) -> list[str]:
+        return [] if len(self.motion_scale) == 3 else [f"motion_scale: expected 3 weights, got {self.motion_scale}"]
+
+
+@dataclass
 class ModelConfig:
     resolution: int = _f(512, ge=8)
     """Square frame size in pixels (paper: 512)."""
@@ -199,6 +220,7 @@ class ModelConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     cfg: CFGConfig = field(default_factory=CFGConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    conditions: ConditionsConfig = field(default_factory=ConditionsConfig)
     noise_share: float = _f(0.0, ge=0.0, le=1.0)
     """Share ρ of each frame's starting noise common to all frames of a video at generation (the PYoCo mixed
     noise prior, fada.diffusion.noise; the shared part is drawn once per video). Training keeps independent noise

@@ -4,7 +4,9 @@ Each clip is turned once into latents (through the recipe's VAE) and per-frame a
 recipe's audio front end) and cached on disk as safetensors, read lazily in slices, so epochs cost no decoding and
 memory does not grow with the corpus. An item is a window of F frames
 with its M motion frames (the frames before it, or the reference repeated at a clip start), a reference frame
-from elsewhere in the same clip, and the F per-frame audio windows. Items are indexed by ``(index, epoch)``
+from elsewhere in the same clip, and the F per-frame audio windows. For nets that read per-portrait conditions
+(``model.conditions``, Hallo's), each clip's conditions are computed once from its first frame (a curated clip
+keeps its face in place) and cached with it; items then carry them (``face_conditions.batch_portrait``). Items are indexed by ``(index, epoch)``
 (see fada.training.sampler) and draw their randomness from those numbers, so data order and content resume
 exactly.
 """
@@ -66,11 +68,13 @@ CACHE_FORMAT = 2
 """Version of the per-clip cache files (2: unwindowed audio features, windows cut on reading)."""
 
 
-def cache_models_key(vae, frontend, resolution: int, fps: int) -> str:
+def cache_models_key(vae, frontend, resolution: int, fps: int, conditions=None) -> str:
     """Hash of everything that decides a clip's cached tensors apart from the clip itself: the codec's and the
-    audio front end's identity (config and weights fingerprint), resolution, fps and the file format."""
+    audio front end's identity (config and weights fingerprint), resolution, fps, the file format and what computes
+    the portrait conditions (``conditions.identity`` when there is one)."""
+    extra = {} if conditions is None else {"conditions": getattr(conditions, "identity", repr(conditions))}
     ident = json.dumps({"format": CACHE_FORMAT, "codec": vae.identity(), "audio": frontend.identity(),
-                        "resolution": int(resolution), "fps": int(fps)}, sort_keys=True, default=str)
+                        "resolution": int(resolution), "fps": int(fps), **extra}, sort_keys=True, default=str)
     return hashlib.sha1(ident.encode()).hexdigest()[:16]
 
 
@@ -86,11 +90,13 @@ class ClipStore:
     """
 
     def __init__(self, rows: list[dict], vae, frontend, resolution: int, fps: int, cache_dir: str | os.PathLike,
-                 min_frames: int = 1, progress: bool = True, rank: int = 0, world: int = 1, barrier=None):
-        self.vae, self.frontend = vae, frontend
+                 min_frames: int = 1, progress: bool = True, rank: int = 0, world: int = 1, barrier=None,
+                 conditions=None):
+        self.vae, self.frontend, self.conditions = vae, frontend, conditions
         self.resolution, self.fps = resolution, fps
         self.window = int(frontend.window)
-        self.cache_dir = Path(cache_dir) / f"models-{cache_models_key(vae, frontend, resolution, fps)}"
+        key = cache_models_key(vae, frontend, resolution, fps, conditions)
+        self.cache_dir = Path(cache_dir) / f"models-{key}"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         models_file = self.cache_dir / "models.json"
         if rank == 0 and not models_file.is_file():
@@ -115,7 +121,8 @@ class ClipStore:
                 self.lengths.append(n)
         if not self.paths:
             raise FadaError(f"no clip has the {min_frames} frames a training item needs")
-        self.vae = self.frontend = None  # the files are written: data workers receive paths, not models
+        self.has_conditions = conditions is not None
+        self.vae = self.frontend = self.conditions = None  # the files are written: workers receive paths, not models
         with safe_open(str(self.paths[0]), "pt") as f:
             self.latent_shape = tuple(f.get_slice("latents").get_shape()[1:])
 
@@ -150,6 +157,8 @@ class ClipStore:
                                  for i in range(0, len(frames), 16)])
             feats = self.frontend.frame_features(np.asarray(audio, np.float32), len(frames), self.fps)
         item = {"latents": latents.contiguous(), "audio": feats.float().cpu().contiguous()}
+        if self.conditions is not None:  # the clip's portrait conditions, from its first frame
+            item.update({f"cond.{k}": v.float().contiguous() for k, v in self.conditions(frames[0]).tensors().items()})
         with atomic_path(path) as tmp:
             save_file(item, str(tmp))
 
@@ -163,6 +172,13 @@ class ClipStore:
         """Latents of frames [start, stop) of clip ``index`` (read from disk, nothing else loaded)."""
         with safe_open(str(self.paths[index]), "pt") as f:
             return f.get_slice("latents")[start:stop].clone()
+
+    def conditions_tensors(self, index: int) -> dict[str, torch.Tensor]:
+        """The clip's cached portrait conditions ({} without conditions): ``PortraitConditions.tensors()`` names."""
+        if not self.has_conditions:
+            return {}
+        with safe_open(str(self.paths[index]), "pt") as f:
+            return {k[len("cond."):]: f.get_tensor(k) for k in f.keys() if k.startswith("cond.")}
 
     def audio(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Windowed audio features (stop - start, 2w+1, L, D) of frames [start, stop): frame f holds the clip's
@@ -179,8 +195,9 @@ class ClipStore:
 class ClipWindowDataset(torch.utils.data.Dataset):
     """Items of F frames + M motion frames + one reference frame + F audio windows from a ClipStore."""
 
-    def __init__(self, store: ClipStore, num_frames: int, motion_frames: int, seed: int):
+    def __init__(self, store: ClipStore, num_frames: int, motion_frames: int, seed: int, motion_scale=None):
         self.store, self.F, self.M, self.seed = store, num_frames, motion_frames, seed
+        self.motion_scale = None if motion_scale is None else torch.tensor([float(x) for x in motion_scale])
 
     def __len__(self) -> int:
         return len(self.store)
@@ -198,8 +215,13 @@ class ClipWindowDataset(torch.utils.data.Dataset):
             motion = self.store.latents(index, start - M, start)
         else:  # a clip start: the reference stands in for the frames before
             motion = ref.unsqueeze(0).expand(M, *ref.shape).clone()
-        return {"x0": self.store.latents(index, start, start + F).permute(1, 0, 2, 3).contiguous(),  # (C, F, h, w)
+        item = {"x0": self.store.latents(index, start, start + F).permute(1, 0, 2, 3).contiguous(),  # (C, F, h, w)
                 "ref": ref, "motion": motion, "audio": self.store.audio(index, start, start + F)}
+        cond = self.store.conditions_tensors(index)
+        if cond:
+            item.update({f"cond.{k}": v for k, v in cond.items()})
+            item["cond.motion_scale"] = self.motion_scale if self.motion_scale is not None else torch.ones(3)
+        return item
 
 
 def collate(items: list[dict]) -> dict[str, torch.Tensor]:

@@ -163,3 +163,28 @@ def portrait_conditions(image_rgb_uint8: np.ndarray, models_dir, size: int = IMA
     build a :class:`HalloFaceAnalysis` once instead."""
     with HalloFaceAnalysis(models_dir) as analysis:
         return analysis(image_rgb_uint8, size=size, face_expand_ratio=face_expand_ratio)
+
+
+class ConditionsFunction:
+    """``image -> PortraitConditions`` for a model's ``model.conditions`` at the model's frame size: the detectors
+    are built on the first call and kept (generation computes one portrait's conditions per video, the clip cache
+    one per clip). ``identity`` keys cached conditions."""
+
+    def __init__(self, cfg, size: int):
+        if not cfg.face_analysis:
+            raise FadaError("model.conditions.face_analysis: not set; point it at Hallo's "
+                            "pretrained_models/face_analysis/models folder")
+        self.cfg, self.size = cfg, int(size)
+        self.identity = {"kind": cfg.kind, "face_analysis": str(cfg.face_analysis),
+                         "face_expand_ratio": float(cfg.face_expand_ratio), "size": self.size}
+        self._analysis = None
+
+    def __call__(self, image_rgb: np.ndarray) -> PortraitConditions:
+        if self._analysis is None:
+            self._analysis = HalloFaceAnalysis(self.cfg.face_analysis)
+        return self._analysis(image_rgb, size=self.size, face_expand_ratio=self.cfg.face_expand_ratio)
+
+
+def conditions_function(cfg, size: int):
+    """The per-portrait conditions ``model.conditions`` asks for (a ``ConditionsFunction``), or None ('none')."""
+    return None if cfg.kind == "none" else ConditionsFunction(cfg, size)

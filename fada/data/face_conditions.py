@@ -248,6 +248,19 @@ class PortraitConditions:
             out[f"pixel_values_{kind}_mask"] = [m.repeat(clip_length, 1) for m in getattr(self, f"{kind}_masks")]
         return out
 
+    def portrait(self, num_frames: int, motion_scale=(1.0, 1.0, 1.0), device=None, dtype=None):
+        """These conditions as the denoising net reads them (``fada.models.conditioning.Portrait`` of one clip of
+        ``num_frames`` frames): the masks repeated over the frames as ``scripts/inference.py`` repeats them."""
+        from fada.models.conditioning import Portrait, stack_region_masks
+
+        kw = {"device": device, "dtype": dtype or torch.float32}
+        full, face, lip = ([m.repeat(num_frames, 1).to(**kw) for m in getattr(self, f"{k}_masks")]
+                           for k in MASK_KINDS)
+        return Portrait(face_embeds=self.face_emb.reshape(1, -1).to(**kw),
+                        face_region=self.face_mask.unsqueeze(0).to(**kw),
+                        region_masks=stack_region_masks(full, face, lip),
+                        motion_scale=torch.tensor([float(x) for x in motion_scale], **kw))
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """Flat name -> tensor map (``full_masks.0`` is the largest level)."""
         out = {"face_emb": self.face_emb, "face_mask": self.face_mask}
@@ -289,6 +302,20 @@ class PortraitConditions:
                        face_found=meta.get("face_found", "True") == "True")
         except KeyError as e:
             raise FadaError(f"{path}: portrait conditions file lacks tensor {e}") from None
+
+
+def batch_portrait(batch: dict):
+    """The ``Portrait`` of a training batch whose items carry their clip's conditions (``cond.*``, ClipWindowDataset;
+    None without): the masks repeated over the batch's F frames."""
+    if "cond.face_emb" not in batch:
+        return None
+    from fada.models.conditioning import Portrait, stack_region_masks
+
+    frames = batch["x0"].shape[2]
+    masks = [[batch[f"cond.{kind}_masks.{i}"].expand(-1, frames, -1) for i in range(len(LEVEL_DIVISORS))]
+             for kind in MASK_KINDS]
+    return Portrait(face_embeds=batch["cond.face_emb"], face_region=batch["cond.face_mask"],
+                    region_masks=stack_region_masks(*masks), motion_scale=batch["cond.motion_scale"][0])
 
 
 def check_size(size: int) -> int:

@@ -32,6 +32,27 @@ class Guidance:
         return not isinstance(self.cfg_a, Tensor) and not isinstance(self.cfg_r, Tensor) \
             and self.cfg_a == 1.0 and self.cfg_r == 1.0
 
+    @property
+    def single_scale(self) -> bool:
+        """cfg_a = cfg_r = s makes Eq. 9 collapse to ε_b + s·(ε_a − ε_b): ε_r cancels, two passes suffice (the
+        classifier-free guidance of one scale over [unconditional, conditional] that Hallo samples with)."""
+        return not isinstance(self.cfg_a, Tensor) and not isinstance(self.cfg_r, Tensor) \
+            and self.cfg_a == self.cfg_r and not self.is_identity
+
+    @property
+    def branches(self) -> tuple[tuple[bool, bool], ...]:
+        """(keep_audio, keep_ref) of each batched branch, in batch order: one (a), two (b, a: unconditional first,
+        Hallo's [uncond, cond] order) or three (a, r, b)."""
+        if self.is_identity:
+            return ((True, True),)
+        if self.single_scale:
+            return ((False, False), (True, True))
+        return ((True, True), (True, False), (False, False))
+
+    @property
+    def passes(self) -> int:
+        return len(self.branches)
+
 
 TEACHER_GUIDANCE = Guidance(cfg_a=6.5, cfg_r=2.5)  # paper §4.1: models without CFG distillation
 DISTILLED_GUIDANCE = Guidance(cfg_a=6.5, cfg_r=2.0)  # paper §4.1: CFG-distilled (Fast) students
@@ -61,13 +82,17 @@ def guided_eps(
     model_fn: ModelFn, z: Tensor, t: Tensor | float, cfg_a: float | Tensor, cfg_r: float | Tensor,
     keep_audio: Optional[Tensor] = None, keep_ref: Optional[Tensor] = None,
 ) -> Tensor:
-    """Eq. 9 with the three branches run as ONE batch of 3B (one forward instead of three).
+    """Eq. 9 with its branches run as ONE batch (one forward instead of three; ``Guidance.branches`` order).
 
-    keep_audio / keep_ref are the a-branch masks (default all True); r drops audio, b drops both.
-    """
+    keep_audio / keep_ref are the a-branch masks (default all True); r drops audio, b drops both. With equal
+    scalar scales ε_r cancels and only b and a run (``Guidance.single_scale``)."""
     ka, kr = _mask(keep_audio, z), _mask(keep_ref, z)
     off = torch.zeros_like(ka)
     t = per_sample(t, z)
+    if Guidance(cfg_a, cfg_r).single_scale:
+        eps_b, eps_a = model_fn(torch.cat([z, z]), torch.cat([t, t]), torch.cat([off, ka]),
+                                torch.cat([off, kr])).chunk(2)
+        return eps_b + float(cfg_a) * (eps_a - eps_b)  # Eq. 9 at cfg_a = cfg_r
     eps = model_fn(torch.cat([z, z, z]), torch.cat([t, t, t]), torch.cat([ka, off, off]), torch.cat([kr, kr, off]))
     eps_a, eps_r, eps_b = eps.chunk(3)
     return multi_cfg(eps_a, eps_r, eps_b, cfg_a, cfg_r)

@@ -30,6 +30,7 @@ from typing import Iterable, Optional
 import torch
 from torch import Tensor
 
+from fada.diffusion import NoiseSchedule
 from fada.errors import FadaError
 
 from .temporal_modules import sinusoidal_positions
@@ -40,6 +41,11 @@ DEAD_MOTION = ("never runs: Hallo's DownBlock3D/UpBlock3D (levels without attent
                "training mode, which from_pretrained_2d leaves the denoising UNet in, with gradient checkpointing on")
 PE_TABLE = "AnimateDiff's fixed sinusoidal position table; the temporal module rebuilds it (checked equal)"
 REFERENCE_UNUSED = ("conv_norm_out.", "conv_out.")  # fada's ReferenceNet has them; Hallo's does not
+# Hallo's inference scheduler (configs/inference/default.yaml noise_scheduler_kwargs with enable_zero_snr, the rest
+# DDIMScheduler's defaults): what its teacher predicts and where its DDIM steps sit
+HALLO_SCHEDULE = NoiseSchedule(beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
+                               prediction_type="v_prediction", timestep_spacing="trailing", steps_offset=1,
+                               set_alpha_to_one=True, rescale_betas_zero_snr=True)
 
 _BLOCK = r"(down_blocks\.\d+|up_blocks\.\d+|mid_block)"
 _AUDIO_RENAMES = {"attn2_0": "attn_full", "attn2_1": "attn_face", "attn2_2": "attn_lip",
@@ -163,13 +169,13 @@ def load_hallo_state(state: dict, modules: dict) -> dict[str, str]:
 
 def hallo_avatar(unet_config: dict, image_proj: Optional[dict] = None, audio_proj: Optional[dict] = None,
                  face_locator: Optional[dict] = None, motion_module: Optional[dict] = None, audio_dim: int = 768,
-                 attention_backend: str = "sdpa"):
+                 attention_backend: str = "sdpa", schedule=None):
     """A randomly initialised AvatarNet shaped as Hallo's Net, from Hallo's configs: the SD1.5 ``unet_config``
     (``unet/config.json``), ``image_proj`` (ImageProjModel's clip_embeddings_dim, clip_extra_context_tokens),
     ``audio_proj`` (AudioProjModel's seq_len, blocks, channels, intermediate_dim, output_dim, context_tokens),
     ``face_locator`` (conditioning_channels, block_out_channels; its output width is the UNet's first),
-    ``motion_module`` (num_attention_heads, temporal_position_encoding_max_len) and ``audio_attention_dim``.
-    Defaults: Hallo's inference settings."""
+    ``motion_module`` (num_attention_heads, temporal_position_encoding_max_len) and ``audio_attention_dim``;
+    ``schedule``: its ``NoiseSchedule`` (default ``HALLO_SCHEDULE``). Defaults: Hallo's inference settings."""
     from .avatar import FORMAT, VERSION, AvatarNet
     from .net_parts import HALLO_PARTS
 
@@ -187,7 +193,8 @@ def hallo_avatar(unet_config: dict, image_proj: Optional[dict] = None, audio_pro
                                "widths": [int(w) for w in fl["block_out_channels"]]})
     top = {"format": FORMAT, "version": VERSION, "student": False, "cfg_mode": "none",
            "latent_channels": int(unet.get("in_channels", 4)),
-           "audio_feature_shape": [int(ap["seq_len"]), int(ap["blocks"]), int(ap["channels"])]}
+           "audio_feature_shape": [int(ap["seq_len"]), int(ap["blocks"]), int(ap["channels"])],
+           "schedule": (schedule or HALLO_SCHEDULE).to_dict()}
     configs = {
         "reference_net": {"unet": unet},
         "denoising_net": {"unet": unet, "temporal_heads": 8, "max_frames": 32, "cfg_dim": None,

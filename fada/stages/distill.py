@@ -82,7 +82,9 @@ def with_teacher_models(recipe: DistillRecipe) -> DistillRecipe:
         model, own_configs = meta["model"], (ckpt / "net_config.json").is_file()
     unet = dataclasses.replace(recipe.model.unet, pretrained=None) if own_configs else recipe.model.unet
     # the student learns in the teacher's parametrisation: its schedule is the teacher's, whatever the recipe says
-    m = dataclasses.replace(recipe.model, vae=model.vae, audio=model.audio, unet=unet, schedule=model.schedule)
+    m = dataclasses.replace(recipe.model, vae=model.vae, audio=model.audio, unet=unet, schedule=model.schedule,
+                            conditions=model.conditions, resolution=model.resolution, fps=model.fps,
+                            num_frames=model.num_frames, motion_frames=model.motion_frames)
     return dataclasses.replace(recipe, model=m)
 
 

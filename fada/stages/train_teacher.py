@@ -43,13 +43,17 @@ def build_data(recipe, frontend, vae, progress: bool = True):
     rows = read_manifest(recipe.data.manifest)
     cache = recipe.data.cache_dir or str(Path(recipe.train.output_dir) / "cache")
     state = process_state()
+    from fada.data.face_analysis import conditions_function
+
     store = ClipStore(rows, vae, frontend, m.resolution, m.fps, cache, min_frames=m.num_frames + 1,
                       progress=progress and state.is_main_process, rank=state.process_index,
-                      world=state.num_processes, barrier=state.wait_for_everyone)
+                      world=state.num_processes, barrier=state.wait_for_everyone,
+                      conditions=conditions_function(m.conditions, m.resolution))
     if len(store) < recipe.data.batch_size:
         raise FadaError(f"{recipe.data.manifest}: {len(store)} usable clip(s), fewer than data.batch_size "
                         f"{recipe.data.batch_size}")
-    return ClipWindowDataset(store, m.num_frames, m.motion_frames, recipe.train.seed)
+    return ClipWindowDataset(store, m.num_frames, m.motion_frames, recipe.train.seed,
+                             motion_scale=m.conditions.motion_scale if store.has_conditions else None)
 
 
 def load_avatar(path):

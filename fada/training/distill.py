@@ -22,6 +22,7 @@ from torch import Tensor
 from fada.diffusion import (DISTILLED_GUIDANCE, Guidance, conditional, ddim_solve, ground_truth_endpoint, guided,
                             mixed_loss, per_sample_mse, perflow_target, perflow_window, sample_t, velocity_weight,
                             step_times)
+from fada.data.face_conditions import batch_portrait
 from fada.training.teacher import ConditionDropout
 
 
@@ -80,16 +81,32 @@ def sample_distill_t(batch: int, s: DistillSettings, generator: torch.Generator,
     return sample_t(batch, generator, device)
 
 
+def conditional_bank(net, ref: Tensor, motion, portrait, keep_ref: Tensor):
+    """A bank for one pass whose rows keep their reference per ``keep_ref``: fada's nets encode the clip as it is
+    (the bank is tiled over stacked branches); nets whose ReferenceNet reads identity tokens (Hallo's) read each
+    row's own (those of a zero embedding where the reference is dropped)."""
+    if portrait is None or net.identity_proj is None:
+        return net.encode_bank(ref, motion)
+    return net.encode_bank(ref, motion, identity_tokens=net.identity_proj.tokens(portrait.face_embeds, keep_ref))
+
+
 @torch.no_grad()
 def teacher_endpoint(teacher, batch: dict[str, Tensor], w, s: DistillSettings, schedule,
                      keep_audio: Tensor, keep_ref: Tensor, scales: Tensor | None) -> Tensor:
     """Eq. 2: ẑ_e = Φ(z_s, t_s → t_e) by N DDIM steps of the frozen teacher (three Eq. 9 branches as one batch
     when guided)."""
     motion = batch["motion"] if batch["motion"].shape[1] > 0 else None
-    bank = teacher.encode_bank(batch["ref"], motion)
-    model_fn = teacher.model_fn(bank, batch["audio"])
-    if scales is not None:
-        eps_fn = guided(model_fn, Guidance(scales[:, 0], scales[:, 1]), keep_audio, keep_ref)
+    portrait = batch_portrait(batch)
+    guidance = None if scales is None else Guidance(scales[:, 0], scales[:, 1])
+    if guidance is not None and portrait is not None and teacher.identity_proj is not None:
+        # identity tokens differ per branch: each branch's views encoded with its own, as Hallo encodes them
+        bank = teacher.encode_guidance_bank(batch["ref"], motion, portrait.face_embeds,
+                                            [kr for _, kr in guidance.branches])
+    else:
+        bank = conditional_bank(teacher, batch["ref"], motion, portrait, keep_ref)
+    model_fn = teacher.model_fn(bank, batch["audio"], portrait=portrait)
+    if guidance is not None:
+        eps_fn = guided(model_fn, guidance, keep_audio, keep_ref)
     else:
         eps_fn = conditional(model_fn, keep_audio, keep_ref)
     return ddim_solve(eps_fn, w.z_s, w.index_s, w.index_e, s.solver_steps, schedule)
@@ -110,13 +127,15 @@ def tcd_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Genera
     keep_audio, keep_ref = s.dropout.sample(B, generator, device)
     motion = batch["motion"] if batch["motion"].shape[1] > 0 else None
 
+    portrait = batch_portrait(batch)
+
     def student_eps(z, t):
         return student(z, t.float(), batch["audio"], None, keep_audio=keep_audio, keep_ref=keep_ref,
-                       ref_latents=batch["ref"], motion_latents=motion)
+                       ref_latents=batch["ref"], motion_latents=motion, portrait=portrait)
 
     with torch.no_grad():
-        bank = teacher.encode_bank(batch["ref"], motion)
-        eps_te = teacher.model_fn(bank, batch["audio"])(x_t, smp.t.float(), keep_audio, keep_ref)
+        bank = conditional_bank(teacher, batch["ref"], motion, portrait, keep_ref)
+        eps_te = teacher.model_fn(bank, batch["audio"], portrait=portrait)(x_t, smp.t.float(), keep_audio, keep_ref)
         first = smp.t_prev < 0
         t_prev = smp.t_prev.clamp(min=0)
         x_prev = consistency_jump(x_t, eps_te, smp.t, t_prev, schedule)  # one DDIM step of the teacher (Eq. 2, N = 1)
@@ -162,9 +181,10 @@ def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Ge
 
     motion = batch["motion"] if batch["motion"].shape[1] > 0 else None
     student_scales = tile(scales) if s.student_cfg_mode != "none" else None
+    portrait = batch_portrait(batch)
     pred = student(z_in, tile(w.timestep), tile(batch["audio"]), None, keep_audio=tile(keep_audio),
                    keep_ref=tile(keep_ref), cfg_scales=student_scales, ref_latents=tile(batch["ref"]),
-                   motion_latents=tile(motion))
+                   motion_latents=tile(motion), portrait=None if portrait is None else portrait.tile(rep))
     per = per_sample_mse(pred, target)
     weight = getattr(student, "module", student).eps_loss_weight(tile(w.timestep), tile(keep_ref))  # precond nets
     if weight is not None:  # the same per-sample factor on both terms: R = L_GT / L_distill is unchanged

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fada.data.face_conditions import batch_portrait
 from fada.diffusion import add_noise, per_sample_mse, sample_train_timesteps
 
 
@@ -77,7 +78,8 @@ def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, sche
     # (a clip start) and at generation alike, so a zero-motion condition would be one the model never meets
     motion = batch["motion"]
     pred = net(z_t, t.float(), batch["audio"], None, keep_audio=keep_audio, keep_ref=keep_ref,
-               ref_latents=batch["ref"], motion_latents=motion if motion.shape[1] > 0 else None)
+               ref_latents=batch["ref"], motion_latents=motion if motion.shape[1] > 0 else None,
+               portrait=batch_portrait(batch))
     per = per_sample_mse(pred, schedule.output(x0, eps, ab), pixel_weight)
     weight = getattr(net, "module", net).eps_loss_weight(t, keep_ref)  # DDP wraps the net
     loss = per.mean() if weight is None else (weight.to(per.dtype) * per).mean()

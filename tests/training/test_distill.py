@@ -55,7 +55,7 @@ class FakeTeacher:
     def encode_bank(self, ref, motion):
         return None
 
-    def model_fn(self, bank, audio):
+    def model_fn(self, bank, audio, portrait=None):
         def fn(z, t, keep_audio=None, keep_ref=None):
             self.rows.append(z.shape[0])
             ka = keep_audio.float().reshape(-1, 1, 1, 1, 1)
@@ -73,7 +73,7 @@ class FakeStudent(torch.nn.Module):
         self.calls = []
 
     def forward(self, z, t, audio, bank, keep_audio=None, keep_ref=None, cfg_scales=None, ref_latents=None,
-                motion_latents=None):
+                motion_latents=None, portrait=None):
         self.calls.append(dict(z=z.detach().clone(), t=t, keep_audio=keep_audio, keep_ref=keep_ref,
                                cfg_scales=cfg_scales))
         return self.w * z

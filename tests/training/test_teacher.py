@@ -40,7 +40,8 @@ class _ConstNet(torch.nn.Module):
         super().__init__()
         self.out = out
 
-    def forward(self, z, t, audio, bank, keep_audio=None, keep_ref=None, ref_latents=None, motion_latents=None):
+    def forward(self, z, t, audio, bank, keep_audio=None, keep_ref=None, ref_latents=None, motion_latents=None,
+                portrait=None):
         return self.out
 
     def eps_loss_weight(self, t, keep_ref=None):

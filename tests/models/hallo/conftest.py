@@ -1,15 +1,20 @@
 """Fixtures for the Hallo parity tests: the golden tensors and Hallo's net.pth rebuilt from its key list.
 
-``data/`` is a copy of the shared golden set (its README.md says how it was made): ``golden.safetensors``,
-``golden_meta.json``, ``net_keys.json`` (every key of Hallo's ``net.pth`` with its shape and fill), and the tiny
-SD folder (``sd/unet/config.json``, ``sd/vae``; the README's ``pretrained_models/stable-diffusion-v1-5`` and
-``sd-vae-ft-mse``).
+``data/`` is a copy of the golden set made by Hallo's own code (its README.md says how): ``golden.safetensors``,
+``golden_meta.json``, ``net_keys.json`` (every key of Hallo's ``net.pth`` with its shape and fill), and a tiny
+Hallo ``pretrained_models/`` folder without ``hallo/net.pth`` (``stable-diffusion-v1-5/unet/config.json``,
+``sd-vae-ft-mse``); ``net.pth`` is rebuilt bit for bit from ``net_keys.json``.
+
+``FADA_HALLO_GOLDEN=DIR`` runs the same tests on another folder of that layout (other widths, frame count, latent
+size or seed; with or without ``pretrained_models/hallo/net.pth``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -18,6 +23,27 @@ import torch
 from safetensors.torch import load_file
 
 DATA = Path(__file__).parent / "data"
+
+
+def golden_dir() -> Path:
+    """The golden folder: ``$FADA_HALLO_GOLDEN`` when set, else the copy beside these tests."""
+    return Path(os.environ.get("FADA_HALLO_GOLDEN") or DATA)
+
+
+def hallo_pretrained(dest: Path) -> Path:
+    """A Hallo ``pretrained_models/`` folder at ``dest`` from the golden folder: its own files, ``hallo/net.pth``
+    (rebuilt from ``net_keys.json`` when the folder has none), and a wav2vec2 config (the goldens start from audio
+    features; nothing reads wav2vec2's weights)."""
+    src = golden_dir() / "pretrained_models"
+    shutil.copytree(src, dest, dirs_exist_ok=True)
+    net = dest / "hallo" / "net.pth"
+    if not net.is_file():
+        net.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(rebuild_net_state(golden_dir() / "net_keys.json"), net)
+    w2v = dest / "wav2vec" / "wav2vec2-base-960h"
+    w2v.mkdir(parents=True, exist_ok=True)
+    (w2v / "config.json").write_text("{}")
+    return dest
 
 
 def rebuild_net_state(keys_file: Path) -> dict[str, torch.Tensor]:
@@ -47,19 +73,22 @@ def rebuild_net_state(keys_file: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="session")
 def golden() -> dict[str, torch.Tensor]:
-    return load_file(str(DATA / "golden.safetensors"))
+    return load_file(str(golden_dir() / "golden.safetensors"))
 
 
 @pytest.fixture(scope="session")
 def meta() -> dict:
-    return json.loads((DATA / "golden_meta.json").read_text())
+    return json.loads((golden_dir() / "golden_meta.json").read_text())
 
 
 @pytest.fixture(scope="session")
 def net_pth(tmp_path_factory) -> Path:
     """Hallo's net.pth as Hallo's training saves it (torch.save of the Net state dict)."""
+    given = golden_dir() / "pretrained_models" / "hallo" / "net.pth"
+    if given.is_file():
+        return given
     path = tmp_path_factory.mktemp("hallo") / "net.pth"
-    torch.save(rebuild_net_state(DATA / "net_keys.json"), path)
+    torch.save(rebuild_net_state(golden_dir() / "net_keys.json"), path)
     return path
 
 
@@ -74,7 +103,8 @@ def build_hallo_avatar(meta: dict):
     kw = meta["unet_additional_kwargs"]
     ip, ap, fl = meta["image_proj"], meta["audio_proj"], meta["face_locator"]
     assert fl["conditioning_embedding_channels"] == meta["unet_config"]["block_out_channels"][0]
-    return hallo_avatar(json.loads((DATA / "sd" / "unet" / "config.json").read_text()),
+    unet = golden_dir() / "pretrained_models" / "stable-diffusion-v1-5" / "unet" / "config.json"
+    return hallo_avatar(json.loads(unet.read_text()),
                         image_proj={k: ip[k] for k in ("clip_embeddings_dim", "clip_extra_context_tokens")},
                         audio_proj={k: v for k, v in ap.items()},
                         face_locator={k: fl[k] for k in ("conditioning_channels", "block_out_channels")},

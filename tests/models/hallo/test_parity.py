@@ -6,6 +6,7 @@ comparison then fails, so the parity tests tell a faithful port from a near miss
 
 from __future__ import annotations
 
+import shutil
 from contextlib import contextmanager
 
 import pytest
@@ -17,7 +18,7 @@ from fada.models.denoising_net import SpatialTemporalBlock
 from fada.models.hallo_keys import _motion_key
 from fada.models.temporal_modules import AnimateDiffTemporal
 
-from .conftest import DATA
+from .conftest import golden_dir
 
 RTOL = 1e-4
 LEVELS = 4
@@ -83,10 +84,11 @@ def test_projections_and_face_locator(hallo_net, golden):
     assert rel_err(feats[:, :, None].expand_as(want), want) < RTOL
 
 
-def test_reference_latents(golden):
+def test_reference_latents(golden, tmp_path):
     from fada.models.vae import SDVAE
 
-    vae = SDVAE(DATA / "sd")
+    shutil.copytree(golden_dir() / "pretrained_models" / "sd-vae-ft-mse", tmp_path / "vae")  # an SD folder's vae/
+    vae = SDVAE(tmp_path)
     assert rel_err(vae.encode(golden["in.ref_image_pixels"][0]), golden["out.ref_latents"]) < RTOL
 
 
