@@ -113,6 +113,17 @@ class AudioConfig:
     """Audio tokens per frame produced by the projection."""
     hidden_dim: int = _f(512, ge=8)
     """Width of the projection MLP."""
+    wav2vec2_mode: Literal["fada", "hallo"] = "fada"
+    """How kind 'wav2vec2' makes per-frame features. 'fada': every hidden state (layers + 1) of the 50 Hz encoder,
+    interpolated at the video frame centres, long audio in chunks. 'hallo': Hallo's AudioProcessor (what its
+    teacher was trained on): the CNN features linearly resampled to the frame count before the transformer, the
+    whole utterance in one pass, the layers' outputs only (12 x 768 for wav2vec2-base), Hallo's frame count,
+    padding and window edges (fada.models.audio.Wav2Vec2FrontEnd). No vocal separation: the audio is fed as given.
+    The mode is part of the features' cache key."""
+    hallo_clip_frames: int = _f(16, ge=0)
+    """wav2vec2_mode 'hallo': the utterance is zero-padded (after normalisation) to a multiple of this many frames
+    before the encoder, as Hallo's inference does with its clip length (n_sample_frames: 16); every frame's features
+    depend on it. 0: no padding, as Hallo's training-data preprocessing."""
 
     def check(self) -> list[str]:
         out = []
@@ -120,6 +131,8 @@ class AudioConfig:
             out.append("path: required when kind is 'wav2vec2' (a local wav2vec2 folder)")
         if self.kind == "wav2vec2" and self.sample_rate != 16000:
             out.append("sample_rate: wav2vec2 needs 16000")
+        if self.wav2vec2_mode != "fada" and self.kind != "wav2vec2":
+            out.append(f"wav2vec2_mode: {self.wav2vec2_mode!r} needs kind 'wav2vec2'")
         return out
 
 

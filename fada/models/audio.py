@@ -3,12 +3,15 @@
 - `load_audio`: any file librosa reads (wav/flac/ogg/mp3/m4a…), resampled, mono float32.
 - `frames_for_duration`: THE number of video frames for an audio (floor: every frame is fully covered by audio).
   Every stage uses it so that a generated video has exactly the audio's length at the chosen fps.
+  (`hallo_frame_count` is Hallo's own count, rounded up; only its wav2vec2 mode uses it, internally.)
 - Front ends (`AudioFrontEnd`): ``features(waveform (S,), num_frames, fps) -> Tensor (F, 2w+1, L, D)``; row f
   holds the features of frames f-w..f+w (indices clamped: edge replication). Video frame f covers the audio
   interval [f/fps, (f+1)/fps).
     * `MelFrontEnd`: weight-free log-mel (librosa), L = 1, D = n_mels, fixed dB normalisation (silence -> -1).
-    * `Wav2Vec2FrontEnd`: transformers `Wav2Vec2Model` from a local folder, all hidden states (L = layers + 1,
-      D = hidden_size), linearly resampled from the wav2vec2 rate (50 Hz) to the video frame rate.
+    * `Wav2Vec2FrontEnd`: transformers `Wav2Vec2Model` from a local folder. mode 'fada': all hidden states
+      (L = layers + 1, D = hidden_size), linearly resampled from the wav2vec2 rate (50 Hz) to the video frame rate.
+      mode 'hallo': Hallo's features (L = layers: its ``hidden_states[1:]``), the CNN features resampled to the
+      frame count before the transformer, one pass over the whole utterance.
 - `AudioProjection`: (…, 2w+1, L, D) -> (…, n_tokens, out_dim): softmax-weighted sum of the layers, MLP over
   the flattened window, LayerNorm; ``kind='hallo'`` is Hallo's AudioProjModel (every layer of the window
   flattened, ReLU MLP). Saves/loads with diffusers' save_pretrained.
@@ -34,6 +37,7 @@ from fada.errors import FadaError, MissingFileError
 __all__ = [
     "load_audio",
     "frames_for_duration",
+    "hallo_frame_count",
     "window_features",
     "AudioFrontEnd",
     "MelFrontEnd",
@@ -81,13 +85,30 @@ def frames_for_duration(num_samples: int, sample_rate: int, fps: int) -> int:
     return int(num_samples) * int(fps) // int(sample_rate)
 
 
-def window_features(feats: torch.Tensor, window: int) -> torch.Tensor:
-    """(F, L, D) per-frame features -> (F, 2w+1, L, D): row f holds frames f-w..f+w, indices clamped to [0, F-1]."""
+def hallo_frame_count(num_samples: int, sample_rate: int, fps: int) -> int:
+    """Hallo's frame count for an audio of ``num_samples`` samples: ``ceil(S / sr * fps)`` in floating point, as its
+    AudioProcessor computes it.
+
+    It rounds up (a last partial frame counts) where `frames_for_duration` rounds down, and, being float arithmetic,
+    it counts one frame more than exact for some audio of whole frames (16 kHz, 25 fps: 4480 samples, 7 frames,
+    give 8; 925 such lengths under 10 minutes). Kept as is: the count sets Hallo's interpolation grid.
+    """
+    return math.ceil(int(num_samples) / int(sample_rate) * int(fps))
+
+
+def window_features(feats: torch.Tensor, window: int, rows: int | None = None) -> torch.Tensor:
+    """(F, L, D) per-frame features -> (R, 2w+1, L, D): row f holds frames f-w..f+w, indices clamped to [0, F-1].
+
+    ``rows``: R, the first rows only (default all F); their windows still read, and clamp at, all F frames.
+    """
     n = feats.shape[0]
-    if n == 0:
+    rows = n if rows is None else int(rows)
+    if not 0 <= rows <= n:
+        raise ValueError(f"rows={rows} outside the {n} frames given")
+    if rows == 0:
         return feats.new_zeros((0, 2 * window + 1, *feats.shape[1:]))
     offsets = torch.arange(-window, window + 1, device=feats.device)
-    idx = (torch.arange(n, device=feats.device)[:, None] + offsets[None, :]).clamp_(0, n - 1)
+    idx = (torch.arange(rows, device=feats.device)[:, None] + offsets[None, :]).clamp_(0, n - 1)
     return feats[idx]
 
 
@@ -113,6 +134,11 @@ class AudioFrontEnd(abc.ABC):
     def frame_features(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:
         """(F, L, D) features of each frame, before windowing."""
 
+    def window_source(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:
+        """(F', L, D), F' >= F: the frames the windows read; the first F rows are ``frame_features`` and the window
+        indices clamp at F'-1. Default: ``frame_features`` (F' = F, clamped at the last asked frame)."""
+        return self.frame_features(waveform, num_frames, fps)
+
     def features(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:
         wav = np.asarray(waveform, dtype=np.float32)
         if wav.ndim != 1:
@@ -121,9 +147,9 @@ class AudioFrontEnd(abc.ABC):
             raise ValueError(f"need num_frames >= 0 and fps > 0, got {num_frames}, {fps}")
         if num_frames == 0:
             return torch.zeros((0, *self.feature_shape))
-        feats = self.frame_features(wav, int(num_frames), int(fps))
-        assert feats.shape == (num_frames, self.num_layers, self.feature_dim), feats.shape
-        return window_features(feats.float().cpu(), self.window)
+        feats = self.window_source(wav, int(num_frames), int(fps))
+        assert feats.shape[0] >= num_frames and feats.shape[1:] == (self.num_layers, self.feature_dim), feats.shape
+        return window_features(feats.float().cpu(), self.window, rows=int(num_frames))
 
     def to(self, device) -> "AudioFrontEnd":
         return self
@@ -196,18 +222,52 @@ class MelFrontEnd(AudioFrontEnd):
         return torch.from_numpy(feat.astype(np.float32))[:, None, :]
 
 
-class Wav2Vec2FrontEnd(AudioFrontEnd):
-    """transformers `Wav2Vec2Model` from a local folder (config.json + weights), frozen, all hidden states.
+WAV2VEC2_MODES = ("fada", "hallo")
 
-    The waveform is normalised per utterance (zero mean, unit variance, as `Wav2Vec2FeatureExtractor` does when
-    ``do_normalize`` is true in preprocessor_config.json, the default), cut to the span of the requested frames
-    (plus one receptive field), run in chunks of ``chunk_seconds`` with ``context_seconds`` of context on each side,
-    and the hidden states (output j centred at (j·R + K/2)/sr, R = conv stride product, K = receptive field) are
-    linearly interpolated at the video frame centres (f + 0.5)/fps, clamped at the ends: exactly ``num_frames``.
+
+class Wav2Vec2FrontEnd(AudioFrontEnd):
+    """transformers `Wav2Vec2Model` from a local folder (config.json + weights), frozen; two ways to use it.
+
+    ``mode='fada'`` (default): all hidden states, L = layers + 1. The waveform is normalised per utterance (zero
+    mean, unit variance, as `Wav2Vec2FeatureExtractor` does when ``do_normalize`` is true in
+    preprocessor_config.json, the default), cut to the span of the requested frames (plus one receptive field), run
+    in chunks of ``chunk_seconds`` with ``context_seconds`` of context on each side, and the hidden states (output j
+    centred at (j·R + K/2)/sr, R = conv stride product, K = receptive field) are linearly interpolated at the video
+    frame centres (f + 0.5)/fps, clamped at the ends: exactly ``num_frames``.
+
+    ``mode='hallo'``: the features Hallo's teacher reads (its AudioProcessor.preprocess with ``features: all``, its
+    Wav2VecModel, its ``process_audio_emb``), L = layers (12 x 768 for wav2vec2-base). The waveform given is the
+    whole utterance (as `load_audio` gives it: mono, 16 kHz; Hallo runs an optional vocal separator first, fada feeds
+    the audio as given):
+
+    1. normalised in float32 as the feature extractor does (``do_normalize``);
+    2. N = `hallo_frame_count` (ceil, float arithmetic) frames, then zero samples appended after the normalisation,
+       ``sr // fps`` per added frame (integer division, Hallo's), until N is a multiple of ``clip_frames`` (Hallo's
+       clip length; 0: no padding);
+    3. the CNN feature encoder's output is linearly interpolated to N steps, ``align_corners=True``, BEFORE the
+       feature projection and the transformer (which therefore run at the video rate), in one pass over the whole
+       padded utterance: every row depends on all of it (normalisation, grid, attention);
+    4. the outputs of the transformer layers, ``hidden_states[1:]``, stacked: (N, L, D);
+    5. ``features`` windows them ±w with indices clamped to [0, N-1], N the padded count.
+
+    Frame counts: fada asks for n = `frames_for_duration` (floor) <= N frames. The rows returned are rows 0..n-1 of
+    Hallo's sequence, exactly. A last partial frame (the audio past n/fps) is computed as Hallo computes it but not
+    returned: fada's video stops at the last whole frame, Hallo's shows the partial one (it trims to the ceil
+    count). The windows of the last rows read that partial frame and the padded ones, as Hallo's do, not repeats
+    of frame n-1 (``window_source``). Asked for more than N frames, the front end appends more zero samples by the
+    same rule (and pads to the clip multiple again): rows of a longer utterance, no longer Hallo's.
+
+    ``whole_utterance`` is True: callers must give the whole audio in one call. Memory grows with the utterance
+    (the attention is over all N frames), as in Hallo.
     """
 
     def __init__(self, path, window: int = 2, device="cpu", sample_rate: int = 16000,
-                 chunk_seconds: float = 30.0, context_seconds: float = 2.0):
+                 chunk_seconds: float = 30.0, context_seconds: float = 2.0, mode: str = "fada",
+                 clip_frames: int = 16):
+        if mode not in WAV2VEC2_MODES:
+            raise FadaError(f"audio.wav2vec2_mode: {mode!r} is not one of {', '.join(WAV2VEC2_MODES)}")
+        if int(clip_frames) < 0:
+            raise FadaError(f"audio.hallo_clip_frames: must be >= 0, got {clip_frames}")
         root = Path(path).expanduser()
         cfg_file = root / "config.json"
         if not cfg_file.is_file():
@@ -237,7 +297,10 @@ class Wav2Vec2FrontEnd(AudioFrontEnd):
         self.sample_rate = int(sample_rate)
         self.window = int(window)
         cfg = model.config
-        self.num_layers = int(cfg.num_hidden_layers) + 1
+        self.mode = mode
+        self.clip_frames = int(clip_frames)
+        self.whole_utterance = mode == "hallo"
+        self.num_layers = int(cfg.num_hidden_layers) + (1 if mode == "fada" else 0)
         self.feature_dim = int(cfg.hidden_size)
         self.do_normalize = True
         pre = root / "preprocessor_config.json"
@@ -254,13 +317,18 @@ class Wav2Vec2FrontEnd(AudioFrontEnd):
         self.receptive_field = rf
         self.chunk_frames = max(1, int(chunk_seconds * self.sample_rate) // self.stride)
         self.context_frames = max(0, int(context_seconds * self.sample_rate) // self.stride)
-        self.name = f"wav2vec2({self.num_layers}x{self.feature_dim})"
+        self.name = f"wav2vec2({self.num_layers}x{self.feature_dim})" if mode == "fada" else \
+            f"wav2vec2-hallo({self.num_layers}x{self.feature_dim})"
 
     def identity(self) -> dict:
         from fada.models.loading import config_identity, weights_fingerprint
 
-        return {"audio": "wav2vec2", "config": config_identity(self.model.config.to_dict()), "do_normalize": self.do_normalize,
-                "sample_rate": self.sample_rate, "weights": weights_fingerprint(self.path)}
+        out = {"audio": "wav2vec2", "config": config_identity(self.model.config.to_dict()),
+               "do_normalize": self.do_normalize, "sample_rate": self.sample_rate,
+               "weights": weights_fingerprint(self.path)}
+        if self.mode != "fada":  # 'fada' keeps its earlier identity: caches made before the modes stay valid
+            out.update(mode=self.mode, clip_frames=self.clip_frames)
+        return out
 
     def to(self, device) -> "Wav2Vec2FrontEnd":
         self.model.to(device)
@@ -285,6 +353,8 @@ class Wav2Vec2FrontEnd(AudioFrontEnd):
         return torch.cat(out)
 
     def frame_features(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:
+        if self.mode == "hallo":
+            return self.hallo_sequence(waveform, fps, num_frames)[:num_frames]
         sr, R, K = self.sample_rate, self.stride, self.receptive_field
         need = -(-num_frames * sr // fps)
         wav = waveform[:need + K].astype(np.float64)
@@ -301,9 +371,57 @@ class Wav2Vec2FrontEnd(AudioFrontEnd):
         frac = torch.from_numpy((pos - lo).astype(np.float32))[:, None, None]
         return hs[lo] * (1.0 - frac) + hs[hi] * frac
 
+    def window_source(self, waveform: np.ndarray, num_frames: int, fps: int) -> torch.Tensor:
+        if self.mode == "hallo":  # windows clamp at Hallo's last (padded) frame, as its process_audio_emb
+            return self.hallo_sequence(waveform, fps, num_frames)
+        return self.frame_features(waveform, num_frames, fps)
+
+    def hallo_frames(self, num_samples: int, fps: int, min_frames: int = 0) -> int:
+        """N: the frames Hallo's mode computes for an utterance of ``num_samples`` samples (at least ``min_frames``),
+        padded to a multiple of ``clip_frames``."""
+        n = max(hallo_frame_count(num_samples, self.sample_rate, fps), int(min_frames))
+        if self.clip_frames > 0 and n % self.clip_frames:
+            n += self.clip_frames - n % self.clip_frames
+        return n
+
+    @torch.no_grad()
+    def hallo_sequence(self, waveform: np.ndarray, fps: int, min_frames: int = 0) -> torch.Tensor:
+        """Hallo's per-frame features of a whole utterance, padding frames included: (N, L, D) float32 on the CPU,
+        N = ``hallo_frames(len(waveform), fps, min_frames)`` (see the class docstring)."""
+        wav = np.asarray(waveform, dtype=np.float32)
+        if wav.ndim != 1:
+            raise ValueError(f"waveform must be mono (S,), got shape {wav.shape}")
+        if self.do_normalize and wav.size:  # Wav2Vec2FeatureExtractor's normalisation, in its float32
+            wav = (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
+        total = self.hallo_frames(wav.shape[0], fps, min_frames)
+        if total == 0:
+            return torch.zeros((0, self.num_layers, self.feature_dim))
+        extra = total - hallo_frame_count(wav.shape[0], self.sample_rate, fps)
+        pad = extra * (self.sample_rate // int(fps))  # Hallo's padding: sr // fps zero samples per added frame
+        pad = max(pad, self.receptive_field - wav.shape[0])  # shorter than one CNN step: Hallo would fail
+        if pad > 0:
+            wav = np.concatenate([wav, np.zeros(pad, np.float32)])
+
+        def to_frames(_module, _args, out):  # (1, C, T) CNN features -> (1, C, N), before the projection
+            return torch.nn.functional.interpolate(out, size=total, mode="linear", align_corners=True)
+
+        hook = self.model.feature_extractor.register_forward_hook(to_frames)
+        try:
+            res = self.model(torch.from_numpy(np.ascontiguousarray(wav))[None].to(self.device),
+                             output_hidden_states=True)
+        finally:
+            hook.remove()
+        return torch.stack(res.hidden_states[1:], dim=2)[0].float().cpu()  # (1, N, L, D) -> (N, L, D)
+
 
 def build_audio_frontend(cfg: AudioConfig, device="cpu") -> AudioFrontEnd:
-    """The front end a recipe asks for: ``kind='mel'`` -> `MelFrontEnd`, ``kind='wav2vec2'`` -> `Wav2Vec2FrontEnd`."""
+    """The front end a recipe asks for: ``kind='mel'`` -> `MelFrontEnd`, ``kind='wav2vec2'`` -> `Wav2Vec2FrontEnd`
+    (in ``cfg.wav2vec2_mode``)."""
+    mode = getattr(cfg, "wav2vec2_mode", "fada")
+    if mode not in WAV2VEC2_MODES:
+        raise FadaError(f"audio.wav2vec2_mode: {mode!r} is not one of {', '.join(WAV2VEC2_MODES)}")
+    if mode != "fada" and cfg.kind != "wav2vec2":
+        raise FadaError(f"audio.wav2vec2_mode: {mode!r} needs audio.kind 'wav2vec2', got {cfg.kind!r}")
     if cfg.kind == "mel":
         return MelFrontEnd(cfg.sample_rate, cfg.n_mels, cfg.window)
     if cfg.kind == "wav2vec2":
@@ -311,7 +429,8 @@ def build_audio_frontend(cfg: AudioConfig, device="cpu") -> AudioFrontEnd:
             raise FadaError("audio.path: required for audio.kind 'wav2vec2' (a local wav2vec2 folder)")
         if cfg.sample_rate != 16000:
             raise FadaError(f"audio.sample_rate: wav2vec2 needs 16000, got {cfg.sample_rate}")
-        return Wav2Vec2FrontEnd(cfg.path, window=cfg.window, device=device, sample_rate=cfg.sample_rate)
+        return Wav2Vec2FrontEnd(cfg.path, window=cfg.window, device=device, sample_rate=cfg.sample_rate, mode=mode,
+                                clip_frames=getattr(cfg, "hallo_clip_frames", 16))
     raise FadaError(f"audio.kind: unknown front end {cfg.kind!r} (choose 'mel' or 'wav2vec2')")
 
 
