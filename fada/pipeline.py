@@ -124,7 +124,9 @@ class AudioFeatures:
     The front end runs on blocks of about ``block_seconds`` plus ``context`` frames on each side (at frame
     boundaries that fall on whole samples), so rows equal those of one ``front_end.features`` call on the whole
     audio (exactly, for the log-mel front end) while memory stays bounded. Rows past the audio's last frame repeat
-    that frame (the padded last clip).
+    that frame (the padded last clip). A front end that must see the whole utterance at once
+    (``whole_utterance``: wav2vec2 in Hallo's mode) is run once on all of it, and its windows and the padded last
+    clip read the frames it computes past the audio (``window_source``), as Hallo's do.
     """
 
     def __init__(self, front_end, waveform: np.ndarray, num_frames: int, fps: int,
@@ -139,6 +141,7 @@ class AudioFeatures:
         self._feats: Optional[torch.Tensor] = None
         self._lo = self._hi = self._a0 = 0
         self.blocks_computed = 0
+        self.whole = bool(getattr(front_end, "whole_utterance", False))
 
     def _load(self, s: int, e: int) -> None:
         lo = s - s % self.q
@@ -153,6 +156,12 @@ class AudioFeatures:
     def rows(self, s: int, e: int) -> torch.Tensor:
         if not 0 <= s < self.n or e <= s:
             raise ValueError(f"rows [{s}, {e}) outside the audio's {self.n} frames")
+        if self.whole:
+            if self._feats is None:
+                self._feats = self.fe.window_source(self.wav, self.n, self.fps).float().cpu()
+                self.blocks_computed = 1
+            idx = torch.arange(s, e)[:, None] + torch.arange(-self.w, self.w + 1)[None]
+            return self._feats[idx.clamp(0, self._feats.shape[0] - 1)]
         real_e = min(e, self.n)
         if self._feats is None or not (self._lo <= s and real_e <= self._hi):
             self._load(s, real_e)

@@ -40,3 +40,49 @@ TINY_TEST_MODEL = [
     "model.unet.attention_head_dim=2", "model.unet.cross_attention_dim=16", "model.unet.temporal_heads=2",
     "model.audio.n_mels=16", "model.audio.n_tokens=2", "model.audio.hidden_dim=16",
 ]
+
+
+class FakeFaceAnalysis:
+    """Stands in for ``fada.data.face_analysis.HalloFaceAnalysis`` (InsightFace + MediaPipe, whose files a test
+    machine does not have): fabricated detector outputs for the face in the middle of the image, put through the
+    real ``build_conditions``. The embedding comes from the image's pixels, so portraits differ."""
+
+    calls = 0
+
+    def __init__(self, models_dir):
+        self.models_dir = models_dir
+
+    def __call__(self, image, size=512, face_expand_ratio=1.2):
+        import cv2
+
+        from fada.data.face_conditions import LIP_IDS, SILHOUETTE_IDS, build_conditions
+
+        FakeFaceAnalysis.calls += 1
+        h, w = image.shape[:2]
+        rng = np.random.default_rng(0)
+        lm = np.stack([rng.uniform(0.35 * w, 0.65 * w, 478), rng.uniform(0.3 * h, 0.7 * h, 478)], 1)
+        ang = np.linspace(0, 2 * np.pi, len(SILHOUETTE_IDS), endpoint=False)
+        lm[list(SILHOUETTE_IDS)] = np.stack([w * (0.5 + 0.25 * np.cos(ang)), h * (0.5 + 0.32 * np.sin(ang))], 1)
+        ang = np.linspace(0, 2 * np.pi, len(LIP_IDS), endpoint=False)
+        lm[list(LIP_IDS)] = np.stack([w * (0.5 + 0.08 * np.cos(ang)), h * (0.7 + 0.03 * np.sin(ang))], 1)
+        emb = cv2.resize(image, (16, 11), interpolation=cv2.INTER_AREA).reshape(-1)[:512].astype(np.float32) / 64.0
+        faces = [{"bbox": (0.25 * w, 0.18 * h, 0.75 * w, 0.85 * h), "embedding": emb}]
+        return build_conditions(faces, lm, h, w, size=size, face_expand_ratio=face_expand_ratio)
+
+    def close(self):
+        pass
+
+
+def tiny_hallo_wav2vec2(folder: Path) -> Path:
+    """A random wav2vec2 shaped as Hallo's audio projection reads it (12 hidden states of 768), otherwise as small
+    as it gets (2-layer CNN, 16-wide feed-forward; ~31M parameters)."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    cfg = Wav2Vec2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=2, intermediate_size=16,
+                         conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_feat_extract_layers=2,
+                         num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+    Wav2Vec2Model(cfg).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor().save_pretrained(folder)
+    return folder

@@ -109,24 +109,33 @@ def read_checkpoint_meta(ckpt: Path) -> dict:
     if kind == "teacher":
         steps, windows, extra = 25, 0, "early"
 
-    shapes = _weight_shapes(model_file)
-    try:
-        layers = shapes["audio_proj.layer_logits"][0]
-        in_dim = shapes["audio_proj.mlp.0.weight"][1]
-        lc = shapes["reference_net.unet.conv_in.weight"][1]  # the denoising net may take reference channels too
-    except KeyError as e:
-        raise FadaError(f"{model_file}: not an AvatarNet state dict (no {e.args[0]})") from None
-    win = 2 * model_cfg.audio.window + 1
-    if in_dim % win:
-        raise FadaError(f"{model_file}: audio projection input {in_dim} is not a multiple of the window {win} "
-                        f"(model.audio.window={model_cfg.audio.window} in {recipe_file.name})")
+    net_config = ckpt / "net_config.json"
+    if net_config.is_file():  # the net's own configs say it (any audio projection kind)
+        try:
+            top = json.loads(net_config.read_text())["top"]
+            lc, feature_shape = int(top["latent_channels"]), tuple(int(x) for x in top["audio_feature_shape"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise FadaError(f"{net_config}: not a readable net config ({type(e).__name__}: {e})") from None
+    else:  # checkpoints from before they carried their configs: read it off fada's own audio projection
+        shapes = _weight_shapes(model_file)
+        try:
+            layers = shapes["audio_proj.layer_logits"][0]
+            in_dim = shapes["audio_proj.mlp.0.weight"][1]
+            lc = shapes["reference_net.unet.conv_in.weight"][1]  # the denoising net may take reference channels too
+        except KeyError as e:
+            raise FadaError(f"{model_file}: not an AvatarNet state dict (no {e.args[0]})") from None
+        win = 2 * model_cfg.audio.window + 1
+        if in_dim % win:
+            raise FadaError(f"{model_file}: audio projection input {in_dim} is not a multiple of the window {win} "
+                            f"(model.audio.window={model_cfg.audio.window} in {recipe_file.name})")
+        feature_shape = (win, int(layers), in_dim // win)
     trainable = list(dist.get("trainable", d.trainable)) if stage == "distill" else []
     lora = {"rank": int(dist.get("lora_rank", d.lora_rank)), "alpha": dist.get("lora_alpha", d.lora_alpha)} \
         if "lora" in trainable else None
     return {"kind": kind, "variant": variant, "steps": steps, "num_windows": windows, "extra_steps": extra,
             "lora": lora, "tcd": tcd,
             "model": model_cfg,
-            "latent_channels": int(lc), "audio_feature_shape": (win, int(layers), in_dim // win),
+            "latent_channels": int(lc), "audio_feature_shape": feature_shape,
             "step": state.get("step")}
 
 

@@ -120,7 +120,7 @@ def run(pretrained_dir, out, dtype: str = "fp16", copy_models: bool = True, reso
         unet=UNetConfig(cross_attention_dim=int(unet_config["cross_attention_dim"])),
         audio=AudioConfig(kind="wav2vec2", path=str(wav_dir), window=(ap["seq_len"] - 1) // 2,
                           n_tokens=ap["context_tokens"], hidden_dim=ap["intermediate_dim"],
-                          **_hallo_audio_mode()),
+                          wav2vec2_mode="hallo", hallo_clip_frames=int(num_frames)),
         cfg=CFGConfig(mode="none", guidance=[HALLO_CFG, HALLO_CFG]),
         schedule=ScheduleConfig(**HALLO_SCHEDULE.to_dict()),
         conditions=ConditionsConfig(kind="hallo", face_analysis=str(fa)))
@@ -134,10 +134,3 @@ def run(pretrained_dir, out, dtype: str = "fp16", copy_models: bool = True, reso
     log(f"wrote {out} (Hallo teacher, {n / 1e6:.1f}M parameters, {dtype}): DDIM {HALLO_STEPS} trailing steps, "
         f"v-prediction, guidance {HALLO_CFG} over two branches ({2 * HALLO_STEPS} NFE per clip) by default")
     return out
-
-
-def _hallo_audio_mode() -> dict:
-    """The wav2vec2 front end in Hallo's feature mode (fada.models.audio)."""
-    from fada.config.model import AudioConfig
-
-    return {"wav2vec2_mode": "hallo"} if "wav2vec2_mode" in AudioConfig.__dataclass_fields__ else {}

@@ -90,13 +90,16 @@ def teacher_trainable(net, stage) -> list[tuple[str, torch.nn.Parameter]]:
     """Parameters trained in each stage (paper §3.1, following EMO/Loopy):
     1: ReferenceNet + the denoising net's spatial layers (not audio, not temporal); 2: audio projection, audio
     cross-attention and temporal layers; 'joint': everything (from-scratch CPU recipes)."""
+    from fada.training.trainable import net_attn2, param_group
+
     frozen = {f"reference_net.{n}" for n in getattr(net, "frozen_reference_parameters", [])}
+    attn2 = net_attn2(net)
     out = []
     for name, p in net.named_parameters():
         if name in frozen:
             continue
-        is_audio = name.startswith("audio_proj.") or (name.startswith("denoising_net.") and ".attn2." in name)
-        is_temporal = name.startswith("denoising_net.") and ".temporal." in name
+        group = param_group(name, attn2)
+        is_audio, is_temporal = group == "audio", group == "temporal"
         if stage == "joint" or (stage == 1 and not (is_audio or is_temporal)) or (stage == 2 and (is_audio or is_temporal)):
             out.append((name, p))
     return out

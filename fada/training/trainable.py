@@ -2,8 +2,11 @@
 
 Groups (every parameter belongs to exactly one):
     reference_net   the ReferenceNet
-    spatial         the denoising net's SD1.5 layers (convolutions, self-attention, feed-forward, time embedding)
-    audio           the audio projection and the denoising net's audio cross-attention (attn2)
+    spatial         the denoising net's SD1.5 layers (convolutions, self-attention, feed-forward, time embedding),
+                    and the portrait-condition layers of nets that have them (identity projection and identity
+                    cross-attention, face locator: Hallo's)
+    audio           the audio projection and the denoising net's audio layers: its audio cross-attention (attn2),
+                    or its audio blocks for nets whose attn2 reads identity tokens (Hallo's)
     temporal        the denoising net's temporal attention
     cfg             the student's CFG conditioning (tokens, CFG layers, time-embedding cond_proj; Eq. 10)
 Plus ``lora``: low-rank adapters (peft's LoRA, as LCM-LoRA and PeRFlow ship theirs) on the denoising net's
@@ -25,11 +28,13 @@ LORA_TARGETS = (r".*\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)$|.*\.temporal\.(
                 r"|.*(downsamplers|upsamplers)\.0\.conv$")
 
 
-def param_group(name: str) -> str:
-    """The group of an AvatarNet parameter name (see the module docstring)."""
+def param_group(name: str, attn2: str = "audio") -> str:
+    """The group of an AvatarNet parameter name (see the module docstring); ``attn2``: what the denoising net's
+    cross-attention reads (its ``parts["attn2"]``)."""
     if name.startswith("reference_net."):
         return "reference_net"
-    if name.startswith("audio_proj.") or (name.startswith("denoising_net.") and ".attn2." in name):
+    den = name.startswith("denoising_net.")
+    if name.startswith("audio_proj.") or (den and (".audio." in name or (attn2 == "audio" and ".attn2." in name))):
         return "audio"
     if name.startswith("cfg.") or ".cfg." in name or "time_embedding.cond_proj" in name:
         return "cfg"
@@ -53,6 +58,12 @@ def check_choice(groups: list[str]) -> list[str]:
     return []
 
 
+def net_attn2(net) -> str:
+    """What a net's denoising cross-attention reads: 'audio' (fada's nets) or 'identity' (Hallo's)."""
+    parts = getattr(getattr(getattr(net, "module", net), "denoising_net", None), "parts", None)
+    return parts["attn2"] if parts else "audio"
+
+
 def is_lora_name(name: str) -> bool:
     return ".lora_" in name
 
@@ -60,13 +71,14 @@ def is_lora_name(name: str) -> bool:
 def select_trainable(net, groups: list[str], exclude: set[str] = frozenset()) -> list[tuple[str, torch.nn.Parameter]]:
     """Named parameters of ``net`` in ``groups`` ('all', or group names and 'lora'), minus ``exclude``."""
     out = []
+    attn2 = net_attn2(net)
     for name, p in net.named_parameters():
         if name in exclude:
             continue
         if is_lora_name(name):
             keep = "lora" in groups
         else:
-            keep = "all" in groups or param_group(name.replace(".base_layer.", ".")) in groups
+            keep = "all" in groups or param_group(name.replace(".base_layer.", "."), attn2) in groups
         if keep:
             out.append((name, p))
     return out

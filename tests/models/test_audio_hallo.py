@@ -253,3 +253,19 @@ def test_config_round_trip_and_errors(w2v):
     assert "\n" not in str(e.value) and "wav2vec2_mode" in str(e.value)
     with pytest.raises(FadaError):
         build_audio_frontend(AudioConfig(kind="mel", wav2vec2_mode="hallo"))
+
+
+def test_pipeline_audio_rows_are_hallos_windows(w2v):
+    """The pipeline's feature rows for a Hallo-mode front end: one pass over the whole utterance, every clip's
+    windows those of Hallo's process_audio_emb over its padded sequence, the padded last clip included."""
+    from fada.pipeline import AudioFeatures
+
+    fe = Wav2Vec2FrontEnd(w2v, window=2, mode="hallo", clip_frames=4)
+    wav = _speech(int(16000 * 0.5) + 123)  # 12.x frames at 25 fps: Hallo counts 13, pads to 16
+    n = 12
+    feats = AudioFeatures(fe, wav, n, 25, block_seconds=0.2)
+    seq = fe.hallo_sequence(wav, 25, n)
+    want = hallo_windows(seq)
+    got = torch.cat([feats.rows(s, s + 4) for s in range(0, 16, 4) if s < n])
+    assert feats.blocks_computed == 1 and seq.shape[0] == 16
+    torch.testing.assert_close(got, want[:got.shape[0]])

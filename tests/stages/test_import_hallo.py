@@ -148,3 +148,105 @@ def test_missing_files_are_one_line_errors(tmp_path):
 def _without(root, rel):
     (root / rel).unlink()
     return root
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the whole chain on a CPU: import -> generate -> distil Balanced and Fast -> export -> generate in 6 steps
+
+CPU = ["data.batch_size=1", "data.num_workers=0", "train.mixed_precision=no", "train.gradient_checkpointing=false",
+       "train.max_steps=2", "train.checkpoint_every=2", "train.log_every=1", "train.validate_every=0",
+       "train.lr_warmup_steps=0", "distill.solver_steps=2"]
+
+
+class NFECounter:
+    """Counts denoiser function evaluations from real calls: the rows of every denoising-net forward, per clip of F
+    frames (a row is one clip's pass)."""
+
+    def __init__(self, net):
+        self.rows = 0
+        self._h = net.denoising_net.register_forward_hook(lambda m, args, kw, out: self._count(args), with_kwargs=True)
+
+    def _count(self, args):
+        self.rows += int(args[0].shape[0])
+
+    def close(self):
+        self._h.remove()
+
+
+def _generate(model_dir, audio, mode, portrait):
+    import numpy as np
+
+    from fada.pipeline import FadaPipeline
+
+    pipe = FadaPipeline.from_pretrained(model_dir)
+    counter = NFECounter(pipe.net)
+    stream = pipe.generate_frames(portrait, audio, mode=mode, crop=False, seed=1)
+    frames = np.concatenate(list(stream))
+    counter.close()
+    return frames, counter.rows / stream.clips, stream
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    import shutil
+
+    import numpy as np
+
+    from fada.config import load_recipe
+    from fada.stages.distill import run as distill
+    from fada.stages.export import run as export
+    from tests.fixtures import FakeFaceAnalysis, make_manifest, tiny_hallo_wav2vec2
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr("fada.data.face_analysis.HalloFaceAnalysis", FakeFaceAnalysis)  # no InsightFace files here
+    tmp = tmp_path_factory.mktemp("chain")
+    root = hallo_pretrained(tmp / "pretrained_models")
+    w2v = root / "wav2vec" / "wav2vec2-base-960h"
+    shutil.rmtree(w2v)
+    tiny_hallo_wav2vec2(w2v)
+    (root / "face_analysis" / "models").mkdir(parents=True)
+    teacher = import_hallo.run(root, tmp / "hallo", dtype="fp32", copy_models=False, resolution=64, num_frames=4,
+                               log=lambda *_: None)
+    manifest = make_manifest(tmp / "curated", n_clips=2, seconds=0.8, size=64, seed=1)
+    out = {"teacher": teacher}
+    for kind in ("balanced", "fast"):
+        distill(load_recipe(f"hallo-{kind}", CPU + [
+            f"distill.teacher={teacher}", f"data.manifest={manifest}", f"data.cache_dir={tmp / 'cache'}",
+            f"train.output_dir={tmp / kind}", "model.resolution=64", "model.num_frames=4"], stage="distill"),
+            progress=False)
+        out[kind] = export(tmp / kind, tmp / f"{kind}-model", dtype="fp32")
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(int(16000 * 0.32)) * 0.1).astype(np.float32)  # 8 frames: 2 clips of 4
+    portrait = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    yield out, audio, portrait
+    mp.undo()
+
+
+def test_hallo_teacher_to_six_step_students_on_a_cpu(chain):
+    """Hallo's protocol on the imported teacher is 80 NFE per clip; the Balanced student (multi-CFG, 3 branches)
+    18; the Fast one 6; counted from the denoising net's real calls. Every stage reads the imported folder as an
+    ordinary model, with the per-portrait conditions (computed once per portrait, and per curated clip)."""
+    import numpy as np
+
+    out, audio, portrait = chain
+    calls = FakeFaceAnalysisCalls()
+    frames, nfe, stream = _generate(out["teacher"], audio, "teacher", portrait)
+    assert (stream.clips, stream.plan.steps, stream.plan.passes, nfe) == (2, 40, 2, 80)
+    assert frames.shape == (8, 64, 64, 3) and calls.since() == 1  # conditions once per video
+    for kind, want in (("balanced", 18), ("fast", 6)):
+        spec = read_spec(out[kind])
+        assert spec.schedule == read_spec(out["teacher"]).schedule  # the student keeps Hallo's parametrisation
+        assert spec.model.conditions.kind == "hallo" and spec.steps == 6
+        frames, nfe, stream = _generate(out[kind], audio, kind, portrait)
+        assert frames.shape == (8, 64, 64, 3) and np.isfinite(frames).all()
+        assert (stream.plan.steps, nfe) == (6, want), (kind, stream.plan.describe())
+
+
+class FakeFaceAnalysisCalls:
+    def __init__(self):
+        from tests.fixtures import FakeFaceAnalysis
+
+        self.cls, self.start = FakeFaceAnalysis, FakeFaceAnalysis.calls
+
+    def since(self) -> int:
+        return self.cls.calls - self.start

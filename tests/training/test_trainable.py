@@ -74,3 +74,23 @@ def test_lora_starts_as_identity_and_merges_exactly(student):
     assert not has_lora(student)
     torch.testing.assert_close(student.get_submodule(path).weight, expected, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(call(student, x), adapted_out, rtol=1e-4, atol=1e-5)
+
+
+def test_groups_of_a_hallo_net():
+    """Hallo's parts: its audio blocks (and the audio projection) are 'audio'; its attn2, which reads identity
+    tokens, the identity projection and the face locator are 'spatial'; the motion modules 'temporal'."""
+    import json
+
+    from fada.training.trainable import select_trainable
+    from tests.models.hallo.conftest import build_hallo_avatar, golden_dir
+
+    net = build_hallo_avatar(json.loads((golden_dir() / "golden_meta.json").read_text()))
+    audio = {n for n, _ in select_trainable(net, ["audio"])}
+    spatial = {n for n, _ in select_trainable(net, ["spatial"])}
+    temporal = {n for n, _ in select_trainable(net, ["temporal"])}
+    assert audio and all(n.startswith("audio_proj.") or ".audio." in n for n in audio)
+    assert any(".audio.attn_lip." in n for n in audio) and not any(".attn2." in n for n in audio)
+    assert any(".attn2." in n for n in spatial) and any(n.startswith("identity_proj.") for n in spatial)
+    assert any(".face_locator." in n for n in spatial)
+    assert temporal and all(".temporal." in n for n in temporal)
+    assert not (audio & spatial) and not (audio & temporal) and not (spatial & temporal)
