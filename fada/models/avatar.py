@@ -1,27 +1,12 @@
-"""AvatarNet: the trainable model bundle (ReferenceNet, denoising net, audio projection, CFG conditioning).
+"""AvatarNet: the trainable model bundle (ReferenceNet, denoising net, audio projection, CFG conditioning, and
+the identity projection of nets that read identity tokens), assembled and run: banks, audio tokens, the denoising
+pass with its conditioning, and the sampler's ``model_fn`` (docs/architecture.md, "Model parts and their kinds").
 
-Shapes (DESIGN §2): latents z (B, C, F, h, w); reference (B, C, h, w); motion frames (B, M, C, h, w); audio
-features (B, F, 2w+1, L, D) -> audio tokens (B, F, N, cross_attention_dim); eps (B, C, F, h, w).
-
-Folder format (``save_pretrained`` / ``from_pretrained``), safetensors only, never pickle::
-
-    avatar_config.json                 format, version, student, latent_channels, audio_feature_shape
-    reference_net/config.json          {"unet": diffusers UNet2DConditionModel config}
-    reference_net/model.safetensors
-    denoising_net/config.json          {"unet": ..., "temporal_heads", "max_frames", "cfg_dim", "time_cond_dim"}
-    denoising_net/model.safetensors
-    audio_proj/config.json             AudioProjection arguments
-    audio_proj/model.safetensors
-    cfg/config.json                    {"mode", "n_tokens", "dim", "time_cond_dim"}
-    cfg/model.safetensors              (γ tokens / MLP; empty for modes without parameters)
-    identity_proj/                     only for nets whose cross-attention reads identity tokens (Hallo's)
-
-The denoising net's config carries ``parts`` when its parts are not the defaults (``net_parts``); a net with
-Hallo's parts (``hallo_keys.hallo_avatar``) also reads a ``Portrait`` (face embedding, face region, region
-masks, motion scale) through ``denoise`` / ``forward`` / ``model_fn``.
-
-Loading is strict: a missing file, unreadable JSON or safetensors, a missing/extra key or a wrong shape is a
-one-line FadaError naming the file.
+Shapes: latents z (B, C, F, h, w); reference (B, C, h, w); motion frames (B, M, C, h, w); audio features
+(B, F, 2w+1, L, D) -> audio tokens (B, F, N, D); the output (ε or v, ``schedule``) like z. A net with Hallo's parts
+(``hallo_keys.hallo_avatar``) also reads a ``Portrait`` (face embedding, face region, region masks, motion
+scale) through ``denoise`` / ``forward`` / ``model_fn``. Its folder of parts is ``avatar_folder``; a student is
+made from its teacher by ``student``.
 """
 
 from __future__ import annotations
@@ -34,21 +19,15 @@ import torch
 from torch import Tensor, nn
 
 from fada.diffusion import NoiseSchedule, as_schedule, line_output, precond_loss_weight, precondition, window_line_remap
-from fada.errors import FadaError, MissingFileError
+from fada.errors import FadaError
 
+from . import avatar_folder as folder
 from .attention import Bank, resolve_backend
 from .cfg_tokens import CFG_MODES, TIME_COND_DIM, CFGConditioning
 from .conditioning import Conditioning, Portrait, portrait_fields
 from .denoising_net import DenoisingNet
-from .loading import (CONFIG_NAME, build_unet, load_sd_unet, load_weights, read_config, read_json, save_part,
-                      unet_config_dict, unet_from_config_dict)
+from .loading import build_unet, load_sd_unet, unet_config_dict
 from .reference_net import ReferenceNet
-
-FORMAT = "fada-avatar"
-VERSION = 1
-TOP_CONFIG = "avatar_config.json"
-PARTS = ("reference_net", "denoising_net", "audio_proj", "cfg")
-OPTIONAL_PARTS = ("identity_proj",)
 
 
 def default_latent_channels(vae_cfg) -> int:
@@ -60,28 +39,6 @@ def default_audio_feature_shape(audio_cfg) -> tuple[int, int, int]:
     if audio_cfg.kind == "mel":
         return (2 * int(audio_cfg.window) + 1, 1, int(audio_cfg.n_mels))
     raise FadaError("audio.kind 'wav2vec2': pass audio_feature_shape (2w+1, layers, dim) of the front end")
-
-
-def _audio_projection(config: dict):
-    from .audio import AudioProjection  # written beside this module; imported when a model is built
-
-    return AudioProjection(**config)
-
-
-def _audio_config(audio_proj) -> dict:
-    keys = ("feature_layers", "feature_dim", "window", "n_tokens", "hidden_dim", "out_dim")
-    out = {k: int(audio_proj.config[k]) for k in keys}
-    if audio_proj.config.get("kind", "fada") != "fada":
-        out["kind"] = audio_proj.config["kind"]
-    return out
-
-
-def _schedule(cfg: Optional[dict], where) -> NoiseSchedule:
-    """The net's schedule from its top config; folders written before it was recorded are SD1.5's."""
-    try:
-        return as_schedule(cfg)
-    except ValueError as e:
-        raise FadaError(f"{where}: schedule: {e}") from None
 
 
 def _mask(m, n: int, device) -> Tensor:
@@ -369,155 +326,45 @@ class AvatarNet(nn.Module):
         return fn
 
     # ----------------------------------------------------------------------------------------------------------
+    # -- the folder of parts (avatar_folder) and students (student) ---------------------------------------------
     @property
     def present_parts(self) -> tuple:
         """The parts this net has: PARTS, then the optional ones it carries."""
-        return PARTS + tuple(p for p in OPTIONAL_PARTS if getattr(self, p) is not None)
+        return folder.present_parts(self)
 
     def part_configs(self) -> dict:
-        dn = self.denoising_net
-        dn_unet = dn.base_unet_config()  # the added reference channels are rebuilt from reference_concat
-        dn_unet["time_cond_proj_dim"] = None  # the cond_proj is added by DenoisingNet from time_cond_dim
-        extra = {} if dn.part_config() is None else {"parts": dn.part_config()}
-        optional = {p: dict(getattr(self, p).config) for p in self.present_parts[len(PARTS):]}
-        return {
-            "reference_net": {"unet": unet_config_dict(self.reference_net.unet)},
-            "denoising_net": {"unet": dn_unet, "temporal_heads": dn.temporal_heads, "max_frames": dn.max_frames,
-                              "cfg_dim": dn.cfg_dim, "time_cond_dim": dn.time_cond_dim,
-                              "bank_positions": dn.bank_positions, "reference_concat": dn.reference_concat,
-                              "motion_concat": dn.motion_concat, "cfg_norm": dn.cfg_norm, **extra},
-            "audio_proj": _audio_config(self.audio_proj),
-            "cfg": self.cfg.config,
-            **optional,
-        }
+        return folder.part_configs(self)
 
     def top_config(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "student": self.student, "cfg_mode": self.cfg.mode,
-                "latent_channels": self.latent_channels, "audio_feature_shape": list(self.audio_feature_shape),
-                "precond_data_var": self.precond_data_var, "precond_ref_var": self.precond_ref_var,
-                "precond_windows": self.precond_windows, "schedule": self.schedule.to_dict(),
-                "parts": list(self.present_parts)}
+        return folder.top_config(self)
 
     @classmethod
     def from_configs(cls, top: dict, parts: dict, attention_backend: str = "auto",
                      sources: Optional[dict] = None) -> "AvatarNet":
         """Randomly initialised AvatarNet from ``top_config()`` / ``part_configs()`` dicts."""
-        src = sources or {}
-
-        def where(part):
-            return src.get(part, part)
-
-        try:
-            rc, dc, ac, cc = (parts[p] for p in PARTS)
-            ref = ReferenceNet(unet_from_config_dict(rc["unet"], where("reference_net")))
-            den = DenoisingNet(unet_from_config_dict(dc["unet"], where("denoising_net")), dc["temporal_heads"],
-                               dc["max_frames"], dc.get("cfg_dim"), dc.get("time_cond_dim"),
-                               bank_positions=bool(dc.get("bank_positions", False)),
-                               reference_concat=bool(dc.get("reference_concat", False)),
-                               motion_concat=bool(dc.get("motion_concat", False)),
-                               cfg_norm=bool(dc.get("cfg_norm", True)),  # folders from before the option: normed
-                               parts=dc.get("parts"))
-            identity = None
-            if parts.get("identity_proj") is not None:
-                from .identity import IdentityProjection
-
-                identity = IdentityProjection(**parts["identity_proj"])
-        except (KeyError, TypeError) as e:
-            raise FadaError(f"model config is incomplete or malformed ({type(e).__name__}: {e})") from None
-        try:
-            audio = _audio_projection(ac)
-        except TypeError as e:
-            raise FadaError(f"{where('audio_proj')}: bad audio projection config ({e})") from None
-        try:
-            cfg = CFGConditioning(cc["mode"], cc["n_tokens"], cc["dim"], cc.get("time_cond_dim", TIME_COND_DIM))
-        except (KeyError, TypeError) as e:
-            raise FadaError(f"{where('cfg')}: bad CFG config ({type(e).__name__}: {e})") from None
-        try:
-            return cls(ref, den, audio, cfg, student=bool(top["student"]), latent_channels=top["latent_channels"],
-                       audio_feature_shape=tuple(top["audio_feature_shape"]), attention_backend=attention_backend,
-                       precond_data_var=float(top.get("precond_data_var", 0.0)),
-                       precond_ref_var=float(top.get("precond_ref_var", 0.0)),
-                       precond_windows=int(top.get("precond_windows", 0)), identity_proj=identity,
-                       schedule=_schedule(top.get("schedule"), where("top")))
-        except (KeyError, TypeError) as e:
-            raise FadaError(f"{where('top')}: bad model config ({type(e).__name__}: {e})") from None
+        return folder.from_configs(cls, top, parts, attention_backend, sources)
 
     def save_pretrained(self, directory, dtype: Optional[torch.dtype] = None) -> Path:
-        """Write the folder described in the module docstring (``dtype``: cast floating tensors, e.g. fp16)."""
-        import json
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        configs = self.part_configs()
-        for part in self.present_parts:
-            save_part(directory / part, configs[part], getattr(self, part), dtype)
-        (directory / TOP_CONFIG).write_text(json.dumps(self.top_config(), indent=2) + "\n")
-        return directory
+        """Write the folder of parts (``avatar_folder``; ``dtype``: cast floating tensors, e.g. fp16)."""
+        return folder.save(self, directory, dtype)
 
     @classmethod
     def from_pretrained(cls, directory, attention_backend: str = "auto",
                         dtype: Optional[torch.dtype] = None) -> "AvatarNet":
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise MissingFileError(directory, "model folder")
-        top_path = directory / TOP_CONFIG
-        top = read_json(top_path, "model config")
-        if top.get("format") != FORMAT:
-            raise FadaError(f"{top_path}: not a FADA model config (format {top.get('format')!r})")
-        if int(top.get("version", -1)) > VERSION:
-            raise FadaError(f"{top_path}: format version {top.get('version')} is newer than this fada ({VERSION})")
-        names = PARTS + tuple(p for p in OPTIONAL_PARTS if p in (top.get("parts") or ()))
-        parts = {p: read_config(directory / p, f"{p} config") for p in names}
-        sources = {p: directory / p / CONFIG_NAME for p in names}
-        sources["top"] = top_path
-        model = cls.from_configs(top, parts, attention_backend, sources)
-        for p in names:
-            load_weights(getattr(model, p), directory / p)
-        if dtype is not None:
-            model.to(dtype)
-        return model.eval()
+        return folder.load(cls, directory, attention_backend, dtype)
 
     @classmethod
     def from_config_file(cls, path) -> "AvatarNet":
         """Randomly initialised AvatarNet from a checkpoint's ``net_config.json`` ({"top": ..., "parts": ...})."""
-        import json
-
-        path = Path(path)
-        try:
-            cfg = json.loads(path.read_text())
-            return cls.from_configs(cfg["top"], cfg["parts"], sources={"top": path})
-        except (ValueError, KeyError, TypeError) as e:
-            raise FadaError(f"{path}: not a readable net config ({type(e).__name__}: {e})") from None
+        return folder.from_config_file(cls, path)
 
     @classmethod
     def from_teacher(cls, teacher: "AvatarNet", cfg_mode: str, n_tokens: Optional[int] = None,
                      cfg_norm: bool = False, precond_windows: int = 0) -> "AvatarNet":
-        """A student with the teacher's weights; its new CFG layers / tokens / cond_proj start at their init
-        (CFG layer and cond_proj outputs zero, so the student initially equals the teacher on the noising path).
-        ``precond_windows``: K of a PeRFlow student, whose window-line inputs a preconditioned net maps to the
-        path (``window_line_remap``); 0 for a TCD student or a net without preconditioning."""
-        if cfg_mode not in CFG_MODES:
-            raise FadaError(f"cfg.mode: unknown mode {cfg_mode!r} (choose one of {', '.join(CFG_MODES)})")
-        top, parts = teacher.top_config(), copy.deepcopy(teacher.part_configs())
-        d = teacher.cross_attention_dim
-        top["student"], top["cfg_mode"] = True, cfg_mode
-        top["precond_windows"] = int(precond_windows) if teacher.precond_data_var > 0 else 0
-        parts["denoising_net"]["cfg_dim"] = d if cfg_mode in ("tokens", "layer") else None
-        parts["denoising_net"]["cfg_norm"] = bool(cfg_norm)
-        parts["denoising_net"]["time_cond_dim"] = TIME_COND_DIM if cfg_mode == "time_embed" else None
-        parts["cfg"] = {"mode": cfg_mode, "n_tokens": int(n_tokens or teacher.cfg.n_tokens), "dim": d,
-                        "time_cond_dim": TIME_COND_DIM}
-        student = cls.from_configs(top, parts, teacher.attention_backend)
-        p = next(teacher.parameters())
-        student.to(device=p.device, dtype=p.dtype)
-        for name in ("reference_net", "audio_proj") + teacher.present_parts[len(PARTS):]:
-            getattr(student, name).load_state_dict(getattr(teacher, name).state_dict(), strict=True)
-        res = student.denoising_net.load_state_dict(teacher.denoising_net.state_dict(), strict=False)
-        new = set(student.denoising_net.new_layer_names())
-        if res.unexpected_keys or set(res.missing_keys) - new:
-            raise FadaError(f"teacher and student do not match: missing {sorted(set(res.missing_keys) - new)[:3]}, "
-                            f"unexpected {sorted(res.unexpected_keys)[:3]}")
-        return student.train(teacher.training)
+        """A student initialised from ``teacher`` (``fada.models.student.from_teacher``)."""
+        from .student import from_teacher
+
+        return from_teacher(teacher, cfg_mode, n_tokens, cfg_norm, precond_windows)
 
 
 def build_avatar_net(model_cfg, student: bool = False, latent_channels: Optional[int] = None,

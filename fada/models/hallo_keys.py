@@ -176,7 +176,8 @@ def hallo_avatar(unet_config: dict, image_proj: Optional[dict] = None, audio_pro
     ``face_locator`` (conditioning_channels, block_out_channels; its output width is the UNet's first),
     ``motion_module`` (num_attention_heads, temporal_position_encoding_max_len) and ``audio_attention_dim``;
     ``schedule``: its ``NoiseSchedule`` (default ``HALLO_SCHEDULE``). Defaults: Hallo's inference settings."""
-    from .avatar import FORMAT, VERSION, AvatarNet
+    from .avatar import AvatarNet
+    from .avatar_folder import FORMAT, VERSION
     from .net_parts import HALLO_PARTS
 
     ip = {"clip_embeddings_dim": 512, "clip_extra_context_tokens": 4, **(image_proj or {})}
