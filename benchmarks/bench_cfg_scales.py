@@ -6,7 +6,7 @@ Fast STUDENT told those scales (6 NFE), and reports each student's PSNR against 
 grid. A student that ignores the scales it is told loses most at the grid's ends. ``teacher_spread`` is how far
 the teacher's own videos move between the grid's extremes: the size of what there is to follow.
 
-Used for Eq. 10's LayerNorm question (issue 17): distil the same teacher with ``model.cfg.normalize=false`` (the
+Used for Eq. 10's LayerNorm question: distil the same teacher with ``model.cfg.normalize=false`` (the
 paper's Eq. 10) and ``=true`` (LayerNorm on Emb_cfg) and compare them here.
 
     python benchmarks/bench_cfg_scales.py TEACHER STUDENT [STUDENT ...] [--audio 1.5,3,4.5,6.5,8] [--ref 1,1.5]

@@ -66,7 +66,7 @@ class UNetConfig:
     """CPU-scale option: also give the denoising net the reference frame's latents as extra input channels, at
     every frame (zeros where the reference is dropped; new conv_in weights start at zero). A from-scratch tiny net
     then copies the identity it is given from its first steps; through the bank attention alone (the paper's
-    ReferenceNet path, kept as well) it learned to ignore the reference (issue 15). False for SD1.5 recipes."""
+    ReferenceNet path, kept as well) it learned to ignore the reference. False for SD1.5 recipes."""
     motion_concat: bool = False
     """CPU-scale option: also give the denoising net the latest motion frame's latents (the last frame of the
     previous clip; the reference at a video's start) as extra input channels, like ``reference_concat``."""

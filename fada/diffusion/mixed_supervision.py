@@ -1,4 +1,4 @@
-"""Adaptive mixed supervision (paper §3.2, Eq. 6–8; DESIGN §6).
+"""Adaptive mixed supervision (paper §3.2, Eq. 6–8).
 
 The student gets a second target from the ground truth: the teacher endpoint ẑ_e is replaced by the real
 z_e on the same (x0, ε) (Eq. 6, via `perflow_target`); its loss is weighted per sample by W(R), R = L_GT/L_distill.

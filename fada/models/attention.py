@@ -8,7 +8,7 @@ Backend
     built for this torch: one tiny call decides), else sdpa; asking for xformers where it cannot run is a FadaError
     naming why. Nothing here imports xformers at module import time or without CUDA.
 
-Bank (paper §3.1, DESIGN §2)
+Bank (paper §3.1; docs/architecture.md)
     The ReferenceNet's spatial self-attention layers (``attn1``) write their input hidden states -- the
     LayerNorm-ed tokens -- into a dict keyed by the layer's module path inside the UNet
     (``down_blocks.0.attentions.0.transformer_blocks.0.attn1`` ...). Both nets are built from the same UNet config,

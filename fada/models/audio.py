@@ -1,4 +1,4 @@
-"""Per-frame audio features and their projection to audio tokens (DESIGN §2).
+"""Per-frame audio features and their projection to audio tokens (docs/architecture.md).
 
 - `load_audio`: any file librosa reads (wav/flac/ogg/mp3/m4a…), resampled, mono float32.
 - `frames_for_duration`: THE number of video frames for an audio (floor: every frame is fully covered by audio).

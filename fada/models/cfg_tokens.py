@@ -1,4 +1,4 @@
-"""How the student is told the multi-CFG scales (paper §3.3, DESIGN §7).
+"""How the student is told the multi-CFG scales (paper §3.3, Eq. 10).
 
 Modes (``CFGConfig.mode``):
 

@@ -1,4 +1,4 @@
-"""Frozen image codecs between pixels and the latent space the UNets work in (DESIGN §2).
+"""Frozen image codecs between pixels and the latent space the UNets work in (docs/architecture.md).
 
 Two implementations behind one interface (`LatentCodec`):
 

@@ -1,8 +1,8 @@
-"""The distillation objective (paper §3.1–3.3; DESIGN §5–7): PeRFlow targets from the frozen teacher, the
+"""The distillation objective (paper §3.1–3.3): PeRFlow targets from the frozen teacher, the
 ground-truth target of adaptive mixed supervision, and multi-CFG distillation into the student's CFG conditioning.
 
 One training step, per sample:
-  t → window (t_e, t_s], z_s on the data marginal                                  (DESIGN §5 step 1)
+  t → window (t_e, t_s], z_s on the data marginal                                  (PeRFlow step 1)
   ẑ_e = N-step DDIM of the teacher from t_s to t_e, no gradients                   (Eq. 2)
         Balanced, RFlow: guidance 1 on the student's own dropped conditions
         Fast:     multi-CFG (Eq. 9) at scales drawn per sample; the student is told the scales (Eq. 10)

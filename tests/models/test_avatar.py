@@ -1,4 +1,4 @@
-"""AvatarNet: DESIGN §2 shapes for teacher and students, model_fn contract, teacher->student, save/load."""
+"""AvatarNet: shapes for teacher and students, model_fn contract, teacher->student, save/load."""
 
 from __future__ import annotations
 
