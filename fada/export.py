@@ -14,9 +14,11 @@ Layout (safetensors and JSON only; nothing is ever unpickled)::
                                      against the net's own
     vae/                             optional copy of the SD1.5 VAE (config.json + safetensors); otherwise
                                      fada_model.json references the SD folder by absolute path
+    audio/                           optional copy of wav2vec2 (config.json + safetensors; --copy-models, the
+                                     default); otherwise referenced by absolute path
 
-wav2vec2 is referenced by absolute path (it is large); the weight-free pixel codec and log-mel front end need no
-files. Loading checks every file against the others (latent channels, audio feature shape, CFG mode, tensor
+An imported Hallo folder also names its face-analysis models (``model.conditions``) by absolute path: they are
+never copied (their own licence). The weight-free pixel codec and log-mel front end need no files. Loading checks every file against the others (latent channels, audio feature shape, CFG mode, tensor
 shapes) and names the file that is wrong.
 """
 

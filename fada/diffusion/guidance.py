@@ -47,7 +47,7 @@ class Guidance:
             return ((True, True),)
         if self.single_scale:
             return ((False, False), (True, True))
-        return ((True, True), (True, False), (False, False))
+        return ((True, True), (False, True), (False, False))
 
     @property
     def passes(self) -> int:

@@ -133,7 +133,7 @@ def step_times(n: int, K: int = 4, extra: str = "early") -> Tensor:
 
 
 def perflow_step(z: Tensor, eps: Tensor, t_c, t_next, K: int, schedule: NoiseSchedule) -> Tensor:
-    """One PeRFlow step from t_c (in its window (t_e, t_s]) to t_next (Eq. 5).
+    """One PeRFlow step from t_c (in its window (t_e, t_s]) to t_next (Eq. 3–4 inverted, then along the line).
 
     Inverts Eq. 3–4 for the current point: D = λ(t_c−t_s) + (t_e−t_c), λ_t = λ(t_e−t_s)/D, η_t = η(t_e−t_c)/D,
     ẑ_e = λ_t·z + η_t·o; then moves along the straight line: z ← z + (t_next − t_c)(ẑ_e − z)/(t_e − t_c).

@@ -166,9 +166,11 @@ class AvatarNet(nn.Module):
     def encode_guidance_bank(self, ref_latents: Tensor, motion_latents: Optional[Tensor], face_embeds: Tensor,
                              keep_ref) -> Bank:
         """The bank of stacked guidance branches whose rows keep the reference per ``keep_ref`` (one bool per
-        branch, e.g. (False, True) for Hallo's [uncond, cond]), encoded as Hallo encodes it: one ReferenceNet pass
-        over every branch's views with the branches' identity tokens tiled over the views
-        (``identity.cfg_writer_tokens``). Batch: len(keep_ref)·B, in branch order, for ``model_fn``."""
+        branch, in ``Guidance.branches`` order), one ReferenceNet pass over every branch's views. Hallo's own CFG
+        batch, two branches [uncond, cond], is encoded as Hallo encodes it: the branches' identity tokens tiled
+        over the views (``identity.cfg_writer_tokens``: its ``repeat`` interleaves them). Any other batch (one
+        branch; Eq. 9's three, which Hallo never ran) reads its own branch's tokens, as training encodes every
+        row. Batch: len(keep_ref)·B, in branch order, for ``model_fn``."""
         from .identity import cfg_writer_tokens
 
         s, b = len(keep_ref), ref_latents.shape[0]
@@ -176,8 +178,8 @@ class AvatarNet(nn.Module):
         tokens = self.identity_proj.tokens(torch.cat([face_embeds] * s), keep.to(face_embeds.device))
         views = 1 + (0 if motion_latents is None else motion_latents.shape[1])
         motion = None if motion_latents is None else torch.cat([motion_latents] * s)
-        return self.encode_bank(torch.cat([ref_latents] * s), motion,
-                                identity_tokens=cfg_writer_tokens(tokens, views))
+        ident = cfg_writer_tokens(tokens, views) if s == 2 else tokens
+        return self.encode_bank(torch.cat([ref_latents] * s), motion, identity_tokens=ident)
 
     def audio_tokens(self, audio_features: Tensor, keep_audio: Optional[Tensor] = None) -> Tensor:
         """(B, F, 2w+1, L, D) -> (B, F, N, D_cross); all-zero tokens for samples with keep_audio False."""

@@ -23,7 +23,10 @@ from fada.errors import FadaError
 GROUPS = ("reference_net", "spatial", "audio", "temporal", "cfg")
 CHOICES = ("all", "lora") + GROUPS
 # LCM-LoRA's target modules for an SD1.5 UNet (regexes over module names inside the denoising net's UNet)
-LORA_TARGETS = (r".*\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)$|.*\.temporal\.(to_q|to_k|to_v|to_out)$"
+# plus, for nets with Hallo's parts, the audio blocks' attentions and the AnimateDiff motion modules' attentions
+LORA_TARGETS = (r".*\.(attn1|attn2|attn_full|attn_face|attn_lip)\.(to_q|to_k|to_v|to_out\.0)$"
+                r"|.*\.temporal\.(to_q|to_k|to_v|to_out)$"
+                r"|.*\.temporal\.blocks\.\d+\.attentions\.\d+\.(to_q|to_k|to_v|to_out\.0)$"
                 r"|.*\.(proj_in|proj_out|ff\.net\.0\.proj|ff\.net\.2|conv1|conv2|conv_shortcut|time_emb_proj)$"
                 r"|.*(downsamplers|upsamplers)\.0\.conv$")
 

@@ -86,3 +86,29 @@ def test_paper_defaults():
     assert (DISTILLED_GUIDANCE.cfg_a, DISTILLED_GUIDANCE.cfg_r) == (6.5, 2.0)
     assert Guidance() == TEACHER_GUIDANCE and NO_GUIDANCE.is_identity and not TEACHER_GUIDANCE.is_identity
     assert not Guidance(torch.ones(2), torch.ones(2)).is_identity
+
+
+def test_branches_are_the_batches_guided_eps_runs():
+    """``Guidance.branches`` (what a bank encoded per branch is built from) is, row block by row block, the keep
+    masks ``guided_eps`` hands the model: three branches for two scales, two (uncond first) for one, one for 1/1."""
+    z = torch.randn(1, 2, generator=torch.Generator().manual_seed(0))
+    for g, n in ((Guidance(6.5, 2.5), 3), (Guidance(3.5, 3.5), 2), (Guidance(1.0, 1.0), 1),
+                 (Guidance(torch.tensor([3.5]), torch.tensor([3.5])), 3)):  # per-sample scales: Eq. 9 as written
+        m = ToyModel()
+        guided(m, g)(z, torch.tensor([500.0]))
+        _, _, ka, kr = m.calls[0]
+        assert g.passes == n == len(ka)
+        assert list(zip(ka.tolist(), kr.tolist())) == [tuple(b) for b in g.branches], g
+
+
+def test_single_scale_is_eq9_with_equal_scales_in_two_passes():
+    z = torch.randn(3, 4, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([10.0, 500.0, 990.0])
+    m = ToyModel()
+    out = guided_eps(m, z, t, 3.5, 3.5)
+    assert len(m.calls) == 1 and m.calls[0][0] == 6  # [uncond; cond], Hallo's CFG batch order
+    on, off = torch.ones(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool)
+    ref = ToyModel()
+    e_a, e_r, e_b = ref(z, t, on, on), ref(z, t, off, on), ref(z, t, off, off)
+    torch.testing.assert_close(out, multi_cfg(e_a, e_r, e_b, 3.5, 3.5))
+    torch.testing.assert_close(out, e_b + 3.5 * (e_a - e_b))

@@ -56,11 +56,11 @@ def portrait(golden) -> Portrait:
                     region_masks=stack_region_masks(full, face, lip), motion_scale=golden["in.motion_scale"])
 
 
-def sampling_run(spec, net, golden, schedule=None):
-    """Hallo's pipeline call, through fada: the imported folder's guidance ([uncond, cond], one scale), its
-    schedule and fada's DDIM, from the goldens' inputs. Returns the recorded per-step tensors."""
+def sampling_run(spec, net, golden, scale: float, schedule=None):
+    """Hallo's pipeline call, through fada: one-scale guidance ([uncond, cond]) at the goldens' ``scale``, the
+    imported folder's schedule and fada's DDIM, from the goldens' inputs. Returns the recorded per-step tensors."""
     schedule = schedule or spec.schedule
-    guidance = Guidance(spec.cfg_audio, spec.cfg_ref)
+    guidance = Guidance(scale, scale)
     lat = golden["out.ref_latents"]  # [reference, motion frames]
     bank = net.encode_guidance_bank(lat[:1], lat[1:][None], golden["in.face_emb"],
                                     [kr for _, kr in guidance.branches])
@@ -104,7 +104,7 @@ def test_import_writes_an_ordinary_model_folder_and_counts_every_key(imported, m
 
 
 @torch.no_grad()
-def test_golden_sampling_run_through_the_imported_folder(imported, golden):
+def test_golden_sampling_run_through_the_imported_folder(imported, golden, meta):
     out, _ = imported
     spec = read_spec(out)
     net = load_net(spec, dtype=torch.float32)
@@ -112,7 +112,8 @@ def test_golden_sampling_run_through_the_imported_folder(imported, golden):
     assert rel_err(codec.encode(golden["in.ref_image_pixels"][0]), golden["out.ref_latents"]) < RTOL
     assert rel_err(net.audio_tokens(golden["in.audio_emb"]), golden["out.audio_tokens"]) < RTOL
     assert torch.equal(spec.schedule.ddim_timesteps(len(golden["timesteps"]))[0], golden["timesteps"])
-    rec = sampling_run(spec, net, golden)
+    assert meta["pipeline"]["guidance_scale"] == spec.cfg_audio == spec.cfg_ref  # Hallo's 3.5 is the default
+    rec = sampling_run(spec, net, golden, meta["pipeline"]["guidance_scale"])
     errors = {k: rel_err(v, golden[k]) for k, v in rec.items()}
     assert len(errors) == 5 * len(golden["timesteps"]) + 1  # latents in / out, uncond, cond, guided; the end
     assert max(errors.values()) < RTOL, {k: f"{v:.2e}" for k, v in errors.items()}
@@ -120,7 +121,7 @@ def test_golden_sampling_run_through_the_imported_folder(imported, golden):
 
 @torch.no_grad()
 @pytest.mark.parametrize("mutant", ["v read as epsilon", "leading spacing"])
-def test_schedule_mutants_miss_the_goldens(imported, golden, mutant):
+def test_schedule_mutants_miss_the_goldens(imported, golden, meta, mutant):
     out, _ = imported
     spec = read_spec(out)
     net = load_net(spec, dtype=torch.float32)
@@ -129,7 +130,7 @@ def test_schedule_mutants_miss_the_goldens(imported, golden, mutant):
     else:  # the same ᾱ, the output read as ε (a schedule that validation would refuse: built around it)
         wrong = dataclasses.replace(spec.schedule)
         object.__setattr__(wrong, "prediction_type", "epsilon")
-    rec = sampling_run(spec, net, golden, wrong)
+    rec = sampling_run(spec, net, golden, meta["pipeline"]["guidance_scale"], wrong)
     err = rel_err(rec["out.final_latents"], golden["out.final_latents"])
     assert not err < RTOL, (mutant, err)  # NaN (ε at ᾱ = 0) fails too
 

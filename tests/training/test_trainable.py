@@ -94,3 +94,16 @@ def test_groups_of_a_hallo_net():
     assert any(".face_locator." in n for n in spatial)
     assert temporal and all(".temporal." in n for n in temporal)
     assert not (audio & spatial) and not (audio & temporal) and not (spatial & temporal)
+
+
+def test_lora_reaches_hallos_audio_blocks_and_motion_modules():
+    import json
+
+    from fada.training.trainable import add_lora, select_trainable
+    from tests.models.hallo.conftest import build_hallo_avatar, golden_dir
+
+    net = build_hallo_avatar(json.loads((golden_dir() / "golden_meta.json").read_text()))
+    add_lora(net, rank=2)
+    lora = [n for n, _ in select_trainable(net, ["lora"])]
+    assert any(".temporal.blocks.0.attentions.1.to_q.lora_" in n for n in lora)
+    assert any(".audio.attn_lip.to_k.lora_" in n for n in lora)
