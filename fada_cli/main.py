@@ -338,10 +338,21 @@ def import_hallo_cmd(
                   face_analysis=face_analysis, resolution=resolution, num_frames=num_frames)
 
 
+def _close_process_group() -> None:
+    """Under torchrun / accelerate launch: leave the process group before the interpreter exits; left to exit-time
+    destructors, gloo's threads can abort a finished rank ("terminate called without an active exception")."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main() -> None:
     # ``--debug`` must take effect before Typer parses anything else (errors while parsing need it too).
     STATE.debug = "--debug" in sys.argv[1:]
-    app()
+    try:
+        app()
+    finally:
+        _close_process_group()
 
 
 if __name__ == "__main__":
