@@ -185,9 +185,9 @@ class ScheduleConfig:
     """Rescale the betas to zero terminal SNR (needs v-prediction)."""
 
     def check(self) -> list[str]:
-        from fada.diffusion.noise_schedule import NoiseSchedule, _Unchecked
+        from fada.diffusion.noise_schedule import schedule_problems
 
-        return NoiseSchedule.problems(_Unchecked(**self.__dict__))
+        return schedule_problems(self)
 
     def build(self):
         from fada.diffusion.noise_schedule import NoiseSchedule

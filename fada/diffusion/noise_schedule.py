@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 import numpy as np
@@ -40,14 +41,39 @@ BETA_SCHEDULES = ("scaled_linear", "linear")
 _UNSUPPORTED = {"trained_betas": None, "clip_sample": False, "thresholding": False}
 
 
-def _expand(v: Tensor | float, x: Tensor) -> Tensor:
-    """A scalar or per-sample (B,) value as float32, shaped to broadcast over x (B, …)."""
-    v = torch.as_tensor(v, device=x.device, dtype=torch.float32)
+def expand_as_batch(v: Tensor | float, x: Tensor) -> Tensor:
+    """A scalar or per-sample (B,) value shaped (B, 1, …, 1) to broadcast over x's trailing dims."""
+    v = torch.as_tensor(v, device=x.device)
     if v.dim() == 0:
         return v
-    if v.dim() != 1 or v.shape[0] != x.shape[0]:
+    if v.shape[0] != x.shape[0] or v.dim() != 1:
         raise ValueError(f"per-sample value of shape {tuple(v.shape)} does not match batch {x.shape[0]}")
     return v.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _expand(v: Tensor | float, x: Tensor) -> Tensor:
+    return expand_as_batch(v, x).to(torch.float32)
+
+
+def schedule_problems(cfg) -> list[str]:
+    """Every setting of ``cfg`` (a NoiseSchedule, or anything with its fields) that is out of range, one line each
+    (keys as in a diffusers scheduler config)."""
+    out = []
+    if cfg.prediction_type not in PREDICTION_TYPES:
+        out.append(f"prediction_type: {cfg.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}")
+    if cfg.timestep_spacing not in SPACINGS:
+        out.append(f"timestep_spacing: {cfg.timestep_spacing!r} is not one of {', '.join(SPACINGS)}")
+    if cfg.beta_schedule not in BETA_SCHEDULES:
+        out.append(f"beta_schedule: {cfg.beta_schedule!r} is not one of {', '.join(BETA_SCHEDULES)}")
+    if int(cfg.num_train_timesteps) < 2:
+        out.append(f"num_train_timesteps: {cfg.num_train_timesteps} < 2")
+    if not 0 < float(cfg.beta_start) < float(cfg.beta_end) < 1:
+        out.append(f"beta_start/beta_end: need 0 < {cfg.beta_start} < {cfg.beta_end} < 1")
+    if cfg.rescale_betas_zero_snr and cfg.prediction_type == "epsilon":
+        # where ᾱ = 0 the noisy sample is pure noise: an ε output then says nothing about x0
+        out.append("rescale_betas_zero_snr: needs prediction_type 'v_prediction' (an ε net gives no x̂0 where "
+                   "ᾱ = 0)")
+    return out
 
 
 @dataclass(frozen=True)
@@ -75,32 +101,13 @@ class NoiseSchedule:
     _ac: Tensor = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self):
-        problems = self.problems()
+        problems = schedule_problems(self)
         if problems:
             raise ValueError("noise schedule: " + "; ".join(problems))
         from diffusers import DDIMScheduler
 
         ac = DDIMScheduler(**self.diffusers_config()).alphas_cumprod.to(torch.float32)
         object.__setattr__(self, "_ac", ac)
-
-    def problems(self) -> list[str]:
-        """Every setting that is out of range, one line each (keys as in a diffusers scheduler config)."""
-        out = []
-        if self.prediction_type not in PREDICTION_TYPES:
-            out.append(f"prediction_type: {self.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}")
-        if self.timestep_spacing not in SPACINGS:
-            out.append(f"timestep_spacing: {self.timestep_spacing!r} is not one of {', '.join(SPACINGS)}")
-        if self.beta_schedule not in BETA_SCHEDULES:
-            out.append(f"beta_schedule: {self.beta_schedule!r} is not one of {', '.join(BETA_SCHEDULES)}")
-        if int(self.num_train_timesteps) < 2:
-            out.append(f"num_train_timesteps: {self.num_train_timesteps} < 2")
-        if not 0 < float(self.beta_start) < float(self.beta_end) < 1:
-            out.append(f"beta_start/beta_end: need 0 < {self.beta_start} < {self.beta_end} < 1")
-        if self.rescale_betas_zero_snr and self.prediction_type == "epsilon":
-            # where ᾱ = 0 the noisy sample is pure noise: an ε output then says nothing about x0
-            out.append("rescale_betas_zero_snr: needs prediction_type 'v_prediction' (an ε net gives no x̂0 where "
-                       "ᾱ = 0)")
-        return out
 
     # -- diffusers config round trip -----------------------------------------------------------------------------
     def diffusers_config(self) -> dict:
@@ -135,7 +142,7 @@ class NoiseSchedule:
             else:
                 problems.append(f"{f.name}: {v!r} has the wrong type (expected {kind.__name__})")
         if not problems:
-            problems += cls.problems(_Unchecked(**kwargs))
+            problems += schedule_problems(SimpleNamespace(**kwargs))
         if problems:
             raise ValueError("; ".join(problems))
         return cls(**kwargs)
@@ -247,13 +254,6 @@ class NoiseSchedule:
         """z = √ᾱ·x0 + √(1−ᾱ)·ε; ᾱ scalar or per-sample (B,). Result keeps x0's dtype."""
         a = _expand(ab, x0)
         return (a.sqrt() * x0 + (1 - a).sqrt() * eps).to(x0.dtype)
-
-
-class _Unchecked:
-    """The fields of a NoiseSchedule without building one (``from_config`` lists problems before raising)."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
 
 
 SD15 = NoiseSchedule()

@@ -11,19 +11,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .noise_schedule import NoiseSchedule
+from .noise_schedule import NoiseSchedule, expand_as_batch  # noqa: F401 (expand_as_batch: re-exported)
 
 NUM_TRAIN_TIMESTEPS = 1000
-
-
-def expand_as_batch(v: Tensor | float, x: Tensor) -> Tensor:
-    """A scalar or per-sample (B,) value shaped (B, 1, …, 1) to broadcast over x's trailing dims."""
-    v = torch.as_tensor(v, device=x.device)
-    if v.dim() == 0:
-        return v
-    if v.shape[0] != x.shape[0] or v.dim() != 1:
-        raise ValueError(f"per-sample value of shape {tuple(v.shape)} does not match batch {x.shape[0]}")
-    return v.reshape(-1, *([1] * (x.dim() - 1)))
 
 
 def per_sample(v: Tensor | float, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:

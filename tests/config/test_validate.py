@@ -104,3 +104,16 @@ def test_exponent_floats_without_a_dot_are_numbers():
     assert obj.ratio == 1e-4
     assert from_dict(Inner, {"ratio": "+2E3"}).ratio == 2000.0
     assert "inner.ratio: expected float, got str 'fast'" in problems_of({"inner": {"ratio": "fast"}})
+
+
+def test_schedule_section_is_checked_as_a_whole():
+    from fada.config import load_recipe
+    from fada.errors import ConfigError
+
+    m = load_recipe("tiny-teacher", ["model.schedule.prediction_type=v_prediction",
+                                     "model.schedule.timestep_spacing=trailing"]).model
+    assert m.schedule.build().prediction_type == "v_prediction"
+    with pytest.raises(ConfigError, match=r"schedule.*rescale_betas_zero_snr.*v_prediction"):
+        load_recipe("tiny-teacher", ["model.schedule.rescale_betas_zero_snr=true"])
+    with pytest.raises(ConfigError, match="model.schedule.timestep_spacing"):
+        load_recipe("tiny-teacher", ["model.schedule.timestep_spacing=linspace"])
