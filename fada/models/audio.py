@@ -24,6 +24,7 @@ import json
 import math
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -83,6 +84,13 @@ def frames_for_duration(num_samples: int, sample_rate: int, fps: int) -> int:
     Floor, so that every frame [f/fps, (f+1)/fps) lies inside the audio; exact integer arithmetic.
     """
     return int(num_samples) * int(fps) // int(sample_rate)
+
+
+HALLO_EXACT_SECONDS = 60.0
+"""Hallo's wav2vec2 mode runs one pass over utterances up to this long (its own features, exactly); longer ones in
+blocks of this length, so that memory stays flat."""
+HALLO_CONTEXT_SECONDS = 5.0
+"""Audio on each side of a block that its attention sees (long utterances in Hallo's mode)."""
 
 
 def hallo_frame_count(num_samples: int, sample_rate: int, fps: int) -> int:
@@ -257,8 +265,12 @@ class Wav2Vec2FrontEnd(AudioFrontEnd):
     of frame n-1 (``window_source``). Asked for more than N frames, the front end appends more zero samples by the
     same rule (and pads to the clip multiple again): rows of a longer utterance, no longer Hallo's.
 
-    ``whole_utterance`` is True: callers must give the whole audio in one call. Memory grows with the utterance
-    (the attention is over all N frames), as in Hallo.
+    ``whole_utterance`` is True: callers must give the whole audio in one call. Up to ``HALLO_EXACT_SECONDS`` of
+    audio the transformer runs once over all N frames, as in Hallo, and the rows are Hallo's. Longer audio, whose
+    attention over every frame would grow memory with the square of its length, runs in blocks of that length with
+    ``HALLO_CONTEXT_SECONDS`` of audio on each side (normalised over the whole utterance first, padded as Hallo
+    pads, each block's CNN features interpolated to its own frames): memory stays flat, and rows differ from a
+    single pass only through the context the attention sees.
     """
 
     def __init__(self, path, window: int = 2, device="cpu", sample_rate: int = 16000,
@@ -401,9 +413,39 @@ class Wav2Vec2FrontEnd(AudioFrontEnd):
         pad = max(pad, self.receptive_field - wav.shape[0])  # shorter than one CNN step: Hallo would fail
         if pad > 0:
             wav = np.concatenate([wav, np.zeros(pad, np.float32)])
+        block = int(HALLO_EXACT_SECONDS * fps)
+        if total <= block:
+            return self._hallo_pass(wav, total)
+        # long audio: blocks of frames [lo, hi), each run with context frames on both sides over the stretch of CNN
+        # frames those frames interpolate from in the single pass (align_corners: frame f reads CNN position
+        # f·(T−1)/(N−1)), so every block reads the single pass's grid
+        R, K = self.stride, self.receptive_field
+        T = int((wav.shape[0] - K) // R + 1)  # CNN frames of the whole (padded) utterance
+        pos = np.arange(total, dtype=np.float64) * ((T - 1) / max(total - 1, 1))
+        ctx = int(HALLO_CONTEXT_SECONDS * fps)
+        out = []
+        for lo in range(0, total, block):
+            hi = min(total, lo + block)
+            a0, a1 = max(0, lo - ctx), min(total, hi + ctx)
+            j0, j1 = int(np.floor(pos[a0])), min(T, int(np.floor(pos[a1 - 1])) + 2)
+            seg = wav[j0 * R:(j1 - 1) * R + K]  # CNN frames j0 .. j1-1 of the whole
+            out.append(self._hallo_pass(seg, a1 - a0, torch.from_numpy(pos[a0:a1] - j0))[lo - a0:hi - a0])
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def _hallo_pass(self, wav: np.ndarray, frames: int, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One wav2vec2 pass over ``wav`` with its CNN features resampled to ``frames`` before the transformer:
+        (frames, L, D), ``hidden_states[1:]``. The frames read the CNN features linearly at ``positions`` (in CNN
+        frames of ``wav``; default: spread end to end, ``interpolate(align_corners=True)``, as Hallo does)."""
 
         def to_frames(_module, _args, out):  # (1, C, T) CNN features -> (1, C, N), before the projection
-            return torch.nn.functional.interpolate(out, size=total, mode="linear", align_corners=True)
+            if positions is None:
+                return torch.nn.functional.interpolate(out, size=frames, mode="linear", align_corners=True)
+            p = positions.to(out.device, torch.float64).clamp(0, out.shape[-1] - 1)
+            i0 = p.floor().long().clamp(max=out.shape[-1] - 2) if out.shape[-1] > 1 else p.floor().long()
+            i1 = (i0 + 1).clamp(max=out.shape[-1] - 1)
+            w = (p - i0).to(out.dtype)
+            return out[..., i0] * (1 - w) + out[..., i1] * w
 
         hook = self.model.feature_extractor.register_forward_hook(to_frames)
         try:

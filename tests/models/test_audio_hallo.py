@@ -269,3 +269,36 @@ def test_pipeline_audio_rows_are_hallos_windows(w2v):
     got = torch.cat([feats.rows(s, s + 4) for s in range(0, 16, 4) if s < n])
     assert feats.blocks_computed == 1 and seq.shape[0] == 16
     torch.testing.assert_close(got, want[:got.shape[0]])
+
+
+def test_long_utterances_run_in_blocks_on_the_one_pass_grid(tmp_path, monkeypatch):
+    """Past HALLO_EXACT_SECONDS Hallo's mode runs in blocks with context (flat memory). With the transformer's
+    attention switched off and a per-frame norm in the CNN (each frame then sees only the few frames of the
+    convolutions), the blocks' rows equal the single pass's: the blocks cut the same frames on the same grid, and
+    only what attention (or a norm over time) would read across a block's edge is lost."""
+    import fada.models.audio as audio
+
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(1)  # per-frame layer norm in the CNN (wav2vec2-large's kind; base's group norm spans time)
+    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4), num_feat_extract_layers=2,
+                         num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",
+                         conv_bias=True, do_stable_layer_norm=True)
+    Wav2Vec2Model(cfg).save_pretrained(tmp_path / "w2v")
+    fe = Wav2Vec2FrontEnd(tmp_path / "w2v", window=2, mode="hallo", clip_frames=4)
+    with torch.no_grad():
+        for layer in fe.model.encoder.layers:
+            layer.attention.out_proj.weight.zero_()
+            layer.attention.out_proj.bias.zero_()
+    wav = _speech(16000 * 2 + 77)  # 2 s: 51 frames, padded to 52
+    one = fe.hallo_sequence(wav, 25)
+    calls = []
+    real = fe._hallo_pass
+    monkeypatch.setattr(fe, "_hallo_pass", lambda w, n, p=None: (calls.append(n), real(w, n, p))[1])
+    monkeypatch.setattr(audio, "HALLO_EXACT_SECONDS", 0.8)      # blocks of 20 frames
+    monkeypatch.setattr(audio, "HALLO_CONTEXT_SECONDS", 0.4)    # 10 frames of context each side
+    blocks = fe.hallo_sequence(wav, 25)
+    assert blocks.shape == one.shape and len(calls) == 3 and max(calls) <= 40
+    rel = float((blocks - one).abs().max() / one.abs().max())
+    assert rel < 1e-4, rel
