@@ -302,7 +302,7 @@ def main():
     reference_unet.enable_gradient_checkpointing()
     denoising_unet.enable_gradient_checkpointing()
     net = Net(reference_unet, denoising_unet, face_locator, image_proj, audio_proj)
-    m, u = net.load_state_dict(torch.load(hallo_dir / "net.pth", map_location="cpu"))
+    m, u = net.load_state_dict(torch.load(hallo_dir / "net.pth", map_location="cpu", weights_only=True))
     assert len(m) == 0 and len(u) == 0, "Fail to load correct checkpoint."
     assert not reference_unet.training and denoising_unet.training
     pipeline = FaceAnimatePipeline(vae=vae, reference_unet=net.reference_unet, denoising_unet=net.denoising_unet,
