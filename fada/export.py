@@ -17,9 +17,10 @@ Layout (safetensors and JSON only; nothing is ever unpickled)::
     audio/                           optional copy of wav2vec2 (config.json + safetensors; --copy-models, the
                                      default); otherwise referenced by absolute path
 
-An imported Hallo folder also names its face-analysis models (``model.conditions``) by absolute path: they are
-never copied (their own licence). The weight-free pixel codec and log-mel front end need no files. Loading checks every file against the others (latent channels, audio feature shape, CFG mode, tensor
-shapes) and names the file that is wrong.
+An imported Hallo folder also names its face-analysis models (``model.conditions``) by absolute path: they are never
+copied (their own licence). The weight-free pixel codec and log-mel front end need no files. Loading checks every
+file against the others (latent channels, audio feature shape, CFG mode, tensor shapes) and names the file that is
+wrong.
 """
 
 from __future__ import annotations

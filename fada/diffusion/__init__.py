@@ -63,6 +63,7 @@ __all__ = [
     "EXTRA_STEPS", "perflow_step", "sample_perflow", "sample_t", "step_times", "student_input", "window_coefficients",
     "window_of", "window_target", "implied_endpoint", "velocity_weight", "window_line_remap", "line_output",
     "NoiseSchedule", "SD15", "PREDICTION_TYPES", "SPACINGS", "as_schedule",
-    "NUM_TRAIN_TIMESTEPS", "add_noise", "linear_eps_prior", "precond_loss_weight", "precond_output_scale", "precondition",
+    "NUM_TRAIN_TIMESTEPS", "add_noise", "linear_eps_prior", "precond_loss_weight", "precond_output_scale",
+    "precondition",
     "sample_train_timesteps", "clip_noises", "mix_noise", "shared_shape", "video_noise",
 ]

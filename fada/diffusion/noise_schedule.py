@@ -241,7 +241,8 @@ class NoiseSchedule:
         if self.prediction_type == "epsilon":
             lam = (b / a).sqrt()
             return lam, (1 - b).sqrt() - (1 - a).sqrt() * lam
-        return b.sqrt() * a.sqrt() + (1 - b).sqrt() * (1 - a).sqrt(), (1 - b).sqrt() * a.sqrt() - b.sqrt() * (1 - a).sqrt()
+        sa, sb, ca, cb = a.sqrt(), b.sqrt(), (1 - a).sqrt(), (1 - b).sqrt()
+        return sb * sa + cb * ca, cb * sa - sb * ca
 
     def ddim_step(self, z: Tensor, out: Tensor, ab_t: Tensor | float, ab_prev: Tensor | float) -> Tensor:
         """One deterministic DDIM step (η = 0): x̂0, ε̂ from the output at ᾱ_t, then z' = √ᾱ_prev·x̂0 + √(1−ᾱ_prev)·ε̂
@@ -250,10 +251,6 @@ class NoiseSchedule:
         ab_prev = _expand(ab_prev, z)
         return (ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps).to(z.dtype)
 
-    def add_noise(self, x0: Tensor, eps: Tensor, ab: Tensor | float) -> Tensor:
-        """z = √ᾱ·x0 + √(1−ᾱ)·ε; ᾱ scalar or per-sample (B,). Result keeps x0's dtype."""
-        a = _expand(ab, x0)
-        return (a.sqrt() * x0 + (1 - a).sqrt() * eps).to(x0.dtype)
 
 
 SD15 = NoiseSchedule()

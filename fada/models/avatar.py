@@ -163,6 +163,16 @@ class AvatarNet(nn.Module):
         motion = self.reference_net(motion_latents.reshape(b * m, *motion_latents.shape[2:]))
         return Bank.concat_views([ref_bank, motion.join_views(m)])
 
+    def encode_portrait_bank(self, ref_latents: Tensor, motion_latents: Optional[Tensor], portrait: Optional[Portrait],
+                             keep_ref=None) -> Bank:
+        """A one-pass bank whose rows keep their reference per ``keep_ref`` (B,): a net whose ReferenceNet reads
+        identity tokens (Hallo's) reads each row's own, a zero embedding's where the reference is dropped; any other
+        net encodes the clip as it is (the bank is tiled over stacked branches)."""
+        ident = None
+        if portrait is not None and portrait.face_embeds is not None and self.identity_proj is not None:
+            ident = self.identity_proj.tokens(portrait.face_embeds, keep_ref)
+        return self.encode_bank(ref_latents, motion_latents, identity_tokens=ident)
+
     def encode_guidance_bank(self, ref_latents: Tensor, motion_latents: Optional[Tensor], face_embeds: Tensor,
                              keep_ref) -> Bank:
         """The bank of stacked guidance branches whose rows keep the reference per ``keep_ref`` (one bool per
@@ -274,10 +284,7 @@ class AvatarNet(nn.Module):
         if ref_latents is not None:
             if bank is not None:
                 raise ValueError("pass either bank or ref_latents, not both")
-            ident = None
-            if portrait is not None and portrait.face_embeds is not None and self.identity_proj is not None:
-                ident = self.identity_proj.tokens(portrait.face_embeds, keep_ref)
-            bank = self.encode_bank(ref_latents, motion_latents, identity_tokens=ident)
+            bank = self.encode_portrait_bank(ref_latents, motion_latents, portrait, keep_ref)
         if audio_features.shape[:2] != (z.shape[0], z.shape[2]):
             raise ValueError(f"audio_features (B, F, …) {tuple(audio_features.shape[:2])} do not match z "
                              f"(B, C, F, …) {tuple(z.shape)}")

@@ -33,7 +33,8 @@ from fada.errors import FadaError, MissingFileError
 
 from .cfg_tokens import TIME_COND_DIM, CFGConditioning
 from .denoising_net import DenoisingNet
-from .loading import CONFIG_NAME, load_weights, read_config, read_json, save_part, unet_config_dict, unet_from_config_dict
+from .loading import (CONFIG_NAME, load_weights, read_config, read_json, save_part, unet_config_dict,
+                      unet_from_config_dict)
 from .reference_net import ReferenceNet
 
 FORMAT = "fada-avatar"

@@ -1,4 +1,5 @@
-"""Denoising net (paper §3.1; docs/architecture.md): the SD1.5 UNet run on every frame of a clip, extended per spatial transformer with
+"""Denoising net (paper §3.1; docs/architecture.md): the SD1.5 UNet run on every frame of a clip, extended per
+spatial transformer with
 
 1. spatial self-attention whose keys/values are its own tokens ++ the bank tokens (reference + motion frames)
    of its clip (``attn1``; dropped for samples with ``keep_ref`` False) -- ``BankReadProcessor``;

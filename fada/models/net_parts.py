@@ -18,8 +18,9 @@ Keys and kinds (defaults first: a config without ``parts`` builds the net fada h
                   3-D tensor, which tiles the B samples over the rows instead of repeating each F times; with a
                   [uncond, cond] batch the cond clip's even frames read the reference as the uncond pass
                   encoded it).
-``bank_dtype``    ``null``, ``"float16"`` or ``"bfloat16"``: the net reads a copy of the bank rounded to this dtype (Hallo's reader
-                  copies the bank with ``update(writer, dtype=torch.float16)``, its default, even in a float32 run).
+``bank_dtype``    ``null``, ``"float16"`` or ``"bfloat16"``: the net reads a copy of the bank rounded to this dtype
+                  (Hallo's reader copies the bank with ``update(writer, dtype=torch.float16)``, its default, even
+                  in a float32 run).
 ``face_locator``  ``null`` or ``{"in_channels", "widths"}``: a ``FaceLocator`` whose features are added after
                   ``conv_in``.
 

@@ -1,4 +1,5 @@
-"""ReferenceNet (paper §3.1; docs/architecture.md): a 2-D UNet that encodes the reference frame and the motion frames into a Bank.
+"""ReferenceNet (paper §3.1; docs/architecture.md): a 2-D UNet that encodes the reference frame and the motion
+frames into a Bank.
 
 It is a plain diffusers ``UNet2DConditionModel`` (an SD1.5 UNet at full scale) whose spatial self-attention
 processors write their normed input tokens to the bank (see ``fada.models.attention``). It runs once per clip,

@@ -81,15 +81,6 @@ def sample_distill_t(batch: int, s: DistillSettings, generator: torch.Generator,
     return sample_t(batch, generator, device)
 
 
-def conditional_bank(net, ref: Tensor, motion, portrait, keep_ref: Tensor):
-    """A bank for one pass whose rows keep their reference per ``keep_ref``: fada's nets encode the clip as it is
-    (the bank is tiled over stacked branches); nets whose ReferenceNet reads identity tokens (Hallo's) read each
-    row's own (those of a zero embedding where the reference is dropped)."""
-    if portrait is None or net.identity_proj is None:
-        return net.encode_bank(ref, motion)
-    return net.encode_bank(ref, motion, identity_tokens=net.identity_proj.tokens(portrait.face_embeds, keep_ref))
-
-
 @torch.no_grad()
 def teacher_endpoint(teacher, batch: dict[str, Tensor], w, s: DistillSettings, schedule,
                      keep_audio: Tensor, keep_ref: Tensor, scales: Tensor | None) -> Tensor:
@@ -103,7 +94,7 @@ def teacher_endpoint(teacher, batch: dict[str, Tensor], w, s: DistillSettings, s
         bank = teacher.encode_guidance_bank(batch["ref"], motion, portrait.face_embeds,
                                             [kr for _, kr in guidance.branches])
     else:
-        bank = conditional_bank(teacher, batch["ref"], motion, portrait, keep_ref)
+        bank = teacher.encode_portrait_bank(batch["ref"], motion, portrait, keep_ref)
     model_fn = teacher.model_fn(bank, batch["audio"], portrait=portrait)
     if guidance is not None:
         eps_fn = guided(model_fn, guidance, keep_audio, keep_ref)
@@ -134,7 +125,7 @@ def tcd_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Genera
                        ref_latents=batch["ref"], motion_latents=motion, portrait=portrait)
 
     with torch.no_grad():
-        bank = conditional_bank(teacher, batch["ref"], motion, portrait, keep_ref)
+        bank = teacher.encode_portrait_bank(batch["ref"], motion, portrait, keep_ref)
         eps_te = teacher.model_fn(bank, batch["audio"], portrait=portrait)(x_t, smp.t.float(), keep_audio, keep_ref)
         first = smp.t_prev < 0
         t_prev = smp.t_prev.clamp(min=0)

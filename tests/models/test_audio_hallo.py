@@ -301,4 +301,6 @@ def test_long_utterances_run_in_blocks_on_the_one_pass_grid(tmp_path, monkeypatc
     blocks = fe.hallo_sequence(wav, 25)
     assert blocks.shape == one.shape and len(calls) == 3 and max(calls) <= 40
     rel = float((blocks - one).abs().max() / one.abs().max())
-    assert rel < 1e-4, rel
+    # 6.6e-5 measured (float32 interpolation and the convolutions' edges); a block off the single pass's grid, or
+    # interpolated end to end on its own, misses by about 1.5
+    assert rel < 1e-3, rel

@@ -55,6 +55,9 @@ class FakeTeacher:
     def encode_bank(self, ref, motion):
         return None
 
+    def encode_portrait_bank(self, ref, motion, portrait, keep_ref=None):
+        return None
+
     def model_fn(self, bank, audio, portrait=None):
         def fn(z, t, keep_audio=None, keep_ref=None):
             self.rows.append(z.shape[0])
