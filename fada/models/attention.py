@@ -276,7 +276,7 @@ class AttnContext:
         self.keep_idx = keep_idx  # (K,) rows of the B·F batch that attend to the bank
         self.keep_bank_idx = keep_bank_idx  # (K,) their sample index in the bank
         self.drop_idx = drop_idx  # (B·F − K,) rows that do not; None when every row keeps it
-        self.cfg_tokens = cfg_tokens  # (B·F, n, d) CFG embedding tokens, repeated per frame
+        self.cfg_tokens = cfg_tokens  # (B, n, d) CFG embedding tokens, one set per clip
         self.grid = grid  # (h, w) of the latents when the bank attention adds position codes, else None
 
 

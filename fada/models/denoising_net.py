@@ -38,45 +38,16 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from .attention import (AttnContext, Bank, BankReadProcessor, attention, install_processors, make_read_context,
-                        merge_heads, set_processor_backend, split_heads)
+from .attention import (AttnContext, Bank, BankReadProcessor, install_processors, make_read_context,
+                        set_processor_backend)
 from .audio_blocks import build_audio_block, hallo_audio_layout
+from .cfg_layer import CFGCrossAttention
 from .conditioning import Conditioning
 from .face_locator import FaceLocator
 from .net_parts import is_default, resolve_parts
 from .temporal_modules import TemporalAttention, build_temporal, sinusoidal_positions
-from .temporal_modules import zero_linear as _zero_linear
 
 __all__ = ["DenoisingNet", "SpatialTemporalBlock", "CFGCrossAttention", "TemporalAttention", "sinusoidal_positions"]
-
-
-class CFGCrossAttention(nn.Module):
-    """CFG layer: cross-attention from the spatial tokens to the CFG embedding tokens (Eq. 10's Emb_cfg as given,
-    or layer-normalised with ``normalize``); zero-init output; residual."""
-
-    _fada_attention_layer = True
-
-    def __init__(self, channels: int, heads: int, cfg_dim: int, normalize: bool = False):
-        super().__init__()
-        self.heads = int(heads)
-        self.attention_backend = "sdpa"
-        self.norm = nn.LayerNorm(channels)
-        # Eq. 10 builds Emb_cfg linear in (cfg_a, cfg_r); a LayerNorm on it would erase that scale structure (the
-        # embeddings of (6.5, 2.0) and (8, 2.46) differ by 23.5 % before a norm, 2.2 % after). Off: the paper.
-        self.norm_cfg = nn.LayerNorm(cfg_dim) if normalize else nn.Identity()
-        self.to_q = nn.Linear(channels, channels, bias=False)
-        self.to_k = nn.Linear(cfg_dim, channels, bias=False)
-        self.to_v = nn.Linear(cfg_dim, channels, bias=False)
-        self.to_out = _zero_linear(channels, channels)
-
-    def forward(self, h: Tensor, tokens: Tensor) -> Tensor:
-        bf, c, hh, ww = h.shape
-        x = h.reshape(bf, c, hh * ww).transpose(1, 2)
-        ctx = self.norm_cfg(tokens.to(x.dtype))
-        q = split_heads(self.to_q(self.norm(x)), self.heads)
-        k, v = split_heads(self.to_k(ctx), self.heads), split_heads(self.to_v(ctx), self.heads)
-        y = self.to_out(merge_heads(attention(q, k, v, None, self.attention_backend)))
-        return h + y.transpose(1, 2).reshape(bf, c, hh, ww)
 
 
 class SpatialTemporalBlock(nn.Module):
@@ -139,7 +110,7 @@ class SpatialTemporalBlock(nn.Module):
             masks = None if ctx.region_masks is None else ctx.region_masks[self.audio.level]
             h = run(self.audio, h, ctx.audio_tokens, masks, ctx.motion_scale)
         if self.cfg is not None and ctx is not None and ctx.cfg_tokens is not None:
-            h = run(self.cfg, h, ctx.cfg_tokens)
+            h = run(self.cfg, h, ctx.cfg_tokens, frames)
         if self.motion_prefix:
             h = run(self.temporal, h, frames, self._prefix(ctx))
         else:
@@ -312,7 +283,7 @@ class DenoisingNet(nn.Module):
                 ctx.motion_scale = ms if ms.ndim == 1 else ms.reshape(b, 3).repeat_interleave(f, dim=0)
         ctx.motion_bank = bank
         if cond.cfg_tokens is not None and self.cfg_dim:
-            ctx.cfg_tokens = cond.cfg_tokens.to(z.dtype).repeat_interleave(f, dim=0)
+            ctx.cfg_tokens = cond.cfg_tokens  # (B, n, d): one set per clip (cfg_layer folds it per clip)
         timestep_cond = cond.timestep_cond
         if timestep_cond is not None:
             if self.time_cond_dim is None:
