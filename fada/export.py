@@ -16,6 +16,9 @@ Layout (safetensors and JSON only; nothing is ever unpickled)::
                                      fada_model.json references the SD folder by absolute path
     audio/                           optional copy of wav2vec2 (config.json + safetensors; --copy-models, the
                                      default); otherwise referenced by absolute path
+    taesd/                           optional copy of a TAESD decoder (``--decoder taesd:PATH``; config.json +
+                                     safetensors), recorded as ``"decoder": {"kind": "taesd", "path": "taesd"}``
+                                     and used to decode by default (``fada.models.taesd``)
 
 An imported Hallo folder also names its face-analysis models (``model.conditions``) by absolute path: they are never
 copied (their own licence). The weight-free pixel codec and log-mel front end need no files. Loading checks every
@@ -101,6 +104,7 @@ class ModelSpec:
     source: dict = field(default_factory=dict)
     extra_steps: str = "early"        # PeRFlow: windows that get the steps mod K ('early' | 'late', step_times)
     tcd: dict = field(default_factory=dict)  # TCD: {"gamma", "original_steps"}
+    decoder: dict = field(default_factory=dict)  # {} = decode with the codec; {"kind": "taesd", "path": abs. folder}
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -170,14 +174,15 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
                        steps: Optional[int] = None, num_windows: int = 4, extra_steps: str = "early",
                        dtype: str = "fp16",
                        copy_vae: bool = True, copy_audio: bool = True, source: Optional[dict] = None,
-                       log=print, tcd: Optional[dict] = None, vae_folder=None) -> Path:
+                       log=print, tcd: Optional[dict] = None, vae_folder=None, decoder_folder=None) -> Path:
     """Write a model folder for ``net`` (an AvatarNet) atomically (assembled beside ``out``, then renamed).
 
     kind: teacher | balanced | fast. steps: default sampler steps (teacher 25, students the recipe's 6);
     extra_steps: which PeRFlow windows get the steps mod num_windows (``step_times``).
     An existing ``out`` is replaced only when it is itself a model folder (or empty). ``vae_folder``: the SD VAE's
     own folder (config.json + safetensors) when it does not sit in ``model.vae.path``/vae (an imported model's
-    ``sd-vae-ft-mse``); it is always copied.
+    ``sd-vae-ft-mse``); it is always copied. ``decoder_folder``: a TAESD folder copied into ``taesd/`` and used
+    to decode by default; checked against the SD VAE's latent channels and downsampling.
     """
     if kind not in KINDS:
         raise FadaError(f"model kind {kind!r} is not one of {', '.join(KINDS)}")
@@ -231,6 +236,10 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
         else:
             vae_entry["factor"] = int(model_cfg.vae.factor)
         mdict["vae"]["path"] = None
+        decoder_entry = {}
+        if decoder_folder is not None:
+            decoder_entry = _copy_decoder(Path(decoder_folder), tmp, net, model_cfg, vae_entry)
+            log(f"copied the TAESD decoder from {decoder_folder} into {out / decoder_entry['path']}")
         audio = to_dict(model_cfg.audio)
         if model_cfg.audio.kind == "wav2vec2":
             src = Path(model_cfg.audio.path).expanduser().resolve()
@@ -255,6 +264,7 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
             "audio_feature_shape": list(net.audio_feature_shape),
             "vae": vae_entry,
             "audio": audio,
+            **({"decoder": decoder_entry} if decoder_entry else {}),
             "dtype": dtype,
             "source": source or {},
         }
@@ -270,6 +280,25 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _copy_decoder(src: Path, tmp: Path, net, model_cfg: ModelConfig, vae_entry: dict) -> dict:
+    """Check a TAESD folder against the SD VAE the model folder names, copy it into ``taesd/``; its spec entry."""
+    from fada.models.loading import read_json
+    from fada.models.taesd import TAESD_DIR, WEIGHTS, check_geometry
+
+    src = src.expanduser()
+    if model_cfg.vae.kind != "sd":
+        raise FadaError(f"--decoder taesd: TAESD decodes SD VAE latents; this model uses the {model_cfg.vae.kind} "
+                        "codec")
+    p = vae_entry["path"]
+    vae_cfg_file = (tmp / p if not os.path.isabs(p) else Path(p) / VAE_DIR) / "config.json"
+    vae_cfg = read_json(vae_cfg_file, "SD VAE config")
+    downsample = 2 ** (len(vae_cfg.get("block_out_channels", [])) - 1)  # as SDVAE computes it
+    check_geometry(src, net.latent_channels, downsample, f"sd-vae(x{downsample}, {net.latent_channels}ch)")
+    if not (src / WEIGHTS).is_file() or not _copy_model_folder(src, tmp / TAESD_DIR):
+        raise MissingFileError(src / WEIGHTS, "TAESD decoder weights", "beside its config.json")
+    return {"kind": "taesd", "path": TAESD_DIR}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -332,6 +361,7 @@ def read_spec(root) -> ModelSpec:
     if audio.get("kind") == "wav2vec2" and isinstance(audio.get("path"), str) and not os.path.isabs(audio["path"]):
         mdict["audio"]["path"] = str(root / audio["path"])  # carried in the folder
     mdict.setdefault("unet", {})["pretrained"] = None
+    decoder = _read_decoder(data.get("decoder"), root, spec_file)
     try:
         model_cfg = from_dict(ModelConfig, mdict, str(spec_file))
     except ConfigError as e:
@@ -397,7 +427,20 @@ def read_spec(root) -> ModelSpec:
                      steps=steps, num_windows=windows, cfg_audio=cfg_a, cfg_ref=cfg_r, cfg_mode=cfg_mode,
                      latent_channels=lc, audio_feature_shape=tuple(int(x) for x in afs), dtype=dtype,
                      vae_path=vae_path, schedule=schedule, source=dict(data.get("source") or {}),
-                     extra_steps=extra, tcd=tcd)
+                     extra_steps=extra, tcd=tcd, decoder=decoder)
+
+
+def _read_decoder(entry, root: Path, spec_file: Path) -> dict:
+    """The folder's own decoder (``{}``: the codec); a TAESD copy must be in the folder."""
+    if not entry:
+        return {}
+    if not isinstance(entry, dict) or entry.get("kind") != "taesd" or not isinstance(entry.get("path"), str) \
+            or os.path.isabs(entry["path"]) or not entry["path"]:
+        raise FadaError(f"{spec_file}: decoder must be {{\"kind\": \"taesd\", \"path\": \"taesd\"}}, got {entry!r}")
+    folder = root / entry["path"]
+    if not (folder / "config.json").is_file():
+        raise MissingFileError(folder / "config.json", "TAESD decoder config", f"named by {spec_file.name}")
+    return {"kind": "taesd", "path": str(folder)}
 
 
 def load_net(spec: ModelSpec, device=None, dtype: Optional[torch.dtype] = None):

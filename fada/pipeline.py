@@ -275,10 +275,13 @@ class FrameStream:
 
 
 class FadaPipeline:
-    """A loaded model folder: AvatarNet + image codec + audio front end + sampler defaults."""
+    """A loaded model folder: AvatarNet + image codec + audio front end + sampler defaults. ``decoder`` decodes the
+    sampled latents (default: the codec; a TAESD `TinyDecoder` with ``decoder="taesd..."``)."""
 
-    def __init__(self, net, codec, frontend, spec: ModelSpec, device=None, dtype: Optional[torch.dtype] = None):
+    def __init__(self, net, codec, frontend, spec: ModelSpec, device=None, dtype: Optional[torch.dtype] = None,
+                 decoder=None):
         self.net, self.codec, self.frontend, self.spec = net, codec, frontend, spec
+        self.decoder = codec if decoder is None else decoder
         p = next(net.parameters())
         self.device = torch.device(device) if device is not None else p.device
         self.dtype = dtype or p.dtype
@@ -295,9 +298,10 @@ class FadaPipeline:
 
     @classmethod
     def from_pretrained(cls, model_dir, device=None, dtype: Union[torch.dtype, str, None] = None,
-                        attention_backend: Optional[str] = None) -> "FadaPipeline":
+                        attention_backend: Optional[str] = None, decoder: Optional[str] = None) -> "FadaPipeline":
         """Load a folder written by ``fada export``. device: default CUDA when available, else CPU. dtype: default
-        float32 on the CPU (half precision is slow there) and the folder's dtype on a GPU."""
+        float32 on the CPU (half precision is slow there) and the folder's dtype on a GPU. decoder: "sd" (the
+        codec), "taesd" (the folder's copy) or "taesd:PATH"; default the folder's own (``fada.models.taesd``)."""
         spec = read_spec(model_dir)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if isinstance(dtype, str):
@@ -309,18 +313,23 @@ class FadaPipeline:
         net = load_net(spec, device=device, dtype=dtype)
         if attention_backend:
             net.set_attention_backend(attention_backend)
-        return cls.from_net(net, spec, device, dtype)
+        return cls.from_net(net, spec, device, dtype, decoder=decoder)
 
     @classmethod
-    def from_net(cls, net, spec: ModelSpec, device=None, dtype: Optional[torch.dtype] = None) -> "FadaPipeline":
+    def from_net(cls, net, spec: ModelSpec, device=None, dtype: Optional[torch.dtype] = None,
+                 decoder: Optional[str] = None) -> "FadaPipeline":
         """A pipeline around an in-memory AvatarNet (``spec`` from ``fada.export.spec_for``): the codec and the
-        audio front end are built from the spec's model config and checked against the net."""
+        audio front end are built from the spec's model config and checked against the net; ``decoder`` as in
+        `from_pretrained`."""
+        from fada.models.taesd import load_decoder
+
         p = next(net.parameters())
         device, dtype = torch.device(device or p.device), dtype or p.dtype
         net = net.to(device=device, dtype=dtype).eval().requires_grad_(False)
         codec = load_codec(spec, device=device, dtype=dtype)
         frontend = load_frontend(spec, device=device)
-        return cls(net, codec, frontend, spec, device, dtype)
+        return cls(net, codec, frontend, spec, device, dtype,
+                   decoder=load_decoder(decoder, spec, codec, device=device, dtype=dtype))
 
     # -- planning ------------------------------------------------------------------------------------------------
     def plan(self, mode: Optional[str] = None, steps: Optional[int] = None, cfg_audio: Optional[float] = None,
@@ -470,7 +479,7 @@ class FadaPipeline:
             z = self._sample_tcd(eps_fn, z, plan.steps, seed, callback)
         else:
             z = sample_perflow(eps_fn, z, plan.steps, schedule, plan.num_windows, callback, plan.extra_steps)
-        video = self.codec.decode_video(z.permute(0, 2, 1, 3, 4))
+        video = self.decoder.decode_video(z.permute(0, 2, 1, 3, 4))
         return z, tensor_to_frames(video[0])
 
     def _sample_tcd(self, eps_fn, z, steps: int, seed: tuple[int, int], callback=None):

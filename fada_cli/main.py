@@ -181,13 +181,17 @@ def export_cmd(
     copy_models: bool = typer.Option(True, "--copy-models/--link-models",
                                      help="Copy the SD VAE and wav2vec2 into the folder (default: it moves between "
                                           "machines whole) or reference them by absolute path."),
+    decoder: Optional[str] = typer.Option(None, "--decoder",
+                                          help="taesd:PATH copies a local TAESD folder (diffusers AutoencoderTiny) "
+                                               "into the model folder as its default decoder; sd (default): the "
+                                               "SD VAE decodes."),
 ):
     """Export a checkpoint as a self-contained model folder (configs + safetensors) that `generate` loads."""
     with guard():
         if dtype not in ("fp16", "bf16", "fp32"):
             raise FadaError(f"--dtype: {dtype!r} is not one of fp16, bf16, fp32")
         run_stage("export", checkpoint=checkpoint, out=out, dtype=dtype, ema=ema, copy_vae=copy_models,
-                  copy_audio=copy_models)
+                  copy_audio=copy_models, decoder=decoder)
 
 
 @app.command("generate")
@@ -205,13 +209,18 @@ def generate_cmd(
     no_crop: bool = typer.Option(False, "--no-crop", help="Use the portrait as is; no face detection and crop."),
     fps: int = typer.Option(25, "--fps", help="Output frame rate."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="JSONL of {portrait, audio, out} pairs; the model loads once."),
+    decoder: Optional[str] = typer.Option(None, "--decoder",
+                                          help="sd (the SD VAE), taesd (the model folder's TAESD copy) or taesd:PATH "
+                                               "(a local TAESD folder: cheaper decoding, softer detail); default: "
+                                               "the model folder's own."),
 ):
     """Generate a talking-portrait mp4 from one portrait and one audio file."""
     with guard():
         if batch is None and (portrait is None or audio is None):
             raise FadaError("give PORTRAIT and AUDIO, or --batch LIST.jsonl")
         run_stage("generate", portrait=portrait, audio=audio, model=model, mode=mode, steps=steps,
-                  cfg_audio=cfg_audio, cfg_ref=cfg_ref, seed=seed, out=out, no_crop=no_crop, fps=fps, batch=batch)
+                  cfg_audio=cfg_audio, cfg_ref=cfg_ref, seed=seed, out=out, no_crop=no_crop, fps=fps, batch=batch,
+                  decoder=decoder)
 
 
 @app.command("eval")
@@ -245,6 +254,8 @@ def eval_cmd(
                                                "DIR/reference/<name>.npy (else the efid_sub substitute)."),
     device: Optional[str] = typer.Option(None, "--device", help="Metric networks' device (default: cuda if "
                                                                  "available, else cpu)."),
+    decoder: Optional[str] = typer.Option(None, "--decoder",
+                                          help="With --model: sd, taesd or taesd:PATH (default: the folder's own)."),
 ):
     """Evaluate videos: FID, FVD, Sync-C/D, E-FID, IQA, and NFE-D and wall time with --model.
 
@@ -254,7 +265,7 @@ def eval_cmd(
         run_stage("evaluate", metrics=[m.strip() for m in metrics.split(",") if m.strip()], generated=generated,
                   reference=reference, model=model, testset=testset, weights_dir=weights_dir, sweep=sweep, out=out,
                   mode=mode, steps=steps, cfg_audio=cfg_audio, cfg_ref=cfg_ref, seed=seed, frame_stride=frame_stride,
-                  coeffs=coeffs, device=device)
+                  coeffs=coeffs, device=device, decoder=decoder)
 
 
 @app.command("demo")

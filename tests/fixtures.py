@@ -86,3 +86,29 @@ def tiny_hallo_wav2vec2(folder: Path) -> Path:
     Wav2Vec2Model(cfg).save_pretrained(folder)
     Wav2Vec2FeatureExtractor().save_pretrained(folder)
     return folder
+
+
+def tiny_sd_vae(sd_root: Path, stages: int = 4) -> Path:
+    """A random SD-style AutoencoderKL in ``sd_root/vae`` (diffusers layout, safetensors): 4 latent channels,
+    downsampling 2**(stages-1) (x8 like SD1.5 with the default 4), 8 channels wide."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(block_out_channels=(8,) * stages, down_block_types=("DownEncoderBlock2D",) * stages,
+                  up_block_types=("UpDecoderBlock2D",) * stages, layers_per_block=1, norm_num_groups=4,
+                  latent_channels=4).save_pretrained(str(sd_root / "vae"), safe_serialization=True)
+    return sd_root
+
+
+def tiny_taesd(folder: Path, latent_channels: int = 4, stages: int = 4, seed: int = 0) -> Path:
+    """A random TAESD (diffusers AutoencoderTiny) in ``folder``: config.json + diffusion_pytorch_model.safetensors,
+    upsampling 2**(stages-1), one block of 8 channels per stage."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    AutoencoderTiny(encoder_block_out_channels=(8,) * stages, decoder_block_out_channels=(8,) * stages,
+                    num_encoder_blocks=(1,) * stages, num_decoder_blocks=(1,) * stages,
+                    latent_channels=latent_channels).save_pretrained(str(folder), safe_serialization=True)
+    return folder

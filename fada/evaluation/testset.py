@@ -72,13 +72,13 @@ def read_testset(path) -> list[dict]:
     return items
 
 
-def load_pipeline(model_dir, device: Optional[str] = None):
-    """(pipeline, load seconds)."""
+def load_pipeline(model_dir, device: Optional[str] = None, decoder: Optional[str] = None):
+    """(pipeline, load seconds). ``decoder``: as in ``FadaPipeline.from_pretrained``."""
     from fada.metrics.nfe import Timer
     from fada.pipeline import FadaPipeline
 
     with Timer() as t:
-        pipe = FadaPipeline.from_pretrained(Path(model_dir).expanduser(), device=device)
+        pipe = FadaPipeline.from_pretrained(Path(model_dir).expanduser(), device=device, decoder=decoder)
     return pipe, t.seconds
 
 

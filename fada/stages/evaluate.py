@@ -61,12 +61,18 @@ def _out_path(out) -> Path:
 def run(metrics=("fid", "fvd", "sync"), generated=None, reference=None, model=None, testset=None, weights_dir=None,
         sweep: Optional[str] = None, out="report.json", *, mode: Optional[str] = None, steps: Optional[int] = None,
         cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0, frame_stride: int = 1,
-        coeffs=None, device: Optional[str] = None, print_table: bool = True) -> dict:
+        coeffs=None, device: Optional[str] = None, print_table: bool = True, decoder: Optional[str] = None) -> dict:
     """Run the evaluation; returns the report dict that was written to ``out`` (JSON) and its CSV."""
     from fada.evaluation.metrics import COST_KEYS, Evaluator, default_device, plan_metrics
     from fada.evaluation.report import print_report, print_sweep, write_report
 
     _check_inputs(generated, reference, model, testset, sweep, cfg_audio, cfg_ref)
+    if decoder is not None:
+        from fada.models.taesd import parse_decoder
+
+        if model is None:
+            raise FadaError("--decoder is for --model DIR (how the model's latents are decoded)")
+        parse_decoder(decoder)
     sweep_param, sweep_values = None, None
     if sweep is not None:
         from fada.evaluation.sweep import parse_sweep
@@ -107,9 +113,9 @@ def run(metrics=("fid", "fvd", "sync"), generated=None, reference=None, model=No
     from fada.evaluation.pairing import pair_paths
     from fada.evaluation.testset import generate_testset, load_pipeline
 
-    pipe, load_s = load_pipeline(model)
+    pipe, load_s = load_pipeline(model, decoder=decoder)
     settings.update(mode=mode, steps=steps, cfg_audio=cfg_audio, cfg_ref=cfg_ref, seed=int(seed),
-                    model_load_seconds=load_s)
+                    model_load_seconds=load_s, decoder=pipe.decoder.name)
     videos_root = out.parent / f"{out.stem}_videos"
     gen_kw = dict(mode=mode, steps=steps, cfg_audio=cfg_audio, cfg_ref=cfg_ref, seed=seed, log=_log)
 

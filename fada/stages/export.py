@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -49,6 +50,18 @@ def _weight_shapes(model_file: Path) -> dict[str, tuple[int, ...]]:
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise FadaError(f"{model_file}: not a readable safetensors file ({msg})") from None
+
+
+def _decoder_folder(decoder: Optional[str]) -> Optional[Path]:
+    """``--decoder`` at export: "sd" (or None) keeps the VAE; "taesd:PATH" names the folder to copy in."""
+    from fada.models.taesd import parse_decoder
+
+    if decoder is None:
+        return None
+    kind, path = parse_decoder(decoder)
+    if kind == "taesd" and path is None:
+        raise FadaError("--decoder taesd: name the TAESD folder to copy into the model folder: --decoder taesd:PATH")
+    return path
 
 
 def read_checkpoint_meta(ckpt: Path) -> dict:
@@ -140,14 +153,16 @@ def read_checkpoint_meta(ckpt: Path) -> dict:
 
 
 def run(checkpoint, out, dtype: str = "fp16", ema: bool = True, copy_vae: bool = True,
-        copy_audio: bool = True) -> Path:
-    """Export ``checkpoint`` (a step folder or run folder) to the model folder ``out``; returns ``out``."""
+        copy_audio: bool = True, decoder: Optional[str] = None) -> Path:
+    """Export ``checkpoint`` (a step folder or run folder) to the model folder ``out``; returns ``out``.
+    ``decoder``: "taesd:PATH" copies that TAESD folder in as the folder's default decoder; "sd"/None: the VAE."""
     from fada.export import DTYPES, write_model_folder
     from fada.models.avatar import build_avatar_net
     from fada.training.checkpoint import load_model_weights
 
     if dtype not in DTYPES:
         raise FadaError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    decoder_folder = _decoder_folder(decoder)
     ckpt = resolve_checkpoint(checkpoint)
     meta = read_checkpoint_meta(ckpt)
     model_cfg = meta["model"]
@@ -177,7 +192,8 @@ def run(checkpoint, out, dtype: str = "fp16", ema: bool = True, copy_vae: bool =
     source = {"checkpoint": str(ckpt.resolve()), "step": meta["step"], "weights": "ema" if ema and has_ema else "raw"}
     out = write_model_folder(out, net.eval(), model_cfg, kind=kind, variant=meta["variant"], steps=meta["steps"],
                              num_windows=meta["num_windows"], extra_steps=meta["extra_steps"], dtype=dtype,
-                             copy_vae=copy_vae, copy_audio=copy_audio, source=source, tcd=meta["tcd"])
+                             copy_vae=copy_vae, copy_audio=copy_audio, source=source, tcd=meta["tcd"],
+                             decoder_folder=decoder_folder)
     n = sum(p.numel() for p in net.parameters())
     sampler = "DDIM" if kind == "teacher" else "TCD" if meta["tcd"] else f"PeRFlow, {meta['num_windows']} windows"
     if kind != "teacher" and meta["extra_steps"] != "early":

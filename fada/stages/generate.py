@@ -100,12 +100,18 @@ def _report(res) -> None:
 
 def run(portrait=None, audio=None, model=None, mode: Optional[str] = None, steps: Optional[int] = None,
         cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0, out=None,
-        no_crop: bool = False, fps: int = 25, batch=None, progress: bool = True, device=None):
-    """Generate one video (returns its GenerationResult) or every item of ``batch`` (returns the list)."""
+        no_crop: bool = False, fps: int = 25, batch=None, progress: bool = True, device=None,
+        decoder: Optional[str] = None):
+    """Generate one video (returns its GenerationResult) or every item of ``batch`` (returns the list).
+    ``decoder``: sd | taesd | taesd:PATH (default: the model folder's own; ``fada.models.taesd``)."""
     if fps is not None and int(fps) < 1:
         raise FadaError(f"--fps {fps}: must be at least 1")
     if steps is not None and int(steps) < 1:
         raise FadaError(f"--steps {steps}: must be at least 1")
+    if decoder is not None:  # a malformed --decoder fails before any work
+        from fada.models.taesd import parse_decoder
+
+        parse_decoder(decoder)
     if batch is not None:
         out_dir = Path(out).expanduser() if out is not None else None
         if out_dir is not None and out_dir.suffix.lower() == ".mp4":
@@ -128,10 +134,11 @@ def run(portrait=None, audio=None, model=None, mode: Optional[str] = None, steps
         _precheck_audio(items[0]["audio"])
     from fada.pipeline import FadaPipeline
 
-    pipe = FadaPipeline.from_pretrained(model_dir, device=device)
+    pipe = FadaPipeline.from_pretrained(model_dir, device=device, decoder=decoder)
     spec = pipe.spec
     print(f"model: {model_dir} (from {why}): {spec.kind} model, {spec.model.resolution}px, {spec.model.fps} fps, "
-          f"{spec.model.num_frames} frames per clip, on {pipe.device} ({str(pipe.dtype).replace('torch.', '')})")
+          f"{spec.model.num_frames} frames per clip, on {pipe.device} ({str(pipe.dtype).replace('torch.', '')}), "
+          f"decoder {pipe.decoder.name}")
 
     results, failures = [], []
     for item in items:

@@ -61,6 +61,17 @@ def export_model(tmp: Path, kind: str, dtype: str = "fp32", ema: bool = True) ->
     return export.run(ckpt, tmp / f"model-{kind}-{dtype}", dtype=dtype, ema=ema)
 
 
+def export_sd_model(tmp: Path, kind: str = "fast", decoder=None) -> Path:
+    """A model folder whose codec is a tiny random SD VAE (4 channels, x8: TAESD's latent space), exported fp32
+    (``decoder``: ``fada export --decoder``)."""
+    from fada.stages import export
+    from tests.fixtures import tiny_sd_vae
+
+    sd = tiny_sd_vae(tmp / "sd15")
+    ckpt = make_checkpoint(tmp / f"run-sd-{kind}", kind, extra=("model.vae.kind=sd", f"model.vae.path={sd}"))
+    return export.run(ckpt, tmp / f"model-sd-{kind}", dtype="fp32", decoder=decoder)
+
+
 def write_portrait(path: Path, image: np.ndarray | None = None) -> Path:
     import cv2
     from skimage import data

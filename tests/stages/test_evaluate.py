@@ -138,6 +138,8 @@ def test_cli_runs_what_can_run(folders, tmp_path):
     (dict(generated="g", sweep="cfg_audio=1:2:1"), "--sweep generates videos"),
     (dict(model="m", testset="t", sweep="cfg_audio=1:2:1", cfg_audio=2.0), "the sweep sets it"),
     (dict(model="m", testset="t", sweep="cfg_audio=2:1:1"), "STOP is smaller"),
+    (dict(generated="g", decoder="taesd"), "--decoder is for --model"),
+    (dict(model="m", testset="t", decoder="tiny"), "--decoder 'tiny': choose sd"),
 ])
 def test_argument_errors(kw, msg):
     with pytest.raises(FadaError, match=msg):
@@ -158,6 +160,7 @@ def test_model_mode_generates_and_times(tiny, tmp_path):
         sum(r["gen_seconds"] for r in rows.values()) / 0.8)
     assert "iqa_sharpness" in m and "sync_wf_conf" in m
     assert rep["settings"]["plan"].startswith("mode fast") and rep["settings"]["model_load_seconds"] > 0
+    assert rep["settings"]["decoder"] == "pixel-codec(x2)"  # the folder's own codec decodes
 
 
 def test_sweep_on_tiny_model_writes_pngs(tiny, tmp_path, capsys):

@@ -213,3 +213,57 @@ def test_a_v_prediction_folder_is_read_completely_and_checked(tmp_path, kind):
     (out / "scheduler/scheduler_config.json").write_text(json.dumps(cfg))
     with pytest.raises(FadaError, match="timestep_spacing"):
         read_spec(out)
+
+
+def test_taesd_decoder_copied_and_used_by_default(tmp_path):
+    """``--decoder taesd:PATH`` copies the TAESD folder into taesd/, the spec names it, a pipeline decodes with it
+    by default and ``decoder="sd"`` goes back to the SD VAE."""
+    from fada.models.taesd import TinyDecoder
+    from fada.pipeline import FadaPipeline
+    from tests.fixtures import tiny_taesd
+
+    from .generate_helpers import export_sd_model
+
+    src = tiny_taesd(tmp_path / "taesd-src")
+    out = export_sd_model(tmp_path, decoder=f"taesd:{src}")
+    spec = json.loads((out / SPEC_NAME).read_text())
+    assert spec["decoder"] == {"kind": "taesd", "path": "taesd"}
+    assert sorted(p.name for p in (out / "taesd").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    _no_pickle(out)
+    shutil.rmtree(src)  # the folder carries its own copy
+    assert read_spec(out).decoder == {"kind": "taesd", "path": str(out / "taesd")}
+
+    pipe = FadaPipeline.from_pretrained(out, device="cpu")
+    assert isinstance(pipe.decoder, TinyDecoder) and pipe.decoder.name == "taesd(x8, 4ch)"
+    assert pipe.codec.name == "sd-vae(x8, 4ch)"  # the reference is still encoded by the SD VAE
+    sd = FadaPipeline.from_pretrained(out, device="cpu", decoder="sd")
+    assert sd.decoder is sd.codec
+    assert isinstance(FadaPipeline.from_pretrained(out, device="cpu", decoder="taesd").decoder, TinyDecoder)
+
+    shutil.rmtree(out / "taesd")
+    with pytest.raises(MissingFileError, match=r"TAESD decoder config not found: .*taesd/config.json"):
+        read_spec(out)
+
+
+def test_taesd_export_errors(tmp_path):
+    from tests.fixtures import tiny_taesd
+
+    from .generate_helpers import export_sd_model
+
+    ckpt = make_checkpoint(tmp_path / "run", "fast")  # the pixel codec: not the SD VAE's latent space
+    src = tiny_taesd(tmp_path / "taesd")
+    with pytest.raises(FadaError, match="TAESD decodes SD VAE latents; this model uses the pixel codec"):
+        export.run(ckpt, tmp_path / "m", decoder=f"taesd:{src}")
+    with pytest.raises(FadaError, match="--decoder taesd: name the TAESD folder"):
+        export.run(ckpt, tmp_path / "m", decoder="taesd")
+    with pytest.raises(FadaError, match="--decoder 'vae'"):
+        export.run(ckpt, tmp_path / "m", decoder="vae")
+    x4 = tiny_taesd(tmp_path / "x4", stages=3)
+    with pytest.raises(FadaError, match=r"x4/config.json: TAESD decodes 4 latent channels at x4, .* makes 4 "
+                                        r"channels at x8") as e:
+        export_sd_model(tmp_path, decoder=f"taesd:{x4}")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "model-sd-fast").exists()
+    out = export_sd_model(tmp_path / "plain", decoder="sd")  # sd: the VAE decodes, nothing copied
+    assert "decoder" not in json.loads((out / SPEC_NAME).read_text()) and not (out / "taesd").exists()
+    assert read_spec(out).decoder == {}

@@ -159,3 +159,34 @@ def test_cli_errors_are_one_line_exit_2(models, inputs, tmp_path):
         assert res.returncode == 2, res.stderr
         assert res.stderr.strip().count("\n") == 0 and msg in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_cli_generate_with_a_taesd_decoder(inputs, tmp_path):
+    """`fada generate --decoder taesd:PATH` on an SD-VAE model folder: the tiny decoder is used and said, the mp4 has
+    the frame count of the audio; a malformed --decoder is one line, exit 2, before the model loads."""
+    from typer.testing import CliRunner
+
+    from fada_cli.main import app
+    from tests.fixtures import tiny_taesd
+
+    from .generate_helpers import export_sd_model
+
+    model, taesd = export_sd_model(tmp_path), tiny_taesd(tmp_path / "taesd")
+
+    def cli(out, *more):
+        return CliRunner().invoke(app, ["generate", str(inputs["portrait"]), str(inputs["short"]), "--model",
+                                        str(model), "--out", str(out), *more])
+
+    res = cli(tmp_path / "t.mp4", "--decoder", f"taesd:{taesd}")
+    assert res.exit_code == 0, res.output
+    assert "decoder taesd(x8, 4ch)" in res.output and "NFE 6 per clip" in res.output
+    frames = check_mp4(tmp_path / "t.mp4", 0.5)
+    res = cli(tmp_path / "sd.mp4")  # the folder's default: the SD VAE
+    assert res.exit_code == 0, res.output
+    assert "decoder sd-vae(x8, 4ch)" in res.output
+    assert not np.array_equal(frames, check_mp4(tmp_path / "sd.mp4", 0.5))  # another decoder, other pixels
+    res = cli(tmp_path / "x.mp4", "--decoder", "taesd")
+    assert res.exit_code == 2 and "has no TAESD copy" in res.output
+    res = cli(tmp_path / "x.mp4", "--decoder", "vae")
+    assert res.exit_code == 2 and "--decoder 'vae': choose sd" in res.output
+    assert res.output.strip().count("\n") == 0 and not (tmp_path / "x.mp4").exists()
