@@ -174,11 +174,18 @@ class AudioFeatures:
 
 
 class FrameStream:
-    """``pipe.generate_frames(...)``: iterate once for uint8 RGB chunks (n, H, W, 3) at ``fps``; the sizes are
-    known before the first chunk (``total_frames``, ``clips``, ``plan``, ``waveform`` for muxing)."""
+    """``pipe.generate_frames(...)``: iterate once for uint8 RGB chunks (n, H, W, 3) at ``fps``, or hand every
+    chunk to a sink with ``write_to``; the sizes are known before the first chunk (``total_frames``, ``clips``,
+    ``plan``, ``waveform`` for muxing).
+
+    The denoiser runs clip after clip on the caller's thread; with ``overlap`` (the default) a worker
+    (``fada.engine.DecodeWorker``) decodes clip c's output frames and hands them on while clip c+1 denoises, and
+    the next clip's bank is encoded as soon as clip c's latents exist. Without it the same calls run in order on
+    one thread; both give the same frames."""
 
     def __init__(self, pipe: "FadaPipeline", image: np.ndarray, waveform: np.ndarray, plan: GenerationPlan,
-                 fps: int, seed: int, progress: bool, on_step: Optional[Callable[[int, int], None]] = None):
+                 fps: int, seed: int, progress: bool, on_step: Optional[Callable[[int, int], None]] = None,
+                 overlap: bool = True, queue_depth: int = 2):
         from fada.models.audio import frames_for_duration
 
         self.pipe, self.image, self.waveform, self.plan, self.fps, self.seed = pipe, image, waveform, plan, fps, seed
@@ -192,8 +199,10 @@ class FrameStream:
         self.clips = -(-self.gen_frames // pipe.model_cfg.num_frames)
         self.progress = progress
         self.on_step = on_step  # called (steps done, steps in all) after every sampler step (the web page's bar)
+        self.overlap, self.queue_depth = bool(overlap), int(queue_depth)
         self.frames_done = 0
-        self._iter = self._run()
+        self._started = False
+        self._iter = self._chunks()
 
     @property
     def audio_seconds(self) -> float:
@@ -224,7 +233,55 @@ class FrameStream:
                 self.on_step(clip * self.plan.steps + i + 1, total)
         return callback
 
-    def _run(self) -> Iterator[np.ndarray]:
+    def _start(self) -> None:
+        if self._started:
+            raise RuntimeError("a FrameStream runs once")
+        self._started = True
+
+    def _decoder(self, sink):
+        from fada.engine import DecodeWorker, InlineDecoder
+
+        def counted(frames: np.ndarray) -> None:
+            self.frames_done += len(frames)
+            sink(frames)
+
+        if self.overlap:
+            return DecodeWorker(self.pipe.decode_frames, counted, self.queue_depth, self.pipe.device)
+        return InlineDecoder(self.pipe.decode_frames, counted)
+
+    def write_to(self, sink: Callable[[np.ndarray], None]) -> None:
+        """Generate every chunk into ``sink`` (with ``overlap``, called on the decode worker's thread)."""
+        self._start()
+        dec = self._decoder(sink)
+        try:
+            for latents, order in self._clip_latents():
+                dec.submit(latents, order)
+            dec.close()
+        except BaseException:
+            dec.cancel()
+            raise
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        import queue
+
+        self._start()
+        ready: queue.Queue = queue.Queue()
+        dec = self._decoder(ready.put)
+        try:
+            for latents, order in self._clip_latents():
+                dec.submit(latents, order)
+                while not ready.empty():
+                    yield ready.get_nowait()
+            dec.close()
+            while not ready.empty():
+                yield ready.get_nowait()
+        finally:
+            dec.cancel()
+
+    def _clip_latents(self) -> Iterator[tuple]:
+        """Denoise clip after clip; yield each clip's (latents (n, C, h, w) of the model frames it shows, their
+        output order or None) -- model frames repeat or drop when ``fps`` differs from the model's, and the padded
+        tail of the last clip is left out -- then encode the next clip's bank from its motion latents."""
         pipe, plan = self.pipe, self.plan
         F, M = pipe.model_cfg.num_frames, pipe.model_cfg.motion_frames
         feats = AudioFeatures(pipe.frontend, self.waveform, self.gen_frames, self.model_fps)
@@ -251,23 +308,22 @@ class FrameStream:
                     bar.set_description(f"clip {c + 1}/{self.clips}")
                 s = c * F
                 rows = feats.rows(s, s + F)[None]
-                z, frames = pipe._sample_clip(plan, bank, rows, next(noises), self._step_callback(bar, c),
-                                              seed=(self.seed, c), portrait=portrait)
-                if M:
-                    hist = torch.cat([motion, z.permute(0, 2, 1, 3, 4)], dim=1)
-                    motion = hist[:, -M:]
-                    if c + 1 < self.clips:
-                        bank = pipe.encode_bank(ref, motion, ref_bank) if portrait is None else \
-                            pipe.guidance_bank(plan, ref, motion, portrait)
+                z = pipe.denoise_clip(plan, bank, rows, next(noises), self._step_callback(bar, c),
+                                      seed=(self.seed, c), portrait=portrait)
                 e = min(s + F, self.gen_frames)
                 stop = j
                 while stop < self.total_frames and gen_index(stop, self.fps, self.model_fps) < e:
                     stop += 1
-                if stop > j:
-                    idx = [gen_index(k, self.fps, self.model_fps) - s for k in range(j, stop)]
-                    self.frames_done += len(idx)
+                if stop > j:  # decode each model frame shown once; `order` repeats it where the output rate is higher
+                    shown = [gen_index(k, self.fps, self.model_fps) - s for k in range(j, stop)]
+                    uniq = sorted(set(shown))
+                    order = None if len(uniq) == len(shown) else np.searchsorted(uniq, shown)
                     j = stop
-                    yield frames[idx]
+                    yield z[0].index_select(1, torch.tensor(uniq, device=z.device)).transpose(0, 1), order
+                if M and c + 1 < self.clips:
+                    motion = torch.cat([motion, z.permute(0, 2, 1, 3, 4)], dim=1)[:, -M:]
+                    bank = pipe.encode_bank(ref, motion, ref_bank) if portrait is None else \
+                        pipe.guidance_bank(plan, ref, motion, portrait)
             assert j == self.total_frames, (j, self.total_frames)
         finally:
             if bar is not None:
@@ -460,27 +516,33 @@ class FadaPipeline:
         """The sampler's ``eps_fn(z, t)`` for one clip under ``plan``: guidance (one batch of 3 or 2 branches) or
         one pass, with the scales told to a Fast student; ``portrait`` for nets that read one."""
         scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=self.device) if plan.told_scales else None
-        fn = self.net.model_fn(bank, feats.to(self.device, self.dtype), cfg_scales=scales, portrait=portrait)
+        fn = self.net.model_fn(bank, feats.to(self.device, self.dtype), cfg_scales=scales, portrait=portrait,
+                               branch_keep_ref=[kr for _, kr in plan.branches])
         return guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes > 1 else conditional(fn)
 
     @torch.inference_mode()
-    def _sample_clip(self, plan: GenerationPlan, bank, feats, noise, callback=None, seed: tuple[int, int] = (0, 0),
-                     portrait=None):
-        """One clip from its bank: sampler over the steps, decode -> (latents (1, C, F, h, w), uint8 frames).
-        ``seed`` (video seed, clip index) seeds a stochastic sampler's draws (TCD)."""
-        from fada.models.vae import tensor_to_frames
-
+    def denoise_clip(self, plan: GenerationPlan, bank, feats, noise, callback=None, seed: tuple[int, int] = (0, 0),
+                     portrait=None) -> torch.Tensor:
+        """One clip from its bank: the sampler over the plan's steps -> latents (1, C, F, h, w), left on the
+        device (nothing here waits for the GPU). ``seed`` (video seed, clip index) seeds a stochastic sampler's
+        draws (TCD)."""
         eps_fn = self.eps_fn(plan, bank, feats, portrait)
         z = noise.to(self.device, self.dtype)
         schedule = self.spec.schedule
         if plan.sampler == "ddim":
-            z = sample_ddim(eps_fn, z, plan.steps, schedule, callback)
-        elif plan.sampler == "tcd":
-            z = self._sample_tcd(eps_fn, z, plan.steps, seed, callback)
-        else:
-            z = sample_perflow(eps_fn, z, plan.steps, schedule, plan.num_windows, callback, plan.extra_steps)
-        video = self.decoder.decode_video(z.permute(0, 2, 1, 3, 4))
-        return z, tensor_to_frames(video[0])
+            return sample_ddim(eps_fn, z, plan.steps, schedule, callback)
+        if plan.sampler == "tcd":
+            return self._sample_tcd(eps_fn, z, plan.steps, seed, callback)
+        return sample_perflow(eps_fn, z, plan.steps, schedule, plan.num_windows, callback, plan.extra_steps)
+
+    @torch.inference_mode()
+    def decode_frames(self, latents: torch.Tensor, order: Optional[np.ndarray] = None) -> np.ndarray:
+        """Latents (n, C, h, w) -> uint8 RGB frames (n, H, W, 3) through ``decoder``, then ``frames[order]`` when
+        given (output frames that repeat a model frame, decoded once)."""
+        from fada.models.vae import tensor_to_frames
+
+        frames = tensor_to_frames(self.decoder.decode(latents))
+        return frames if order is None else frames[order]
 
     def _sample_tcd(self, eps_fn, z, steps: int, seed: tuple[int, int], callback=None):
         """diffusers' TCDScheduler over ``steps`` of the TCD grid on the model's own schedule, γ from the model
@@ -503,34 +565,34 @@ class FadaPipeline:
     def generate_frames(self, portrait, audio, mode: Optional[str] = None, steps: Optional[int] = None,
                         cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0,
                         crop: bool = True, fps: Optional[int] = None, progress: bool = False,
-                        on_step: Optional[Callable[[int, int], None]] = None) -> FrameStream:
+                        on_step: Optional[Callable[[int, int], None]] = None, overlap: bool = True) -> FrameStream:
         """Check the inputs now, then stream uint8 RGB chunks (n, H, W, 3) at ``fps`` (default: the model's),
         ``frames_for_duration(len(audio), sr, fps)`` frames in all. ``on_step(done, total)`` follows the sampler
-        steps over all clips."""
+        steps over all clips. ``overlap``: decode on a worker while the next clip denoises (same frames)."""
         plan = self.plan(mode, steps, cfg_audio, cfg_ref)
         fps = int(fps or self.model_cfg.fps)
         if fps < 1:
             raise FadaError(f"--fps {fps}: must be at least 1")
         image = self.load_portrait(portrait, crop)
         wav = self.load_audio(audio)
-        return FrameStream(self, image, wav, plan, fps, seed, progress, on_step)
+        return FrameStream(self, image, wav, plan, fps, seed, progress, on_step, overlap=overlap)
 
     def __call__(self, portrait, audio, mode: Optional[str] = None, steps: Optional[int] = None,
                  cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0, out=None,
                  crop: bool = True, fps: Optional[int] = None, progress: bool = True,
-                 on_step: Optional[Callable[[int, int], None]] = None) -> GenerationResult:
+                 on_step: Optional[Callable[[int, int], None]] = None, overlap: bool = True) -> GenerationResult:
         """Generate and write an H.264 mp4 with the (resampled, mono) input audio muxed in; frames are streamed to
-        the file. ``out`` defaults to ``<portrait>_<audio>.mp4`` in the current folder."""
+        the file (with ``overlap``, decoded, converted and muxed on a worker while the next clip denoises).
+        ``out`` defaults to ``<portrait>_<audio>.mp4`` in the current folder."""
         from fada.data.media import VideoWriter
 
         t0 = time.perf_counter()
         stream = self.generate_frames(portrait, audio, mode, steps, cfg_audio, cfg_ref, seed, crop, fps, progress,
-                                      on_step)
+                                      on_step, overlap)
         out = Path(out) if out is not None else Path(default_output_name(portrait, audio))
         with VideoWriter(out, stream.fps, (self.resolution, self.resolution), audio=stream.waveform,
                          sample_rate=stream.sample_rate) as writer:
-            for chunk in stream:
-                writer.write(chunk)
+            stream.write_to(writer.write)  # decoding, conversion and muxing on the decode worker
         return GenerationResult(path=out, frames=stream.frames_done, fps=stream.fps,
                                 nfe_per_clip=stream.nfe_per_clip, clips=stream.clips,
                                 seconds=time.perf_counter() - t0, audio_seconds=stream.audio_seconds,

@@ -126,13 +126,13 @@ def test_video_noise_prior_is_drawn_once_per_video(pipes, share):
     spec = dataclasses.replace(src.spec, model=dataclasses.replace(src.spec.model, noise_share=share))
     pipe = FadaPipeline(src.net, src.codec, src.frontend, spec)
     seen = []
-    real = pipe._sample_clip
+    real = pipe.denoise_clip
 
     def spy(plan, bank, rows, noise, cb, **kw):
         seen.append(noise.clone())
         return real(plan, bank, rows, noise, cb, **kw)
 
-    pipe._sample_clip = spy
+    pipe.denoise_clip = spy
     list(pipe.generate_frames(data.astronaut(), speech(0.7), seed=4))
     assert len(seen) == 3
     noise = torch.cat(seen, dim=2)  # (1, C, clips * F, h, w)

@@ -280,28 +280,56 @@ class AttnContext:
         self.grid = grid  # (h, w) of the latents when the bank attention adds position codes, else None
 
 
+@dataclass(frozen=True, eq=False)
+class ReadSplit:
+    """Which rows of a B·F frame batch read the bank: ``keep_idx`` (K,) those that do, ``keep_bank_idx`` (K,)
+    their sample in the bank, ``drop_idx`` the others (None when every row reads it); ``keep_idx`` None: no row
+    does. Decided once per sampling plan on the host (``read_split``), it spares each forward a ``nonzero`` --
+    a wait for the GPU and a data-dependent shape that CUDA graphs cannot hold."""
+
+    keep_idx: Optional[Tensor]
+    keep_bank_idx: Optional[Tensor]
+    drop_idx: Optional[Tensor]
+
+
+def _split_from_rows(keep_f: Tensor, batch: int, num_frames: int, tiled: bool) -> ReadSplit:
+    keep_idx = torch.nonzero(keep_f).flatten()
+    if keep_idx.numel() == 0:
+        return ReadSplit(None, None, None)
+    bank_idx = keep_idx % batch if tiled else torch.div(keep_idx, num_frames, rounding_mode="floor")
+    drop = torch.nonzero(~keep_f).flatten() if keep_idx.numel() < keep_f.numel() else None
+    return ReadSplit(keep_idx, bank_idx, drop)
+
+
+def read_split(keep_ref, batch: int, num_frames: int, device, tiled: bool = False) -> ReadSplit:
+    """The ``ReadSplit`` of ``batch`` clips of ``num_frames`` frames whose samples keep the reference per
+    ``keep_ref`` (host-side bools, one per sample), built on the host and moved to ``device`` once."""
+    keep = torch.as_tensor(list(keep_ref), dtype=torch.bool).reshape(-1).expand(batch)
+    sp = _split_from_rows(keep.repeat_interleave(num_frames), batch, num_frames, tiled)
+    move = (lambda t: None if t is None else t.to(device))
+    return ReadSplit(move(sp.keep_idx), move(sp.keep_bank_idx), move(sp.drop_idx))
+
+
 def make_read_context(bank: Optional[Bank], keep_ref: Optional[Tensor], batch: int, num_frames: int,
-                      device, tiled: bool = False) -> AttnContext:
+                      device, tiled: bool = False, split: Optional[ReadSplit] = None) -> AttnContext:
     """Context for a denoising forward over ``batch`` clips of ``num_frames`` frames. ``tiled``: row r of the
-    B·F frame batch reads bank sample r mod B instead of its own clip's (Hallo's reference read)."""
+    B·F batch reads bank sample r mod B instead of its own clip's (Hallo's reference read). ``split``: the
+    rows' split decided beforehand (``read_split``); else it is found from ``keep_ref`` here."""
     ctx = AttnContext(num_frames=num_frames)
     if bank is None:
         return ctx
     if bank.batch_size != batch:
         raise ValueError(f"bank holds {bank.batch_size} samples but the batch has {batch}")
-    if keep_ref is None:
-        keep = torch.ones(batch, dtype=torch.bool, device=device)
-    else:
-        keep = torch.as_tensor(keep_ref, device=device).bool().reshape(-1).expand(batch)
-    keep_f = keep.repeat_interleave(num_frames)
-    keep_idx = torch.nonzero(keep_f).flatten()
-    if keep_idx.numel() == 0:
+    if split is None:
+        if keep_ref is None:
+            keep = torch.ones(batch, dtype=torch.bool, device=device)
+        else:
+            keep = torch.as_tensor(keep_ref, device=device).bool().reshape(-1).expand(batch)
+        split = _split_from_rows(keep.repeat_interleave(num_frames), batch, num_frames, tiled)
+    if split.keep_idx is None:
         return ctx  # nobody reads the bank: plain self-attention everywhere
     ctx.bank = bank
-    ctx.keep_idx = keep_idx
-    ctx.keep_bank_idx = keep_idx % batch if tiled else torch.div(keep_idx, num_frames, rounding_mode="floor")
-    if keep_idx.numel() < keep_f.numel():
-        ctx.drop_idx = torch.nonzero(~keep_f).flatten()
+    ctx.keep_idx, ctx.keep_bank_idx, ctx.drop_idx = split.keep_idx, split.keep_bank_idx, split.drop_idx
     return ctx
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,7 @@ from fada.diffusion import NoiseSchedule, as_schedule, line_output, precond_loss
 from fada.errors import FadaError
 
 from . import avatar_folder as folder
-from .attention import Bank, resolve_backend
+from .attention import Bank, read_split, resolve_backend
 from .cfg_tokens import CFG_MODES, TIME_COND_DIM, CFGConditioning
 from .conditioning import Conditioning, Portrait, portrait_fields
 from .denoising_net import DenoisingNet
@@ -246,9 +246,10 @@ class AvatarNet(nn.Module):
         return z, tau
 
     def denoise(self, z: Tensor, t, audio_tokens: Tensor, bank: Optional[Bank], keep_ref=None,
-                cfg_scales=None, portrait: Optional[Portrait] = None) -> Tensor:
+                cfg_scales=None, portrait: Optional[Portrait] = None, read_split=None) -> Tensor:
         """The denoising pass from already projected audio tokens (``portrait``: the portrait conditions of the
-        batch's clips, or of a batch k× smaller, tiled)."""
+        batch's clips, or of a batch k× smaller, tiled; ``read_split``: ``keep_ref``'s bank-reading rows decided
+        beforehand, ``attention.read_split``)."""
         cfg_tokens, tcond = self.cfg_inputs(cfg_scales, z.shape[0], z.device)
         line_t = t
         z, t = self._path_input(z, t)
@@ -257,7 +258,8 @@ class AvatarNet(nn.Module):
             portrait = portrait.tile(z.shape[0] // n_p)
         fields = portrait_fields(portrait, None if keep_ref is None else _mask(keep_ref, z.shape[0], z.device),
                                  self.identity_proj, self.denoising_net.face_locator)
-        cond = Conditioning(audio_tokens, bank, keep_ref, cfg_tokens=cfg_tokens, timestep_cond=tcond, **fields)
+        cond = Conditioning(audio_tokens, bank, keep_ref, cfg_tokens=cfg_tokens, timestep_cond=tcond,
+                            read_split=read_split, **fields)
         out = self.denoising_net(z, t, cond=cond)
         if self.precond_data_var > 0:  # EDM-style preconditioning of the output (CPU-scale nets; see UNetConfig)
             n = z.shape[0]
@@ -297,11 +299,16 @@ class AvatarNet(nn.Module):
         return eps
 
     def model_fn(self, bank: Optional[Bank], audio_features: Tensor, cfg_scales: Optional[Tensor] = None,
-                 portrait: Optional[Portrait] = None) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+                 portrait: Optional[Portrait] = None, branch_keep_ref: Optional[Sequence[bool]] = None
+                 ) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
         """fada.diffusion's ``model_fn(z, t_index, keep_audio, keep_ref) -> eps`` with bank, audio, CFG scales
         and portrait bound. When z's batch is k× the bound batch (the stacked Eq. 9 branches, torch.cat order),
         they are tiled k times; a bank whose batch already equals z's (``encode_guidance_bank``) is used as it
-        is. Under no_grad the projected audio tokens, tiled banks and face-locator features are cached."""
+        is. Under no_grad the projected audio tokens, tiled banks and face-locator features are cached.
+
+        ``branch_keep_ref``: keep_ref of each of the k stacked branches as the sampler will pass it (a plan's
+        ``branches``); the bank-reading rows are then decided once on the host instead of found from the
+        keep_ref tensor at every forward (``attention.ReadSplit``)."""
         base = audio_features.shape[0]
         cache: dict = {}
         if portrait is not None and not torch.is_grad_enabled():
@@ -314,13 +321,17 @@ class AvatarNet(nn.Module):
             rep = n // base
             caching = not torch.is_grad_enabled()
             if caching and rep in cache:
-                tokens, bk = cache[rep]
+                tokens, bk, split = cache[rep]
             else:
                 tokens = self.audio_tokens(audio_features)
                 tokens = torch.cat([tokens] * rep) if rep > 1 else tokens
                 bk = None if bank is None else bank if bank.batch_size == n else bank.repeat(rep)
+                split = None
+                if bk is not None and branch_keep_ref is not None and len(branch_keep_ref) == rep:
+                    split = read_split([k for k in branch_keep_ref for _ in range(base)], n, z.shape[2], z.device,
+                                       self.denoising_net.parts["bank_pairing"] == "tiled")
                 if caching:
-                    cache[rep] = (tokens, bk)
+                    cache[rep] = (tokens, bk, split)
             ka = _mask(keep_audio, n, tokens.device)[:, None, None, None]
             tok = torch.where(ka, tokens, torch.zeros_like(tokens))
             scales = None
@@ -330,7 +341,7 @@ class AvatarNet(nn.Module):
                     scales = torch.cat([scales] * rep)
             t = torch.as_tensor(t_index, device=z.device).float()
             t = t.expand(n) if t.ndim == 0 else t.reshape(n)
-            return self.denoise(z, t, tok, bk, _mask(keep_ref, n, z.device), scales, portrait)
+            return self.denoise(z, t, tok, bk, _mask(keep_ref, n, z.device), scales, portrait, split)
 
         return fn
 

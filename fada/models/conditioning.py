@@ -36,6 +36,7 @@ class Conditioning:
     motion_scale: Optional[Tensor] = None
     cfg_tokens: Optional[Tensor] = None
     timestep_cond: Optional[Tensor] = None
+    read_split: Optional[object] = None  # attention.ReadSplit decided per plan (else found from keep_ref)
 
     @property
     def batch_size(self) -> int:

@@ -266,7 +266,8 @@ class DenoisingNet(nn.Module):
         t = torch.as_tensor(t, device=z.device)
         t = (t.expand(b) if t.ndim == 0 else t.reshape(b)).repeat_interleave(f)
         audio = audio_tokens.reshape(b * f, *audio_tokens.shape[2:]).to(z.dtype)
-        ctx = make_read_context(bank, keep_ref, b, f, z.device, tiled=self.parts["bank_pairing"] == "tiled")
+        ctx = make_read_context(bank, keep_ref, b, f, z.device, tiled=self.parts["bank_pairing"] == "tiled",
+                                split=cond.read_split)
         ctx.grid = (h, w) if self.bank_positions else None
         if self.parts["attn2"] == "identity":
             if cond.identity_tokens is None:

@@ -136,6 +136,28 @@ def test_model_fn_three_branch_batch(teacher):
                                  torch.cat([on, on, off])), eps)
 
 
+@pytest.mark.parametrize("branches", [(True, True, False), (False, True), (True,)])
+def test_model_fn_with_a_planned_read_split_calls_no_nonzero(teacher, branches, monkeypatch):
+    """Given each branch's keep_ref (a plan's branches), the bank-reading rows are decided once on the host: the
+    forwards call no torch.nonzero (a GPU sync, a data-dependent shape) and give the same ε bit for bit."""
+    from fada.diffusion import Guidance, guided
+
+    x = _inputs()
+    scales = {3: (6.5, 2.5), 2: (3.0, 3.0), 1: (1.0, 1.0)}[len(branches)]
+    assert tuple(kr for _, kr in Guidance(*scales).branches) == branches
+    calls = []
+    real = torch.nonzero
+    with torch.no_grad():
+        bank = teacher.encode_bank(x["ref"], x["motion"])
+        want = guided(teacher.model_fn(bank, x["audio"]), Guidance(*scales))(x["z"], x["t"])
+        fn = guided(teacher.model_fn(bank, x["audio"], branch_keep_ref=branches), Guidance(*scales))
+        fn(x["z"], x["t"])  # the first call decides the split
+        monkeypatch.setattr(torch, "nonzero", lambda *a, **k: calls.append(1) or real(*a, **k))
+        got = fn(x["z"], x["t"])
+    assert not calls
+    assert torch.equal(got, want)
+
+
 def test_keep_audio_false_is_zero_tokens(teacher):
     x = _inputs()
     tok = teacher.audio_tokens(x["audio"], torch.tensor([False, True]))
