@@ -213,6 +213,9 @@ def generate_cmd(
                                           help="sd (the SD VAE), taesd (the model folder's TAESD copy) or taesd:PATH "
                                                "(a local TAESD folder: cheaper decoding, softer detail); default: "
                                                "the model folder's own."),
+    compile: bool = typer.Option(False, "--compile",
+                                 help="torch.compile the denoiser and decoder for the clip's shapes (CUDA graphs on a "
+                                      "GPU); the compile time is reported apart and not counted in the rate."),
 ):
     """Generate a talking-portrait mp4 from one portrait and one audio file."""
     with guard():
@@ -220,7 +223,7 @@ def generate_cmd(
             raise FadaError("give PORTRAIT and AUDIO, or --batch LIST.jsonl")
         run_stage("generate", portrait=portrait, audio=audio, model=model, mode=mode, steps=steps,
                   cfg_audio=cfg_audio, cfg_ref=cfg_ref, seed=seed, out=out, no_crop=no_crop, fps=fps, batch=batch,
-                  decoder=decoder)
+                  decoder=decoder, compile=compile)
 
 
 @app.command("eval")
@@ -288,12 +291,16 @@ def app_cmd(
     port: int = typer.Option(7860, "--port", help="Port."),
     share: bool = typer.Option(False, "--share", help="Also open a public gradio.live link (a warning is printed)."),
     max_audio_seconds: float = typer.Option(60.0, "--max-audio-seconds", help="Longest speech a request may send."),
+    compile: bool = typer.Option(False, "--compile",
+                                 help="torch.compile each model's denoiser and decoder when it loads (CUDA graphs on "
+                                      "a GPU; minutes of compiling once, faster requests after)."),
 ):
     """A local web page: portrait + speech in, talking-portrait video out (Gradio; also an API)."""
     with guard():
         from fada.app import launch
 
-        launch(model or [], host=host, port=port, share=share, max_audio_seconds=max_audio_seconds)
+        launch(model or [], host=host, port=port, share=share, max_audio_seconds=max_audio_seconds,
+               compile=compile)
 
 
 @app.command("synth")

@@ -42,7 +42,8 @@ def _set_env(key: str, value: Optional[str]) -> None:
 
 
 def start(models: list, host: str = "127.0.0.1", port: Optional[int] = 7860, share: bool = False,
-          max_audio_seconds: float = MAX_AUDIO_SECONDS, device=None, block: bool = True, quiet: bool = False):
+          max_audio_seconds: float = MAX_AUDIO_SECONDS, device=None, block: bool = True, quiet: bool = False,
+          compile: bool = False):
     """Build and serve the page; with ``block`` until interrupted, else return a ``RunningApp`` (tests)."""
     entries = find_models(list(models or []))
     if not entries:
@@ -55,7 +56,7 @@ def start(models: list, host: str = "127.0.0.1", port: Optional[int] = 7860, sha
     os.environ["GRADIO_TEMP_DIR"] = str(workspace.uploads)  # Gradio's upload cache: inside the app's own folder
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
-        registry = ModelRegistry(entries, device)
+        registry = ModelRegistry(entries, device, compile=compile)
         for label in registry.labels:  # one load per model, before the first request; a bad folder is reported
             try:
                 registry.get(label)
@@ -85,6 +86,6 @@ def start(models: list, host: str = "127.0.0.1", port: Optional[int] = 7860, sha
 
 
 def launch(models: list, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           max_audio_seconds: float = MAX_AUDIO_SECONDS) -> None:
+           max_audio_seconds: float = MAX_AUDIO_SECONDS, compile: bool = False) -> None:
     """`fada app`: serve until interrupted."""
-    start(models, host, port, share, max_audio_seconds, block=True)
+    start(models, host, port, share, max_audio_seconds, block=True, compile=compile)

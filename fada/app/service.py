@@ -104,9 +104,10 @@ def _label(path: Path) -> str:
 class ModelRegistry:
     """Each model folder loaded once, on first use, and shared by every request (loads are serialised)."""
 
-    def __init__(self, entries: list[ModelEntry], device=None):
+    def __init__(self, entries: list[ModelEntry], device=None, compile: bool = False):
         self.entries = {e.label: e for e in entries}
         self.device = device
+        self.compile = bool(compile)  # compile each model's graphs when it loads (a warm-up clip builds them)
         self._pipes: dict = {}
         self._lock = threading.Lock()
 
@@ -123,7 +124,11 @@ class ModelRegistry:
             if label not in self._pipes:
                 entry = self.entries[label]
                 try:
-                    self._pipes[label] = FadaPipeline.from_pretrained(entry.path, device=self.device)
+                    pipe = FadaPipeline.from_pretrained(entry.path, device=self.device)
+                    if self.compile:  # shapes do not depend on the picture: a grey one builds the graphs
+                        res = pipe.resolution
+                        pipe.compile().warm_up(np.full((res, res, 3), 128, np.uint8), crop=False)
+                    self._pipes[label] = pipe
                 except FadaError as e:
                     raise FadaError(f"model {entry.path} does not load: {first_line(e)}") from None
             return self._pipes[label]

@@ -122,6 +122,15 @@ class LatentCodec(ABC):
         """What decides the latents this codec makes (the data cache is keyed by it)."""
         return {"codec": self.name}
 
+    def compile(self, **options) -> bool:
+        """Compile the decoding network in place (``torch.compile`` options); False when there is none to
+        compile (a weight-free codec)."""
+        net = getattr(getattr(self, "vae", None), "decoder", None)
+        if net is None:
+            return False
+        net.compile(**options)
+        return True
+
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, h, w) of the latents of an H×W image."""
         return (self.latent_channels, height // self.downsample, width // self.downsample)

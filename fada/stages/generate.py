@@ -100,10 +100,12 @@ def _report(res) -> None:
 
 def run(portrait=None, audio=None, model=None, mode: Optional[str] = None, steps: Optional[int] = None,
         cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0, out=None,
-        no_crop: bool = False, fps: int = 25, batch=None, progress: bool = True, device=None,
+        no_crop: bool = False, fps: int = 25, batch=None, progress: bool = True, device=None, compile: bool = False,
         decoder: Optional[str] = None):
     """Generate one video (returns its GenerationResult) or every item of ``batch`` (returns the list).
-    ``decoder``: sd | taesd | taesd:PATH (default: the model folder's own; ``fada.models.taesd``)."""
+    ``decoder``: sd | taesd | taesd:PATH (default: the model folder's own; ``fada.models.taesd``). ``compile``:
+    compile the denoiser and decoder (``FadaPipeline.compile``) and build the graphs on one warm-up clip first,
+    so that the compile time is reported apart from each video's."""
     if fps is not None and int(fps) < 1:
         raise FadaError(f"--fps {fps}: must be at least 1")
     if steps is not None and int(steps) < 1:
@@ -139,6 +141,12 @@ def run(portrait=None, audio=None, model=None, mode: Optional[str] = None, steps
     print(f"model: {model_dir} (from {why}): {spec.kind} model, {spec.model.resolution}px, {spec.model.fps} fps, "
           f"{spec.model.num_frames} frames per clip, on {pipe.device} ({str(pipe.dtype).replace('torch.', '')}), "
           f"decoder {pipe.decoder.name}")
+    if compile:
+        pipe.compile()
+        first = items[0]
+        secs = pipe.warm_up(first["portrait"], mode=first.get("mode", mode), steps=first.get("steps", steps),
+                            crop=not bool(first.get("no_crop", no_crop)))
+        print(f"compiled ({pipe.compiled}) and warmed up in {secs:.1f} s, not counted in the timings below")
 
     results, failures = [], []
     for item in items:

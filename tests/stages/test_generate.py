@@ -190,3 +190,21 @@ def test_cli_generate_with_a_taesd_decoder(inputs, tmp_path):
     res = cli(tmp_path / "x.mp4", "--decoder", "vae")
     assert res.exit_code == 2 and "--decoder 'vae': choose sd" in res.output
     assert res.output.strip().count("\n") == 0 and not (tmp_path / "x.mp4").exists()
+
+
+def test_cli_generate_compiled(inputs, tmp_path):
+    """`fada generate --compile`: the graphs are built on a warm-up clip whose time is reported apart; the video
+    is written with the audio's frame count."""
+    from typer.testing import CliRunner
+
+    from fada_cli.main import app
+    from tests.fixtures import tiny_taesd
+
+    from .generate_helpers import export_sd_model
+
+    model, taesd = export_sd_model(tmp_path), tiny_taesd(tmp_path / "taesd")
+    res = CliRunner().invoke(app, ["generate", str(inputs["portrait"]), str(inputs["short"]), "--model", str(model),
+                                   "--out", str(tmp_path / "c.mp4"), "--decoder", f"taesd:{taesd}", "--compile"])
+    assert res.exit_code == 0, res.output
+    assert "compiled (default) and warmed up in" in res.output and "not counted" in res.output
+    check_mp4(tmp_path / "c.mp4", 0.5)
