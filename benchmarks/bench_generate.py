@@ -25,6 +25,19 @@ once and every (dtype, attention backend) pair is measured in the same process, 
 fills the top-level keys and ``variants`` lists every pair's figures, with ``max_abs_diff_vs_first`` (the largest
 difference of one Fast step's ε from the first pair's on the same inputs, a check that the backends agree).
 
+``ms_single_pass`` ({teacher, fast}): one unbatched teacher pass (every condition kept, no CFG layer) and one Fast
+pass (the CFG layer reading Eq. 10's tokens) on the same inputs, interleaved, the fastest of each; their ratio is
+``fast_pass_over_teacher_pass``. ``wall_over_denoiser_ratio``: the teacher/Fast wall-time ratio over the
+denoiser-only one (1.0: every fixed cost is off the critical path).
+
+``--decoder taesd`` decodes with a random TAESD (diffusers ``AutoencoderTiny``, its default config, saved and loaded
+like a user's folder; full scale only: it needs the SD VAE's latent space). ``--compile`` compiles each pipeline
+(``FadaPipeline.compile``; CUDA graphs on a GPU) and warms it up on one clip; ``compile_seconds`` reports that apart
+from every timed figure. ``--sequential`` decodes on the denoiser's thread instead of the worker. ``--profile`` runs
+one more Fast video under torch.profiler, decoding in line so that the steps add up, and reports ``profile_fast``:
+each labelled step's milliseconds per clip and share of the wall time (on CUDA every step waits for its own GPU
+work, so the host-side times are the steps' own); the same table goes to stderr in Markdown.
+
 Full scale needs no download: the SD1.5-shaped UNets, the SD VAE and a base-sized wav2vec2 are built with random
 weights (speed does not depend on them); the VAE and wav2vec2 are saved to a temporary folder so that the real
 loaders run.
@@ -111,15 +124,32 @@ def tiny_model_config(args) -> ModelConfig:
     return _overrides(cfg, args)
 
 
-def build_pipelines(cfg: ModelConfig, device, dtype, feature_shape=None) -> dict:
-    """Teacher, Balanced and Fast pipelines sharing the teacher's weights. Each net moves to the device before the
-    next is built, so at full scale the host holds one fp32 net at a time."""
+def write_taesd(tmp: Path) -> Path:
+    """A random TAESD (diffusers AutoencoderTiny, default config: madebyollin/taesd's shapes) saved under tmp."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    AutoencoderTiny().save_pretrained(str(tmp / "taesd"), safe_serialization=True)
+    return tmp / "taesd"
+
+
+def build_pipelines(cfg: ModelConfig, device, dtype, feature_shape=None, decoder=None, modes=MODES) -> dict:
+    """Teacher, Balanced and Fast pipelines (those in ``modes``; the teacher always, the students are made from
+    it) sharing the teacher's weights. Each net moves to the device before the next is built, so at full scale the
+    host holds one fp32 net at a time."""
     torch.manual_seed(0)
     teacher = build_avatar_net(cfg, audio_feature_shape=feature_shape).eval()
-    pipes = {"teacher": FadaPipeline.from_net(teacher, spec_for(teacher, cfg, "teacher"), device=device, dtype=dtype)}
+    pipes = {"teacher": FadaPipeline.from_net(teacher, spec_for(teacher, cfg, "teacher"), device=device, dtype=dtype,
+                                              decoder=decoder)}
+    teacher_pipe = pipes["teacher"]
     for kind, mode in (("balanced", "none"), ("fast", "tokens")):
-        net = AvatarNet.from_teacher(pipes["teacher"].net, mode).eval()
-        pipes[kind] = FadaPipeline.from_net(net, spec_for(net, cfg, kind), device=device, dtype=dtype)
+        if kind not in modes:
+            continue
+        net = AvatarNet.from_teacher(teacher_pipe.net, mode).eval()
+        pipes[kind] = FadaPipeline.from_net(net, spec_for(net, cfg, kind), device=device, dtype=dtype,
+                                            decoder=decoder)
+    if "teacher" not in modes:
+        del pipes["teacher"]
     return pipes
 
 
@@ -128,10 +158,11 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def step_inputs(pipe: FadaPipeline, mode: str, seed: int = 0):
+def step_inputs(pipe: FadaPipeline, mode: str, seed: int = 0, single: bool = False):
     """Random latents, reference, motion frames and audio features of one clip on the pipeline's device, and the
-    ε function of one sampler step of ``mode`` (all its passes) over them."""
-    from fada.diffusion import Guidance, conditional, guided
+    ε function of one sampler step of ``mode`` (all its passes; ``single``: one unbatched pass, every condition
+    kept) over them, as the pipeline builds it."""
+    from fada.diffusion import conditional
 
     plan = pipe.plan(mode)
     net, cfg = pipe.net, pipe.model_cfg
@@ -142,10 +173,14 @@ def step_inputs(pipe: FadaPipeline, mode: str, seed: int = 0):
     ref = torch.randn(1, c, res, res, generator=g).to(dev, dt)
     motion = torch.randn(1, m, c, res, res, generator=g).to(dev, dt) if m else None
     z = torch.randn(1, c, f, res, res, generator=g).to(dev, dt)
-    feats = torch.randn(1, f, *net.audio_feature_shape, generator=g).to(dev, dt)
-    scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=dev) if plan.told_scales else None
-    fn = net.model_fn(net.encode_bank(ref, motion), feats, cfg_scales=scales)
-    eps = guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes > 1 else conditional(fn)
+    feats = torch.randn(1, f, *net.audio_feature_shape, generator=g)
+    with torch.inference_mode():
+        bank = net.encode_bank(ref, motion)
+    if single:
+        scales = torch.tensor([[plan.cfg_audio, plan.cfg_ref]], device=dev) if plan.told_scales else None
+        eps = conditional(net.model_fn(bank, feats.to(dev, dt), cfg_scales=scales, branch_keep_ref=[True]))
+    else:
+        eps = pipe.eps_fn(plan, bank, feats)
     return ref, motion, z, lambda: eps(z, torch.full((1,), 500.0, device=dev))
 
 
@@ -166,8 +201,11 @@ def component_times(pipe: FadaPipeline, mode: str, repeats: int = 3) -> dict:
 
     with torch.inference_mode():
         ref, motion, z, step = step_inputs(pipe, mode)
-        return {"bank_encode": best(lambda: pipe.net.encode_bank(ref, motion)), "step": best(step),
-                "decode": best(lambda: pipe.codec.decode_video(z.permute(0, 2, 1, 3, 4)))}
+        out = {"bank_encode": best(lambda: pipe.net.encode_bank(ref, motion)), "step": best(step),
+               "decode": best(lambda: pipe.decode_frames(z[0].transpose(0, 1)))}
+        if mode in ("teacher", "fast") and not pipe.compiled:  # a batch of one is a new shape to a compiled net
+            out["single_pass"] = best(step_inputs(pipe, mode, single=True)[-1])
+        return out
 
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -179,23 +217,30 @@ def fast_step_eps(pipe: FadaPipeline) -> torch.Tensor:
         return step_inputs(pipe, "fast", seed=1)[-1]()
 
 
-def measure(pipes: dict, portrait: Path, audio: Path, warm_audio: Path, tmp: Path, repeats: int,
-            crop: bool = True) -> dict:
+def warm_steps(pipe: FadaPipeline, mode: str) -> int:
+    """The fewest steps a mode's sampler takes (a warm-up runs every shape whatever the step count)."""
+    return 1 if mode == "teacher" else max(1, pipe.spec.num_windows)
+
+
+def measure(pipes: dict, portrait: Path, audio: Path, tmp: Path, repeats: int, crop: bool = True,
+            overlap: bool = True) -> dict:
     """Whole-pipeline times of the three modes (fastest of ``repeats`` interleaved rounds) and their ratios."""
     out: dict = {}
-    for mode in MODES:  # warm-up: one clip each
-        pipes[mode](portrait, warm_audio, mode=mode, out=tmp / f"warm_{mode}.mp4", crop=crop, progress=False)
+    modes = [m for m in MODES if m in pipes]
+    for mode in modes:  # warm-up: one clip each (compiled pipelines were warmed up when compiled)
+        if not pipes[mode].compiled:
+            pipes[mode].warm_up(portrait, mode=mode, steps=warm_steps(pipes[mode], mode), crop=crop)
     # Rounds interleave the modes, so that load from other processes on a shared machine hits all of them
     # alike; per mode the fastest run counts.
-    runs: dict = {m: [] for m in MODES}
-    comps: dict = {m: [] for m in MODES}
+    runs: dict = {m: [] for m in modes}
+    comps: dict = {m: [] for m in modes}
     for _ in range(max(1, repeats)):
-        for mode in MODES:
+        for mode in modes:
             runs[mode].append(pipes[mode](portrait, audio, mode=mode, out=tmp / f"{mode}.mp4", crop=crop,
-                                          progress=False))
-        for mode in MODES:
+                                          progress=False, overlap=overlap))
+        for mode in modes:
             comps[mode].append(component_times(pipes[mode], mode, repeats=2))
-    for mode in MODES:
+    for mode in modes:
         best = min(runs[mode], key=lambda r: r.seconds)
         comp = {k: min(c[k] for c in comps[mode]) for k in comps[mode][0]}
         denoise = best.clips * best.plan.steps * comp["step"] / 1e3
@@ -204,20 +249,51 @@ def measure(pipes: dict, portrait: Path, audio: Path, warm_audio: Path, tmp: Pat
                      "frames_per_second": round(best.frames / best.seconds, 3),
                      "denoiser_share": round(denoise / best.seconds, 3),
                      "components_ms": {k: round(v, 2) for k, v in comp.items()}}
-    t, b, f = (out[m]["seconds_per_video_second"] for m in MODES)
-    out["ratio_teacher_fast"] = round(t / f, 2)
-    out["ratio_teacher_balanced"] = round(t / b, 2)
-    out["nfe_ratio_teacher_fast"] = round(out["teacher"]["nfe"] / out["fast"]["nfe"], 2)
-    out["nfe_ratio_teacher_balanced"] = round(out["teacher"]["nfe"] / out["balanced"]["nfe"], 2)
-    # the ratio the denoiser passes alone allow (no bank, audio, decode or writing): below the NFE ratio because
-    # the unconditional branch of a multi-CFG batch reads no reference bank and so costs less than a pass that does
-    den = {m: out[m]["components_ms"]["step"] * out[m]["steps"] for m in MODES}
-    out["denoiser_only_ratio_teacher_fast"] = round(den["teacher"] / den["fast"], 2)
-    out["denoiser_only_ratio_teacher_balanced"] = round(den["teacher"] / den["balanced"], 2)
+    den = {m: out[m]["components_ms"]["step"] * out[m]["steps"] for m in modes}
+    for m in (modes[1:] if modes[0] == "teacher" else []):  # the teacher's wall, NFE, denoiser-only ratios
+        out[f"ratio_teacher_{m}"] = round(out["teacher"]["seconds_per_video_second"]
+                                          / out[m]["seconds_per_video_second"], 2)
+        out[f"nfe_ratio_teacher_{m}"] = round(out["teacher"]["nfe"] / out[m]["nfe"], 2)
+        # the ratio the denoiser passes alone allow (no bank, audio, decode or writing): below the NFE ratio
+        # because the unconditional branch of a multi-CFG batch reads no reference bank and costs less
+        out[f"denoiser_only_ratio_teacher_{m}"] = round(den["teacher"] / den[m], 2)
     # what one denoiser pass costs in each mode (a batched multi-CFG step counts 3 passes)
     out["ms_per_pass"] = {m: round(out[m]["components_ms"]["step"] * out[m]["steps"] / out[m]["nfe"], 2)
-                          for m in MODES}
+                          for m in modes}
+    if "fast" in modes and "teacher" in modes:
+        out["wall_over_denoiser_ratio"] = round(out["ratio_teacher_fast"] / out["denoiser_only_ratio_teacher_fast"],
+                                                3)
+    if {"fast", "teacher"} <= set(modes) and "single_pass" in out["fast"]["components_ms"]:
+        single = {m: out[m]["components_ms"].pop("single_pass") for m in ("teacher", "fast")}
+        out["ms_single_pass"] = {m: round(v, 2) for m, v in single.items()}
+        out["fast_pass_over_teacher_pass"] = round(single["fast"] / single["teacher"], 4)
     return out
+
+
+def profile_fast(pipe: FadaPipeline, portrait: Path, audio: Path, tmp: Path, crop: bool = True) -> dict:
+    """One Fast video under torch.profiler, decoded in line: per labelled step (``fada.*``) its milliseconds per
+    clip and share of the wall time; ``other`` is what no label covers (Python between the steps)."""
+    import fada.pipeline as fp
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if pipe.device.type == "cuda" else [])
+    fp.PROFILE_SYNC = True
+    try:
+        with profile(activities=acts) as prof:
+            t0 = time.perf_counter()
+            res = pipe(portrait, audio, mode="fast", out=tmp / "profile.mp4", crop=crop, progress=False,
+                       overlap=False)
+            wall = time.perf_counter() - t0
+    finally:
+        fp.PROFILE_SYNC = False
+    steps = {e.key[len("fada."):]: e.cpu_time_total / 1e3 for e in prof.key_averages() if e.key.startswith("fada.")}
+    steps["other"] = max(0.0, wall * 1e3 - sum(steps.values()))
+    table = {k: {"ms_per_clip": round(v / res.clips, 1), "share": round(v / (wall * 1e3), 3)}
+             for k, v in sorted(steps.items(), key=lambda kv: -kv[1])}
+    lines = ["| step | ms per clip | share |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {v['ms_per_clip']:.1f} | {100 * v['share']:.1f} % |" for k, v in table.items()]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return {"wall_seconds": round(wall, 3), "clips": res.clips, "steps": table}
 
 
 def main(argv=None) -> dict:
@@ -236,7 +312,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--resolution", type=int, default=None, help="override the model resolution (smoke tests)")
     ap.add_argument("--frames", type=int, default=None, help="override frames per clip (smoke tests)")
     ap.add_argument("--unet-channels", default=None, help="override block_out_channels, e.g. 32,64,64,64 (smoke tests)")
+    ap.add_argument("--decoder", choices=["sd", "taesd"], default="sd",
+                    help="sd: the model's codec; taesd: a random TAESD (AutoencoderTiny; full scale only)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser and decoder (CUDA graphs on GPU)")
+    ap.add_argument("--sequential", action="store_true", help="decode on the denoiser's thread (no worker)")
+    ap.add_argument("--profile", action="store_true", help="profile one more Fast video (profile_fast)")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="comma list of modes to measure (ratios need the teacher; at full scale on a 24 GB host, "
+                         "teacher,fast keeps two nets in memory instead of three)")
     args = ap.parse_args(argv)
+    modes = tuple(m for m in MODES if m in args.modes.split(","))
+    if not modes:
+        ap.error(f"--modes {args.modes!r}: name one or more of {', '.join(MODES)}")
+    if args.decoder == "taesd" and args.scale != "full":
+        ap.error("--decoder taesd needs --scale full (TAESD decodes the SD VAE's latents)")
 
     device = args.device or ("cuda" if args.scale == "full" and torch.cuda.is_available() else "cpu")
     if device == "cpu":
@@ -256,33 +345,50 @@ def main(argv=None) -> dict:
             shape = build_audio_frontend(cfg.audio).feature_shape
         else:
             cfg, shape = tiny_model_config(args), None
-        pipes = build_pipelines(cfg, device, dtypes[0], shape)
+        decoder = f"taesd:{write_taesd(tmp)}" if args.decoder == "taesd" else None
+        pipes = build_pipelines(cfg, device, dtypes[0], shape, decoder, modes)
         build_s = time.perf_counter() - t0
-        sr = pipes["fast"].frontend.sample_rate
+        any_pipe = next(iter(pipes.values()))
+        sr = any_pipe.frontend.sample_rate
         frames = args.clips * cfg.num_frames
         seconds = frames / cfg.fps
         portrait = write_portrait(tmp / "astronaut.png")
         audio = write_speech(tmp / "speech.wav", seconds, sr)
-        warm_audio = write_speech(tmp / "warm.wav", cfg.num_frames / cfg.fps, sr)
         out = {"scale": args.scale, "device": str(device),
                "device_name": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else None,
                "threads": torch.get_num_threads() if device == "cpu" else None,
                "model": {"resolution": cfg.resolution, "num_frames": cfg.num_frames,
                          "motion_frames": cfg.motion_frames, "block_out_channels": cfg.unet.block_out_channels,
-                         "vae": pipes["fast"].codec.name, "audio": pipes["fast"].frontend.name,
-                         "parameters_M": round(sum(p.numel() for p in pipes["teacher"].net.parameters()) / 1e6, 2)},
-               "audio_seconds": seconds, "clips": args.clips, "build_seconds": round(build_s, 1)}
+                         "vae": any_pipe.codec.name, "decoder": any_pipe.decoder.name,
+                         "audio": any_pipe.frontend.name,
+                         "parameters_M": round(sum(p.numel() for p in next(iter(pipes.values())).net.parameters()) / 1e6,
+                                               2)},
+               "audio_seconds": seconds, "clips": args.clips, "build_seconds": round(build_s, 1),
+               "compiled": bool(args.compile), "overlap": not args.sequential}
         variants, first_eps = [], None
         for dtype in dtypes:
-            if dtype != pipes["teacher"].dtype:  # the same nets, cast
-                pipes = {m: FadaPipeline.from_net(p.net, p.spec, device=device, dtype=dtype) for m, p in pipes.items()}
+            if dtype != next(iter(pipes.values())).dtype:  # the same nets, cast
+                pipes = {m: FadaPipeline.from_net(p.net, p.spec, device=device, dtype=dtype, decoder=decoder)
+                         for m, p in pipes.items()}
             for backend in backends:
-                for p in pipes.values():
+                compile_s = {}
+                for mode, p in pipes.items():
                     p.net.set_attention_backend(backend)
-                v = measure(pipes, portrait, audio, warm_audio, tmp, args.repeats, crop=not args.no_crop)
-                eps = fast_step_eps(pipes["fast"]).float().cpu()
+                    if args.compile:
+                        p.compile()
+                        compile_s[mode] = round(p.warm_up(portrait, mode=mode, steps=warm_steps(p, mode),
+                                                          crop=not args.no_crop), 1)
+                v = measure(pipes, portrait, audio, tmp, args.repeats, crop=not args.no_crop,
+                            overlap=not args.sequential)
+                if compile_s:
+                    v["compile_seconds"] = compile_s
+                if args.profile:
+                    if "fast" not in pipes:
+                        ap.error("--profile needs the fast mode")
+                    v["profile_fast"] = profile_fast(pipes["fast"], portrait, audio, tmp, crop=not args.no_crop)
+                eps = fast_step_eps(pipes["fast"]).float().cpu() if "fast" in pipes else torch.zeros(1)
                 first_eps = eps if first_eps is None else first_eps
-                v = {"dtype": str(dtype).replace("torch.", ""), "attention": pipes["fast"].net.attention_backend,
+                v = {"dtype": str(dtype).replace("torch.", ""), "attention": any_pipe.net.attention_backend,
                      "max_abs_diff_vs_first": round(float((eps - first_eps).abs().max()), 5),
                      "eps_abs_mean": round(float(eps.abs().mean()), 5), **v}
                 variants.append(v)

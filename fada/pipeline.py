@@ -112,6 +112,27 @@ class GenerationResult:
 # inputs
 
 
+PROFILE_SYNC = False  # benchmarks' profile run: wait for the GPU at the end of each labelled step
+
+
+def _component(name: str):
+    """Label a step of generation ``fada.<name>`` for torch.profiler (benchmarks/bench_generate.py --profile
+    reads the labels; without a profiler running a label costs about a microsecond). With ``PROFILE_SYNC`` the
+    step waits for its GPU work, so that its host-side time is its own (a profile, never a production run)."""
+    def wrap(fn):
+        import functools
+
+        @functools.wraps(fn)
+        def labelled(*args, **kwargs):
+            with torch.profiler.record_function(f"fada.{name}"):
+                out = fn(*args, **kwargs)
+                if PROFILE_SYNC and torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                return out
+        return labelled
+    return wrap
+
+
 def gen_index(j, out_fps: int, gen_fps: int):
     """The model frame shown as output frame j when the output rate differs: the one whose interval holds output
     frame j's centre, floor((j + 1/2)·gen_fps / out_fps) (exact integers; the identity when the rates match)."""
@@ -307,7 +328,8 @@ class FrameStream:
                 if bar is not None:
                     bar.set_description(f"clip {c + 1}/{self.clips}")
                 s = c * F
-                rows = feats.rows(s, s + F)[None]
+                with torch.profiler.record_function("fada.audio_features"):
+                    rows = feats.rows(s, s + F)[None]
                 z = pipe.denoise_clip(plan, bank, rows, next(noises), self._step_callback(bar, c),
                                       seed=(self.seed, c), portrait=portrait)
                 e = min(s + F, self.gen_frames)
@@ -463,6 +485,7 @@ class FadaPipeline:
         return GenerationPlan(mode, sampler, n, windows, cfg_a, cfg_r, passes, told, spec.extra_steps)
 
     # -- steps ---------------------------------------------------------------------------------------------------
+    @_component("portrait")
     def load_portrait(self, portrait, crop: bool = True) -> np.ndarray:
         """Path or image array -> the (resolution, resolution, 3) uint8 reference frame."""
         if isinstance(portrait, (str, os.PathLike)):
@@ -475,6 +498,7 @@ class FadaPipeline:
             self._detector = FaceDetector()
         return prepare_portrait(image, self.resolution, crop=crop, detector=self._detector, source=source)
 
+    @_component("audio_load")
     def load_audio(self, audio) -> np.ndarray:
         """Path (wav/mp3/flac/ogg/m4a, resampled), or a float mono array at the front end's rate, or
         (array, sample_rate)."""
@@ -500,6 +524,7 @@ class FadaPipeline:
         return wav
 
     @torch.inference_mode()
+    @_component("reference_encode")
     def encode_reference(self, image: np.ndarray) -> torch.Tensor:
         from fada.models.vae import frames_to_tensor
 
@@ -507,20 +532,24 @@ class FadaPipeline:
         return self.codec.encode(x).to(self.dtype)
 
     @torch.inference_mode()
+    @_component("bank")
     def encode_reference_bank(self, ref):
         """The reference frame's part of every clip's bank (the ReferenceNet once per video)."""
         return self.net.encode_bank(ref)
 
     @torch.inference_mode()
+    @_component("bank")
     def first_clip_bank(self, ref_bank):
         """The first clip's bank: its motion frames are the reference itself, so the reference's bank is reused."""
         return Bank.concat_views([ref_bank] * (1 + self.model_cfg.motion_frames))
 
     @torch.inference_mode()
+    @_component("bank")
     def encode_bank(self, ref, motion, ref_bank=None):
         """One clip's bank: the reference's (cached) plus the M motion latents', encoded once per clip."""
         return self.net.encode_bank(ref, motion, ref_bank)
 
+    @_component("portrait_conditions")
     def portrait(self, image: np.ndarray):
         """The per-portrait conditions of nets that read them (``model.conditions``, Hallo's: identity embedding,
         face-locator mask, region masks; detectors loaded once), as a ``Portrait`` of one clip; None otherwise."""
@@ -534,6 +563,7 @@ class FadaPipeline:
         return self.conditions_fn(image).portrait(self.model_cfg.num_frames, c.motion_scale, self.device, self.dtype)
 
     @torch.inference_mode()
+    @_component("bank")
     def guidance_bank(self, plan: GenerationPlan, ref, motion, portrait):
         """One clip's bank for nets whose ReferenceNet reads identity tokens (Hallo's): the reference and motion
         views encoded together for each guidance branch with that branch's identity tokens, as Hallo encodes
@@ -551,6 +581,7 @@ class FadaPipeline:
         return guided(fn, Guidance(plan.cfg_audio, plan.cfg_ref)) if plan.passes > 1 else conditional(fn)
 
     @torch.inference_mode()
+    @_component("denoise")
     def denoise_clip(self, plan: GenerationPlan, bank, feats, noise, callback=None, seed: tuple[int, int] = (0, 0),
                      portrait=None) -> torch.Tensor:
         """One clip from its bank: the sampler over the plan's steps -> latents (1, C, F, h, w), left on the
@@ -575,7 +606,9 @@ class FadaPipeline:
         if self.compiled and n < full:  # one static shape for the compiled decoder: pad with the last frame
             latents = torch.cat([latents, latents[-1:].expand(full - n, *latents.shape[1:])])
         latents = latents.contiguous()  # one memory layout too (compiled graphs are specialised on strides)
-        frames = tensor_to_frames(self.decoder.decode(latents))[:n]
+        images = _component("decode")(self.decoder.decode)(latents)
+        with torch.profiler.record_function("fada.to_frames"):
+            frames = tensor_to_frames(images)[:n]
         return frames if order is None else frames[order]
 
     def _sample_tcd(self, eps_fn, z, steps: int, seed: tuple[int, int], callback=None):
@@ -626,7 +659,7 @@ class FadaPipeline:
         out = Path(out) if out is not None else Path(default_output_name(portrait, audio))
         with VideoWriter(out, stream.fps, (self.resolution, self.resolution), audio=stream.waveform,
                          sample_rate=stream.sample_rate) as writer:
-            stream.write_to(writer.write)  # decoding, conversion and muxing on the decode worker
+            stream.write_to(_component("write")(writer.write))  # decoding, conversion, muxing on the decode worker
         return GenerationResult(path=out, frames=stream.frames_done, fps=stream.fps,
                                 nfe_per_clip=stream.nfe_per_clip, clips=stream.clips,
                                 seconds=time.perf_counter() - t0, audio_seconds=stream.audio_seconds,
