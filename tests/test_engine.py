@@ -122,3 +122,12 @@ def test_a_stream_closed_early_stops_its_worker(pipes):
     next(iter(s))
     s.close()
     assert not [t for t in threading.enumerate() if t.name == "fada-decode" and t.is_alive()]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_overlap_on_a_cuda_side_stream_equals_sequential_cuda(models):
+    """On a GPU the worker decodes on its own stream after an event: the frames equal the in-line path's."""
+    pipe = FadaPipeline.from_pretrained(models["fast"], device="cuda")
+    image, audio = data.astronaut(), speech(0.7)
+    runs = [np.concatenate(list(pipe.generate_frames(image, audio, seed=3, overlap=o))) for o in (False, True)]
+    assert np.array_equal(runs[0], runs[1]) and runs[0].std() > 1

@@ -4,6 +4,7 @@ graph after the warm-up clip (the last, shorter clip's decode is padded to the w
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from skimage import data
 
@@ -33,3 +34,25 @@ def test_compiled_pipeline_matches_eager_and_builds_no_graph_after_warm_up(tmp_p
     # tolerance: fused kernels reorder float32 sums; a uint8 level at most, on a few pixels
     assert diff.max() <= 1 and diff.mean() < 0.05, (diff.max(), diff.mean())
     assert torch.compiler.is_compiling() is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_match_eager_cuda(tmp_path):
+    """'reduce-overhead' (CUDA graphs) on a GPU: each call a new graph step, outputs copied out; frames within
+    two uint8 levels of eager ones and nothing compiled after the warm-up."""
+    from torch._dynamo.utils import counters
+
+    from tests.fixtures import tiny_taesd
+
+    model, taesd = export_sd_model(tmp_path), tiny_taesd(tmp_path / "taesd")
+    audio = speech(0.75)
+    eager = FadaPipeline.from_pretrained(model, device="cuda", decoder=f"taesd:{taesd}")
+    want = np.concatenate(list(eager.generate_frames(data.astronaut(), audio, seed=2)))
+    pipe = FadaPipeline.from_pretrained(model, device="cuda", decoder=f"taesd:{taesd}").compile()
+    assert pipe.compiled == "reduce-overhead"
+    pipe.warm_up(data.astronaut())
+    graphs = counters["stats"]["unique_graphs"]
+    got = np.concatenate(list(pipe.generate_frames(data.astronaut(), audio, seed=2)))
+    assert counters["stats"]["unique_graphs"] == graphs
+    diff = np.abs(got.astype(int) - want)
+    assert diff.max() <= 2 and diff.mean() < 0.1, (diff.max(), diff.mean())
