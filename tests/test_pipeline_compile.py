@@ -31,8 +31,8 @@ def test_compiled_pipeline_matches_eager_and_builds_no_graph_after_warm_up(tmp_p
     assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled inside the timed run
     assert got.shape == want.shape == (18, 32, 32, 3) and want.std() > 1
     diff = np.abs(got.astype(int) - want)
-    # tolerance: fused kernels reorder float32 sums; a uint8 level at most, on a few pixels
-    assert diff.max() <= 1 and diff.mean() < 0.05, (diff.max(), diff.mean())
+    # tolerance: fused kernels reorder float32 sums (0 levels on this CPU; other SIMD widths round elsewhere)
+    assert diff.max() <= 2 and diff.mean() < 0.1, (diff.max(), diff.mean())
     assert torch.compiler.is_compiling() is False
 
 

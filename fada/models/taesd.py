@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from fada.errors import FadaError, MissingFileError
-from fada.models.vae import LatentCodec, _one_line
+from fada.models.vae import DiffusersDecoding, LatentCodec, _one_line
 
 __all__ = ["TinyDecoder", "parse_decoder", "load_decoder", "decoder_geometry", "TAESD_DIR", "DECODER_FORMS"]
 
@@ -55,7 +55,7 @@ def check_geometry(folder, latent_channels: int, downsample: int, codec_name: st
                         f"the model's codec {codec_name} makes {latent_channels} channels at x{downsample}")
 
 
-class TinyDecoder(LatentCodec):
+class TinyDecoder(DiffusersDecoding):
     """Frozen `AutoencoderTiny` used for decoding only; ``decode`` returns [-1, 1] like `SDVAE.decode`, in chunks of
     ``chunk`` images, without grad, in the dtype of its input."""
 
@@ -89,32 +89,9 @@ class TinyDecoder(LatentCodec):
 
         return {"codec": "taesd", "config": config_identity(self.vae.config), "weights": weights_fingerprint(self.path)}
 
-    def to(self, device=None, dtype: Optional[torch.dtype] = None) -> "TinyDecoder":
-        if device is not None or dtype is not None:
-            from fada.models.loading import quiet_hf_loading
-
-            with quiet_hf_loading():  # diffusers' notes on casting with to()
-                self.vae.to(device=device, dtype=dtype)
-        p = next(self.vae.parameters())
-        self.device, self.dtype = p.device, p.dtype
-        return self
-
     def encode(self, images: torch.Tensor, sample: bool = False,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
         raise FadaError(f"the tiny decoder {self.name} only decodes; images are encoded by the model's codec")
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
-            raise ValueError(f"latents must have shape (N, {self.latent_channels}, h, w), "
-                             f"got {tuple(latents.shape)}")
-        out_dtype = latents.dtype
-        outs = []
-        for part in latents.split(self.chunk):
-            # diffusers 0.42's DecoderTiny already maps its [0, 1] output to [-1, 1]; unbounded, hence the clamp
-            x = self.vae.decode(part.to(self.device, self.dtype) / self.scaling_factor).sample
-            outs.append(x.clamp(-1.0, 1.0))
-        return torch.cat(outs).to(out_dtype)
 
 
 def parse_decoder(option: str) -> tuple[str, Optional[Path]]:

@@ -30,6 +30,7 @@ __all__ = [
     "LatentCodec",
     "PixelCodec",
     "SDVAE",
+    "DiffusersDecoding",
     "build_vae",
     "frames_to_tensor",
     "tensor_to_frames",
@@ -180,7 +181,39 @@ class PixelCodec(LatentCodec):
         return latents if self.factor == 1 else F.pixel_shuffle(latents, self.factor)
 
 
-class SDVAE(LatentCodec):
+class DiffusersDecoding(LatentCodec):
+    """What a codec wrapping a frozen diffusers autoencoder (``self.vae``; ``chunk``, ``scaling_factor``) shares:
+    moving it, and decoding ``latents / scaling_factor`` in chunks, clamped to [-1, 1], in its input's dtype."""
+
+    vae: torch.nn.Module
+    chunk: int = 8
+    scaling_factor: float = 1.0
+
+    def to(self, device=None, dtype: Optional[torch.dtype] = None) -> "DiffusersDecoding":
+        if device is not None or dtype is not None:
+            from fada.models.loading import quiet_hf_loading
+
+            with quiet_hf_loading():  # diffusers' note on casting with to() (neither VAE has fp32-only modules)
+                self.vae.to(device=device, dtype=dtype)
+        p = next(self.vae.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        return self
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
+            raise ValueError(f"latents must have shape (N, {self.latent_channels}, h, w), "
+                             f"got {tuple(latents.shape)}")
+        out_dtype = latents.dtype
+        outs = []
+        for part in latents.split(self.chunk):
+            # unbounded outputs (TAESD's too: diffusers 0.42 maps its [0, 1] to [-1, 1] without a clamp)
+            x = self.vae.decode(part.to(self.device, self.dtype) / self.scaling_factor).sample
+            outs.append(x.clamp(-1.0, 1.0))
+        return torch.cat(outs).to(out_dtype)
+
+
+class SDVAE(DiffusersDecoding):
     """Frozen SD1.5 `AutoencoderKL` from a local diffusers folder (``<path>/vae/config.json`` + weights).
 
     ``encode`` returns ``scaling_factor · posterior`` (mean by default, a sample with ``sample=True``, drawn from
@@ -226,16 +259,6 @@ class SDVAE(LatentCodec):
         return {"codec": "sd-vae", "config": config_identity(self.vae.config), "scaling_factor": self.scaling_factor,
                 "weights": weights_fingerprint(Path(self.path) / "vae")}
 
-    def to(self, device=None, dtype: Optional[torch.dtype] = None) -> "SDVAE":
-        if device is not None or dtype is not None:
-            from fada.models.loading import quiet_hf_loading
-
-            with quiet_hf_loading():  # diffusers' note on casting with to() (the SD VAE has no fp32-only modules)
-                self.vae.to(device=device, dtype=dtype)
-        p = next(self.vae.parameters())
-        self.device, self.dtype = p.device, p.dtype
-        return self
-
     @torch.no_grad()
     def encode(self, images: torch.Tensor, sample: bool = False,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -247,18 +270,6 @@ class SDVAE(LatentCodec):
             dist = self.vae.encode(part.to(self.device, self.dtype)).latent_dist
             z = dist.sample(generator=generator) if sample else dist.mean
             outs.append(z * self.scaling_factor)
-        return torch.cat(outs).to(out_dtype)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
-            raise ValueError(f"latents must have shape (N, {self.latent_channels}, h, w), "
-                             f"got {tuple(latents.shape)}")
-        out_dtype = latents.dtype
-        outs = []
-        for part in latents.split(self.chunk):
-            x = self.vae.decode(part.to(self.device, self.dtype) / self.scaling_factor).sample
-            outs.append(x.clamp(-1.0, 1.0))
         return torch.cat(outs).to(out_dtype)
 
 
