@@ -273,7 +273,7 @@ def measure(pipes: dict, portrait: Path, audio: Path, tmp: Path, repeats: int, c
 def profile_fast(pipe: FadaPipeline, portrait: Path, audio: Path, tmp: Path, crop: bool = True) -> dict:
     """One Fast video under torch.profiler, decoded in line: per labelled step (``fada.*``) its milliseconds per
     clip and share of the wall time; ``other`` is what no label covers (Python between the steps)."""
-    import fada.pipeline as fp
+    import fada.clips as fp
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if pipe.device.type == "cuda" else [])

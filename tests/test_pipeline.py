@@ -9,7 +9,8 @@ from skimage import data
 
 from fada.errors import FadaError
 from fada.models.audio import MelFrontEnd, frames_for_duration
-from fada.pipeline import AudioFeatures, FadaPipeline, gen_index, prepare_portrait
+from fada.clips import AudioFeatures, gen_index
+from fada.pipeline import FadaPipeline, prepare_portrait
 from fada.utils.cache import last_demo_model, record_demo_model
 
 from .stages.generate_helpers import SR, _isolated_cache, models, speech  # noqa: F401
