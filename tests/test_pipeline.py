@@ -7,9 +7,9 @@ import pytest
 import torch
 from skimage import data
 
+from fada.clips import AudioFeatures, gen_index
 from fada.errors import FadaError
 from fada.models.audio import MelFrontEnd, frames_for_duration
-from fada.clips import AudioFeatures, gen_index
 from fada.pipeline import FadaPipeline, prepare_portrait
 from fada.utils.cache import last_demo_model, record_demo_model
 
