@@ -422,6 +422,12 @@ class FadaPipeline:
                                 seconds=time.perf_counter() - t0, audio_seconds=stream.audio_seconds,
                                 plan=stream.plan)
 
+    def session(self, portrait, **kwargs):
+        """A streaming session on ``portrait``: push audio as it arrives, iterate frames (``fada.session``)."""
+        from fada.session import AvatarSession
+
+        return AvatarSession(self, portrait, **kwargs)
+
 
 def _graph_step(fn):
     """A model function run under CUDA graphs (torch.compile 'reduce-overhead'): every call starts a new graph step
