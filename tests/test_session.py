@@ -157,14 +157,22 @@ def test_int16_stereo_44k_is_mixed_and_resampled(pipe, image):
 
 
 def test_async_iteration(pipe, image):
+    """A producer pushes 20 ms chunks while `async for` consumes: frames come out as clips become due."""
     s = pipe.session(image, seed=3)
     audio = speech(0.7)
 
-    async def run():
-        s.push_audio(audio, SR)
+    async def produce():
+        for i in range(0, len(audio), SR // 50):
+            s.push_audio(audio[i:i + SR // 50], SR)
+            await asyncio.sleep(0.002)
         s.end_segment()
         s.close()
+
+    async def consume():
         return [x async for x in s]
+
+    async def run():
+        return (await asyncio.gather(produce(), consume()))[1]
 
     items = asyncio.run(run())
     n = frames_for_duration(len(audio), SR, s.fps)
@@ -189,3 +197,21 @@ def test_memory_stays_flat(pipe, image, monkeypatch):
             most = max(most, s.buffered_samples)
     assert frames >= 60 * s.fps - 2 * s.num_frames
     assert s.buffered_samples < most < SR  # a clip + context + lookahead + a chunk (< 0.5 s), not 60 s
+
+
+def test_lookahead_and_refusals(pipe, image, monkeypatch):
+    F = pipe.model_cfg.num_frames
+    clip = np.tile(speech(0.5), 2)[:F * SR // pipe.model_cfg.fps]  # exactly one clip of audio
+    eager = pipe.session(image, lookahead_ms=0)
+    eager.push_audio(clip, SR)
+    assert len(_drain(eager)) == F  # no lookahead: due at once
+    patient = pipe.session(image)
+    assert patient.lookahead_samples == 2 * SR // patient.fps + 512  # the window's frames + one STFT
+    patient.push_audio(clip, SR)
+    assert _drain(patient) == []
+    patient.push_audio(np.zeros(patient.lookahead_samples, np.float32), SR)
+    assert len(_drain(patient)) == F
+    monkeypatch.setattr(pipe.frontend, "whole_utterance", True, raising=False)
+    with pytest.raises(FadaError, match="whole utterance") as e:
+        pipe.session(image)
+    assert "\n" not in str(e.value)
