@@ -215,3 +215,21 @@ def test_lookahead_and_refusals(pipe, image, monkeypatch):
     with pytest.raises(FadaError, match="whole utterance") as e:
         pipe.session(image)
     assert "\n" not in str(e.value)
+
+
+def test_clear_while_a_clip_is_generated_drops_it(pipe, image, monkeypatch):
+    """clear() from another thread lands while a clip denoises: none of that clip's frames come out."""
+    s = pipe.session(image, idle=True)
+    real = pipe.denoise_clip
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            s.clear()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "denoise_clip", interrupted)
+    s.push_audio(speech(1.0), SR)
+    frame = next(s)  # the speech clip was dropped; with idle=True the next frame is the model on silence
+    assert len(calls) == 2 and frame.index == 0 and not frame.audio.any() and not s.speech_pending
