@@ -216,11 +216,16 @@ class VideoWriter:
     writer closes without error; on error nothing is left behind.
 
     ``threads=0`` lets x264 choose; pass 1 for output that is identical across machines.
+
+    ``audio_stream=True`` (with ``audio=None``): the audio track comes as it is produced, through ``write_audio``;
+    AAC frames are muxed as soon as they are full, so a live source needs no whole-file buffer. ``fragmented=True``
+    writes a fragmented MP4 (an empty moov up front, then a moof+mdat per video keyframe or per second at most), so
+    the temp file is playable while it is written; the final path still appears only at close.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], audio: np.ndarray | None = None,
                  sample_rate: int = 16000, crf: int = 18, preset: str = "medium", threads: int = 0,
-                 audio_bitrate: int = 96_000):
+                 audio_bitrate: int = 96_000, audio_stream: bool = False, fragmented: bool = False):
         self.path = Path(path)
         self.width, self.height = int(size[0]), int(size[1])
         if self.width <= 0 or self.height <= 0 or self.width % 2 or self.height % 2:
@@ -229,7 +234,11 @@ class VideoWriter:
             raise FadaError(f"{self.path}: fps must be positive, got {fps}")
         self.fps = Fraction(fps).limit_denominator(1001)
         self.sample_rate = int(sample_rate)
+        if audio is not None and audio_stream:
+            raise ValueError("give the audio up front (audio=) or stream it (audio_stream=True), not both")
         self.audio = None if audio is None else _as_mono_float(audio)
+        self.audio_stream, self.fragmented = bool(audio_stream), bool(fragmented)
+        self._pending = np.zeros(0, np.float32)  # streamed samples not yet a whole AAC frame
         self.crf, self.preset, self.threads, self.audio_bitrate = crf, preset, threads, audio_bitrate
         self.frames_written = 0
         self._audio_pos = 0
@@ -253,14 +262,19 @@ class VideoWriter:
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
         try:
-            self._container = av.open(str(tmp), mode="w", format="mp4")
+            # frag_duration as well as frag_keyframe: x264's keyframes can be 10 s apart, and a reader of the growing
+            # file should see new data at least every second (fragments need not start on a keyframe); flush_packets:
+            # each fragment reaches the file when it is cut, not when the 32 KB I/O buffer fills
+            opts = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000",
+                    "flush_packets": "1"} if self.fragmented else {}
+            self._container = av.open(str(tmp), mode="w", format="mp4", options=opts)
             vs = self._container.add_stream("libx264", rate=self.fps)
             vs.width, vs.height, vs.pix_fmt = self.width, self.height, "yuv420p"
             vs.options = {"crf": str(self.crf), "preset": self.preset}
             vs.codec_context.thread_count = self.threads
             self._vstream = vs
             self._astream = None
-            if self.audio is not None:
+            if self.audio is not None or self.audio_stream:
                 self._astream = self._container.add_stream("aac", rate=self.sample_rate, layout="mono")
                 self._astream.bit_rate = self.audio_bitrate
         except Exception:
@@ -287,20 +301,42 @@ class VideoWriter:
             self.frames_written += 1
             self._write_audio_until(float(self.frames_written / self.fps))
 
-    def _write_audio_until(self, seconds: float | None) -> None:
+    def write_audio(self, samples: np.ndarray) -> None:
+        """Append float mono samples (at ``sample_rate``) to a streamed audio track (``audio_stream=True``); whole
+        AAC frames are encoded and muxed now (the muxer interleaves them with the video), the rest at the next call
+        or at close."""
+        if self._container is None:
+            raise RuntimeError("VideoWriter is not open (use it as a context manager)")
+        if not self.audio_stream:
+            raise RuntimeError("write_audio needs VideoWriter(..., audio_stream=True)")
+        x = _as_mono_float(samples)
+        self._pending = np.concatenate([self._pending, x]) if self._pending.size else x.copy()
+        n = self._pending.size // AAC_FRAME * AAC_FRAME
+        for i in range(0, n, AAC_FRAME):
+            self._encode_audio(self._pending[i:i + AAC_FRAME])
+        self._pending = self._pending[n:].copy()
+
+    def _encode_audio(self, chunk: np.ndarray) -> None:
         import av
 
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk[None]), format="fltp", layout="mono")
+        af.sample_rate = self.sample_rate
+        af.pts = self._audio_pos
+        af.time_base = Fraction(1, self.sample_rate)
+        self._container.mux(self._astream.encode(af))
+        self._audio_pos += len(chunk)
+
+    def _write_audio_until(self, seconds: float | None) -> None:
         if self._astream is None:
+            return
+        if self.audio_stream:  # streamed: only the last partial frame is left, at close
+            if seconds is None and self._pending.size:
+                self._encode_audio(self._pending)
+                self._pending = np.zeros(0, np.float32)
             return
         end = len(self.audio) if seconds is None else min(len(self.audio), int(round(seconds * self.sample_rate)))
         while self._audio_pos < end and (seconds is None or end - self._audio_pos >= AAC_FRAME):
-            chunk = self.audio[self._audio_pos:self._audio_pos + AAC_FRAME]
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk[None]), format="fltp", layout="mono")
-            af.sample_rate = self.sample_rate
-            af.pts = self._audio_pos
-            af.time_base = Fraction(1, self.sample_rate)
-            self._container.mux(self._astream.encode(af))
-            self._audio_pos += len(chunk)
+            self._encode_audio(self.audio[self._audio_pos:self._audio_pos + AAC_FRAME])
 
     def close(self) -> None:
         """Flush the encoders, finish the file and move it into place."""
