@@ -226,6 +226,30 @@ def generate_cmd(
                   decoder=decoder, compile=compile)
 
 
+@app.command("stream")
+def stream_cmd(
+    portrait: Path = typer.Argument(..., help="Portrait image (png/jpg/webp)."),
+    audio: str = typer.Argument(..., help="Driving audio file, or - for raw s16le PCM on stdin."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m",
+                                         help="Exported model folder (default: $FADA_MODEL, else the last demo's Fast model)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output mp4, fragmented (default: <portrait>_stream.mp4)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="teacher, balanced or fast."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed."),
+    no_crop: bool = typer.Option(False, "--no-crop", help="Use the portrait as is; no face detection and crop."),
+    sample_rate: int = typer.Option(16000, "--sample-rate", help="With -: the PCM's sample rate."),
+    channels: int = typer.Option(1, "--channels", help="With -: the PCM's interleaved channels."),
+    no_pace: bool = typer.Option(False, "--no-pace", help="Push the audio as fast as possible, not at real time."),
+    lookahead_ms: Optional[float] = typer.Option(None, "--lookahead-ms",
+                                                 help="Audio past a clip's end needed before it is generated (default: "
+                                                      "exact features; less: lower latency)."),
+):
+    """Stream audio through a live session into an mp4 written as frames come; report latency and lateness."""
+    with guard():
+        run_stage("stream", portrait=portrait, audio=audio, model=model, out=out, mode=mode, seed=seed,
+                  no_crop=no_crop, sample_rate=sample_rate, channels=channels, pace=not no_pace,
+                  lookahead_ms=lookahead_ms)
+
+
 @app.command("eval")
 def eval_cmd(
     metrics: str = typer.Option("fid,fvd,sync", "--metrics",
