@@ -18,11 +18,11 @@ def run_cli(*args):
 def test_help_lists_every_stage():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("curate", "train-teacher", "distill", "export", "generate", "eval", "demo", "recipes"):
+    for cmd in ("curate", "train-teacher", "distill", "export", "generate", "eval", "demo", "recipes", "stream"):
         assert cmd in res.output
 
 
-@pytest.mark.parametrize("cmd", ["curate", "train-teacher", "distill", "export", "generate", "eval", "demo"])
+@pytest.mark.parametrize("cmd", ["curate", "train-teacher", "distill", "export", "generate", "eval", "demo", "stream"])
 def test_every_command_has_real_help(cmd):
     res = runner.invoke(app, [cmd, "--help"])
     assert res.exit_code == 0
