@@ -219,8 +219,8 @@ class VideoWriter:
 
     ``audio_stream=True`` (with ``audio=None``): the audio track comes as it is produced, through ``write_audio``;
     AAC frames are muxed as soon as they are full, so a live source needs no whole-file buffer. ``fragmented=True``
-    writes a fragmented MP4 (an empty moov up front, then a moof+mdat per video keyframe or per second at most), so
-    the temp file is playable while it is written; the final path still appears only at close.
+    writes a fragmented MP4 (a sample-less moov with the first fragment, then a moof+mdat per video keyframe or per
+    second at most), so the temp file is playable while it is written; the final path still appears only at close.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], audio: np.ndarray | None = None,
@@ -264,8 +264,15 @@ class VideoWriter:
         try:
             # frag_duration as well as frag_keyframe: x264's keyframes can be 10 s apart, and a reader of the growing
             # file should see new data at least every second (fragments need not start on a keyframe); flush_packets:
-            # each fragment reaches the file when it is cut, not when the 32 KB I/O buffer fills
-            opts = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000",
+            # each fragment reaches the file when it is cut, not when the 32 KB I/O buffer fills.
+            # delay_moov: the AAC encoder's first packet is 1024 samples of priming (pts -1024). With a plain
+            # empty_moov, ffmpeg's mov muxer writes no edit list (the moov goes out before any packet) and shifts the
+            # tracks to start at 0 instead: the priming is played, the audio lands 1024 samples late against frame
+            # index / fps, and the first video sample is stretched by as much (frames from 1 on sit 64 ms late, and
+            # the probed fps reads frames / (duration + 64 ms)). delay_moov holds the moov back until the first
+            # fragment is cut (once every track has a packet), so it carries an edit list that trims the priming, as
+            # the non-fragmented file does (ffmpeg's HLS muxer sets the same flag for its fMP4 segments).
+            opts = {"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof", "frag_duration": "1000000",
                     "flush_packets": "1"} if self.fragmented else {}
             self._container = av.open(str(tmp), mode="w", format="mp4", options=opts)
             vs = self._container.add_stream("libx264", rate=self.fps)

@@ -124,18 +124,73 @@ def test_streamed_audio_in_chunks_and_fragmented_mp4(tmp_path):
         assert not target.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["live.mp4"]
     back, fps = media.read_video(target)
-    assert back.shape == frames.shape and fps == pytest.approx(25.0, abs=1.0)  # decord: frames / duration
+    assert back.shape == frames.shape and fps == pytest.approx(25.0)  # decord: frames / duration
     assert np.abs(back.astype(int) - frames).mean() < 3.0
     with av.open(str(target)) as c:
         assert c.streams.audio and c.streams.video
-    got = media.read_audio_track(target, SR)
-    # a fragmented file has no edit list: the AAC encoder's 1024 priming samples are not trimmed (a known issue)
-    assert abs(len(got) / SR - 3.0) < 0.07 + media.AAC_FRAME / SR
-    got = got[media.AAC_FRAME:]
+    got = media.read_audio_track(target, SR)  # the edit list (delay_moov) trims the AAC priming
+    assert abs(len(got) / SR - 3.0) < 0.07
     n = min(len(got), len(audio))
     assert np.corrcoef(got[:n], audio[:n])[0, 1] > 0.95
     info = media.video_info(target)
-    assert info.frames == 75 and info.fps == pytest.approx(25.0, abs=1.0) and info.has_audio
+    assert info.frames == 75 and info.fps == pytest.approx(25.0) and info.has_audio
+    assert info.duration == pytest.approx(3.0, abs=1e-3)
+
+
+def _burst(seconds, at):
+    """Silence with a 10 ms 1 kHz burst starting (at sine phase 0) at ``at`` seconds."""
+    a = np.zeros(int(seconds * SR), np.float32)
+    i = int(round(at * SR))
+    a[i:i + 160] = 0.8 * np.sin(2 * np.pi * 1000 * np.arange(160) / SR)
+    return a
+
+
+def _onsets(path):
+    """(frame times, burst onset in s on the container's timeline, burst onset in s by sample index from
+    read_audio_track) -- the latter is how the project pairs audio with frames (sample i <-> frame i * fps / SR)."""
+    import av
+
+    with av.open(str(path)) as c:
+        times = np.array([f.time for f in c.decode(video=0)])
+    with av.open(str(path)) as c:
+        chunks, t0 = [], None
+        for f in c.decode(audio=0):
+            t0 = f.time if t0 is None else t0
+            chunks.append(f.to_ndarray().mean(axis=0))
+    x = np.concatenate(chunks) if chunks else np.zeros(1)
+    on_pts = None if t0 is None or not (np.abs(x) > 0.1).any() else t0 + np.argmax(np.abs(x) > 0.1) / SR
+    y = media.read_audio_track(path, SR) if chunks else np.zeros(1)
+    return times, on_pts, np.argmax(np.abs(y) > 0.1) / SR
+
+
+@pytest.mark.parametrize("mode", ["up_front", "streamed", "streamed_fragmented"])
+def test_audio_onset_lands_on_the_video_timeline(tmp_path, mode):
+    # the AAC encoder emits 1024 samples (64 ms at 16 kHz) of priming first; every writer path must trim them (an
+    # mp4 edit list) so that a burst written at 1.000 s plays at 1.000 s, with frame k at k / fps
+    import av
+
+    fps, at, n = 25, 1.0, 100
+    audio, target = _burst(n / fps, at), tmp_path / f"{mode}.mp4"
+    frame = smooth_frames(1, 64, 64)[0]
+    opts = dict(audio=audio) if mode == "up_front" else dict(audio_stream=True, fragmented=mode.endswith("fragmented"))
+    with media.VideoWriter(target, fps, (64, 64), preset="ultrafast", **opts) as w:
+        for i in range(n):
+            w.write(frame)
+            if mode != "up_front":
+                w.write_audio(audio[i * SR // fps:(i + 1) * SR // fps])
+            if i == 74 and mode == "streamed_fragmented":  # the growing file is already in sync
+                (tmp,) = [p for p in tmp_path.iterdir() if p != target]
+                times, on_pts, on_idx = _onsets(tmp)
+                assert abs(on_pts - at) < 2e-3 and abs(on_idx - at) < 2e-3, (on_pts, on_idx)
+                assert len(times) >= 25 and np.abs(times - np.arange(len(times)) / fps).max() < 1e-3
+    times, on_pts, on_idx = _onsets(target)
+    assert len(times) == n and np.abs(times - np.arange(n) / fps).max() < 1e-3  # no stretched first frame
+    assert abs(on_pts - at) < 2e-3, f"onset {1000 * (on_pts - at):+.2f} ms on the container timeline"
+    assert abs(on_idx - at) < 2e-3, f"onset {1000 * (on_idx - at):+.2f} ms by sample index"
+    info = media.video_info(target)
+    assert info.fps == pytest.approx(fps) and info.frames == n and info.duration == pytest.approx(n / fps, abs=1e-3)
+    with av.open(str(target)) as c:
+        assert c.streams.audio and c.streams.video
 
 
 def test_streamed_audio_needs_the_flag(tmp_path):
