@@ -326,9 +326,17 @@ class AvatarSession:
         """One clip of speech: rows as AudioFeatures.rows would give them for the whole segment (frames past an
         ended segment repeat its last frame), denoise, decode the frames shown."""
         F, w, sr, fps = self.num_frames, self.window, self.sample_rate, self.fps
-        hi = s + F + w if n is None else min(s + F + w, n)  # frames the windows read
+        base = a0 * sr // fps
+        # the features see the clip's audio plus exactly the lookahead (zeros past it), however much was pushed, so
+        # the frames do not depend on chunk timing; an ended segment is seen to its end, as offline. Frames past
+        # the windows' reach are computed for a front end whose every output reads all its input (wav2vec2)
+        hi = s + F + max(w, self.lookahead_samples * fps // sr)
+        if n is None:
+            feat_wav = wav[:-(-(s + F) * sr // fps) + self.lookahead_samples - base]
+        else:
+            feat_wav, hi = wav, min(hi, n)
         with torch.profiler.record_function("fada.audio_features"):
-            feats = self.pipe.frontend.frame_features(wav, hi - a0, fps).float().cpu()
+            feats = self.pipe.frontend.frame_features(feat_wav, hi - a0, fps).float().cpu()
         idx = torch.arange(s, s + F)
         if n is not None:
             idx = idx.clamp(max=n - 1)
@@ -336,7 +344,6 @@ class AvatarSession:
         z = self._denoise(feats[idx])
         k = F if n is None else min(F, n - s)
         images = self.pipe.decode_frames(z[0, :, :k].transpose(0, 1))
-        base = a0 * sr // fps
         audio = [wav[(f * sr // fps) - base:((f + 1) * sr // fps) - base].copy() for f in range(s, s + k)]
         with self._lock:
             if epoch != self._epoch:  # cleared meanwhile: nothing of this clip is shown

@@ -207,7 +207,8 @@ def generate_cmd(
     seed: int = typer.Option(0, "--seed", help="Noise seed."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output mp4 (default: <portrait>_<audio>.mp4)."),
     no_crop: bool = typer.Option(False, "--no-crop", help="Use the portrait as is; no face detection and crop."),
-    fps: int = typer.Option(25, "--fps", help="Output frame rate."),
+    fps: Optional[int] = typer.Option(None, "--fps", help="Output frame rate (default: the model's own, 25 for the "
+                                                          "demo's models)."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="JSONL of {portrait, audio, out} pairs; the model loads once."),
     decoder: Optional[str] = typer.Option(None, "--decoder",
                                           help="sd (the SD VAE), taesd (the model folder's TAESD copy) or taesd:PATH "

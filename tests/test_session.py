@@ -66,6 +66,28 @@ def test_streamed_frames_equal_generate_frames(pipe, image, chunk):
     assert _drain(s) == []
 
 
+def test_short_lookahead_features_do_not_depend_on_chunking(pipe, image, monkeypatch):
+    """Below the default lookahead a clip's features see exactly ``lookahead_ms`` past its end (zeros beyond), not
+    whatever audio happened to be pushed when it was generated: the same audio in 10 ms chunks or in one block
+    gives the same rows."""
+    rows, real = [], pipe.denoise_clip
+
+    def recording(plan, bank, feats, *a, **k):
+        rows.append(feats.clone())
+        return real(plan, bank, feats, *a, **k)
+
+    monkeypatch.setattr(pipe, "denoise_clip", recording)
+    audio = speech(1.5)
+    got = []
+    for chunk in (160, len(audio)):
+        rows.clear()
+        s = pipe.session(image, seed=1, lookahead_ms=10)
+        _push_in_chunks(s, audio, chunk)
+        got.append(torch.cat(rows))
+    assert len(got[0]) == len(got[1]) >= 2  # clips
+    assert torch.equal(got[0], got[1])
+
+
 def test_clear_then_idle_frames_from_silence(pipe, image):
     s = AvatarSession(pipe, image, seed=1)
     s.push_audio(speech(1.5), SR)

@@ -100,7 +100,7 @@ def _report(res) -> None:
 
 def run(portrait=None, audio=None, model=None, mode: Optional[str] = None, steps: Optional[int] = None,
         cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0, out=None,
-        no_crop: bool = False, fps: int = 25, batch=None, progress: bool = True, device=None, compile: bool = False,
+        no_crop: bool = False, fps: Optional[int] = None, batch=None, progress: bool = True, device=None, compile: bool = False,
         decoder: Optional[str] = None):
     """Generate one video (returns its GenerationResult) or every item of ``batch`` (returns the list).
     ``decoder``: sd | taesd | taesd:PATH (default: the model folder's own; ``fada.models.taesd``). ``compile``:

@@ -86,6 +86,25 @@ def test_other_fps_keeps_the_count_rule(models, inputs, tmp_path):
     check_mp4(out, 0.5, fps=30)
 
 
+def test_default_fps_is_the_models_own(inputs, tmp_path):
+    """One default output rate everywhere: the CLI, the library and the app use the model's fps (here 20)."""
+    from fada.stages import export
+
+    from .generate_helpers import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "run", "fast", extra=("model.fps=20",))
+    model = export.run(ckpt, tmp_path / "m20")
+    from typer.testing import CliRunner
+
+    from fada_cli.main import app
+
+    out = tmp_path / "o20.mp4"
+    r = CliRunner().invoke(app, ["generate", str(inputs["portrait"]), str(inputs["short"]), "--model", str(model),
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    check_mp4(out, 0.5, fps=20)
+
+
 def test_model_resolution_order(models, inputs, tmp_path, monkeypatch, capsys):
     with pytest.raises(FadaError, match="no model: pass --model DIR .* run `fada demo`"):
         generate.run(inputs["portrait"], inputs["short"], out=tmp_path / "o.mp4", progress=False)
