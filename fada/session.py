@@ -42,6 +42,7 @@ class SessionFrame:
     timestamp: float       # seconds on the session's output timeline: index / fps
     audio: np.ndarray      # float32 samples at the front end's rate that this frame shows (zeros when idle)
     index: int             # frames emitted before this one, speech and idle alike
+    idle: bool = False     # generated from silence while no speech was queued (a player sends no audio for it)
 
 
 @dataclass(frozen=True)
@@ -268,8 +269,8 @@ class AvatarSession:
         item = self._out.popleft()
         if item is _END:
             return SegmentEnd(self._emitted / self.fps)
-        image, audio = item
-        frame = SessionFrame(image, self._emitted / self.fps, audio, self._emitted)
+        image, audio, idle = item
+        frame = SessionFrame(image, self._emitted / self.fps, audio, self._emitted, idle)
         self._emitted += 1
         return frame
 
@@ -351,7 +352,7 @@ class AvatarSession:
             seg.done = s + k
             # keep the next clip's left context only: a long session's memory stays flat
             seg.trim(max(0, (seg.done - self._ctx) // self._q * self._q) * sr // fps)
-            self._out.extend(zip(images, audio))
+            self._out.extend((im, a, False) for im, a in zip(images, audio))
 
     def _generate_idle(self) -> None:
         """One clip of the model on silence (the face keeps living between utterances)."""
@@ -366,7 +367,7 @@ class AvatarSession:
         images = self.pipe.decode_frames(z[0].transpose(0, 1))
         with self._lock:
             if epoch == self._epoch:
-                self._out.extend((im, np.zeros((f + 1) * sr // fps - f * sr // fps, np.float32))
+                self._out.extend((im, np.zeros((f + 1) * sr // fps - f * sr // fps, np.float32), True)
                                  for f, im in enumerate(images))
 
 

@@ -97,6 +97,7 @@ def test_clear_then_idle_frames_from_silence(pipe, image):
     idle = list(s.idle_frames(max_frames=s.num_frames))
     assert len(idle) == s.num_frames and [f.index for f in idle] == list(range(3, 3 + s.num_frames))
     assert all(not f.audio.any() for f in idle) and idle[0].timestamp == pytest.approx(3 / s.fps)
+    assert all(f.idle for f in idle) and not any(f.idle for f in first)  # players send no audio for idle frames
     # the same clip of silence a session with idle=True generates after those frames, images included
     t = AvatarSession(pipe, image, seed=1, idle=True)
     t.push_audio(speech(1.5), SR)
