@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from fada.diffusion import clip_noises
 from fada.errors import FadaError
 
 if TYPE_CHECKING:
@@ -112,9 +111,9 @@ class FrameStream:
     ``plan``, ``waveform`` for muxing).
 
     The denoiser runs clip after clip on the caller's thread; with ``overlap`` (the default) a worker
-    (``fada.engine.DecodeWorker``) decodes clip c's output frames and hands them on while clip c+1 denoises, and
-    the next clip's bank is encoded as soon as clip c's latents exist. Without it the same calls run in order on
-    one thread; both give the same frames."""
+    (``fada.engine.DecodeWorker``) decodes clip c's output frames and hands them on while clip c+1's bank is
+    encoded and clip c+1 denoises. Without it the same calls run in order on one thread; both give the same
+    frames."""
 
     def __init__(self, pipe: "FadaPipeline", image: np.ndarray, waveform: np.ndarray, plan: GenerationPlan,
                  fps: int, seed: int, progress: bool, on_step: Optional[Callable[[int, int], None]] = None,
@@ -214,9 +213,10 @@ class FrameStream:
     def _clip_latents(self) -> Iterator[tuple]:
         """Denoise clip after clip; yield each clip's (latents (n, C, h, w) of the model frames it shows, their
         output order or None) -- model frames repeat or drop when ``fps`` differs from the model's, and the padded
-        tail of the last clip is left out -- then encode the next clip's bank from its motion latents."""
+        tail of the last clip is left out. The clip loop itself (motion frames, banks, noise) is ``fada.engine.ClipEngine``,
+        the one a streaming session runs."""
         pipe, plan = self.pipe, self.plan
-        F, M = pipe.model_cfg.num_frames, pipe.model_cfg.motion_frames
+        F = pipe.model_cfg.num_frames
         feats = AudioFeatures(pipe.frontend, self.waveform, self.gen_frames, self.model_fps)
         bar = None
         if self.progress:
@@ -225,16 +225,9 @@ class FrameStream:
             bar = tqdm(total=self.clips * plan.steps, unit="step", desc=f"clip 1/{self.clips}", leave=False,
                        dynamic_ncols=True)
         try:
-            ref = pipe.encode_reference(self.image)
-            motion = ref[:, None].expand(1, M, *ref.shape[1:]) if M else None
-            portrait = pipe.portrait(self.image)
-            if portrait is None:
-                ref_bank = pipe.encode_reference_bank(ref)
-                bank = pipe.first_clip_bank(ref_bank)
-            else:  # the first clip's motion frames are the reference itself, as Hallo starts a video
-                bank = pipe.guidance_bank(plan, ref, motion, portrait)
-            c_, h_, w_ = ref.shape[1:]
-            noises = clip_noises((1, c_, F, h_, w_), self.seed, float(pipe.model_cfg.noise_share))
+            from fada.engine import ClipEngine
+
+            engine = ClipEngine(pipe, self.image, plan, self.seed)
             j = 0  # next output frame
             for c in range(self.clips):
                 if bar is not None:
@@ -242,8 +235,7 @@ class FrameStream:
                 s = c * F
                 with torch.profiler.record_function("fada.audio_features"):
                     rows = feats.rows(s, s + F)[None]
-                z = pipe.denoise_clip(plan, bank, rows, next(noises), self._step_callback(bar, c),
-                                      seed=(self.seed, c), portrait=portrait)
+                z = engine.denoise(rows, self._step_callback(bar, c))
                 e = min(s + F, self.gen_frames)
                 stop = j
                 while stop < self.total_frames and gen_index(stop, self.fps, self.model_fps) < e:
@@ -254,10 +246,6 @@ class FrameStream:
                     order = None if len(uniq) == len(shown) else np.searchsorted(uniq, shown)
                     j = stop
                     yield z[0].index_select(1, torch.tensor(uniq, device=z.device)).transpose(0, 1), order
-                if M and c + 1 < self.clips:
-                    motion = torch.cat([motion, z.permute(0, 2, 1, 3, 4)], dim=1)[:, -M:]
-                    bank = pipe.encode_bank(ref, motion, ref_bank) if portrait is None else \
-                        pipe.guidance_bank(plan, ref, motion, portrait)
             assert j == self.total_frames, (j, self.total_frames)
         finally:
             if bar is not None:

@@ -114,3 +114,48 @@ class DecodeWorker:
         if self._thread.is_alive():
             self._q.put(_STOP)
             self._thread.join()
+
+
+class ClipEngine:
+    """The clip loop every generation runs, whatever feeds it (a whole file: ``fada.clips.FrameStream``; audio as it
+    arrives: ``fada.session.AvatarSession``): the portrait's reference latent and bank, prepared once; then clip
+    after clip, the sampler from that clip's noise (drawn in clip order from the video seed) and bank, after which
+    the clip's last M latents become the next clip's motion frames and the next bank is encoded from them when the
+    next clip asks for it (so a video's last clip, or a session that stops, encodes none). The clip counter seeds a
+    stochastic sampler and keeps counting across utterances and idle clips, so the face continues."""
+
+    def __init__(self, pipe, image: np.ndarray, plan, seed: int):
+        from fada.diffusion import clip_noises
+
+        self.pipe, self.plan, self.seed = pipe, plan, int(seed)
+        M, F = int(pipe.model_cfg.motion_frames), int(pipe.model_cfg.num_frames)
+        self.motion_frames, self.num_frames = M, F
+        ref = pipe.encode_reference(image)
+        self.ref = ref
+        self.motion = ref[:, None].expand(1, M, *ref.shape[1:]) if M else None
+        self.portrait = pipe.portrait(image)
+        if self.portrait is None:
+            self.ref_bank = pipe.encode_reference_bank(ref)
+            self.bank = pipe.first_clip_bank(self.ref_bank)
+        else:  # the first clip's motion frames are the reference itself, as Hallo starts a video
+            self.ref_bank = None
+            self.bank = pipe.guidance_bank(plan, ref, self.motion, self.portrait)
+        c_, h_, w_ = ref.shape[1:]
+        self._noises = clip_noises((1, c_, F, h_, w_), self.seed, float(pipe.model_cfg.noise_share))
+        self.clips = 0
+
+    @torch.inference_mode()
+    def denoise(self, rows: torch.Tensor, callback=None) -> torch.Tensor:
+        """One clip from its audio rows (1, F, ...) -> latents (1, C, F, h, w), left on the device."""
+        pipe = self.pipe
+        if self.bank is None:
+            self.bank = pipe.encode_bank(self.ref, self.motion, self.ref_bank) if self.portrait is None else \
+                pipe.guidance_bank(self.plan, self.ref, self.motion, self.portrait)
+        z = pipe.denoise_clip(self.plan, self.bank, rows, next(self._noises), callback,
+                              seed=(self.seed, self.clips), portrait=self.portrait)
+        self.clips += 1
+        M = self.motion_frames
+        if M:  # the last M latents condition the next clip
+            self.motion = torch.cat([self.motion, z.permute(0, 2, 1, 3, 4)], dim=1)[:, -M:]
+            self.bank = None
+        return z

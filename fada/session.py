@@ -8,8 +8,8 @@ clear on interruption, iterate frames and segment-end markers).
     for item in session:                               # SessionFrame ... SegmentEnd; stops when nothing is ready
         ...
 
-Everything a video prepares once (the reference latent and its bank, portrait conditions, the plan, the clip-noise
-generator) is prepared once per session. A clip of F frames is generated once its audio plus ``lookahead_ms`` is
+The clip loop is ``fada.engine.ClipEngine``, the one ``fada generate`` runs: everything a video prepares once (the
+reference latent and its bank, portrait conditions, the clip-noise generator) is prepared once per session. A clip of F frames is generated once its audio plus ``lookahead_ms`` is
 queued; its features come from the front end's ``frame_features`` on [clip start - context, clip end + lookahead]
 with the same context as ``fada.clips.AudioFeatures``, so with the log-mel front end a file pushed in any chunks and
 ended gives exactly the frames of ``pipe.generate_frames`` with the same seed. The motion latents and the clip
@@ -31,7 +31,6 @@ from typing import Iterator, Optional, Union
 import numpy as np
 import torch
 
-from fada.diffusion import clip_noises
 from fada.errors import FadaError
 from fada.models.audio import MelFrontEnd, frames_for_duration
 
@@ -117,20 +116,9 @@ class AvatarSession:
             self.lookahead_samples = int(round(lookahead_ms * self.sample_rate / 1000.0))
 
         self.image = pipe.load_portrait(portrait, crop)
-        ref = pipe.encode_reference(self.image)
-        M = self.motion_frames
-        self._ref = ref
-        self._motion = ref[:, None].expand(1, M, *ref.shape[1:]) if M else None
-        self._portrait = pipe.portrait(self.image)
-        if self._portrait is None:
-            self._ref_bank = pipe.encode_reference_bank(ref)
-            self._bank = pipe.first_clip_bank(self._ref_bank)
-        else:  # the first clip's motion frames are the reference itself, as Hallo starts a video
-            self._ref_bank = None
-            self._bank = pipe.guidance_bank(self.plan, ref, self._motion, self._portrait)
-        c_, h_, w_ = ref.shape[1:]
-        self._noises = clip_noises((1, c_, self.num_frames, h_, w_), self.seed, float(cfg.noise_share))
-        self.clips_generated = 0  # also the clip index that seeds a stochastic sampler: it keeps counting
+        from fada.engine import ClipEngine
+
+        self._engine = ClipEngine(pipe, self.image, self.plan, self.seed)
         self._silence: Optional[torch.Tensor] = None
 
         self._lock = threading.Lock()       # input and output state (push/clear may come from other threads)
@@ -308,20 +296,13 @@ class AvatarSession:
         a0 = max(0, (s - self._ctx) // self._q * self._q)
         return seg, s, n, a0, seg.audio(a0 * sr // fps), self._epoch
 
-    @torch.inference_mode()
     def _denoise(self, rows: torch.Tensor) -> torch.Tensor:
-        pipe, plan = self.pipe, self.plan
-        if self._bank is None:  # encoded lazily: the clip after the one that set the motion latents
-            self._bank = pipe.encode_bank(self._ref, self._motion, self._ref_bank) if self._portrait is None else \
-                pipe.guidance_bank(plan, self._ref, self._motion, self._portrait)
-        z = pipe.denoise_clip(plan, self._bank, rows[None], next(self._noises), None,
-                              seed=(self.seed, self.clips_generated), portrait=self._portrait)
-        self.clips_generated += 1
-        M = self.motion_frames
-        if M:  # the last M latents condition the next clip, whatever comes next (speech, idle, a new segment)
-            self._motion = torch.cat([self._motion, z.permute(0, 2, 1, 3, 4)], dim=1)[:, -M:]
-            self._bank = None
-        return z
+        return self._engine.denoise(rows[None])
+
+    @property
+    def clips_generated(self) -> int:
+        """Clips denoised so far, speech and idle (the index that seeds a stochastic sampler's next clip)."""
+        return self._engine.clips
 
     def _generate(self, seg: _Segment, s: int, n: Optional[int], a0: int, wav: np.ndarray, epoch: int) -> None:
         """One clip of speech: rows as AudioFeatures.rows would give them for the whole segment (frames past an

@@ -132,7 +132,8 @@ def test_motion_carries_over_segments(pipe, image):
     fresh.push_audio(speech(0.5, seed=5), SR)
     fresh.end_segment()
     fresh_frames = [x.image for x in _drain(fresh)[:-1]]
-    assert not torch.equal(s._motion, s._ref[:, None].expand_as(s._motion))
+    e = s._engine
+    assert not torch.equal(e.motion, e.ref[:, None].expand_as(e.motion))
     assert not np.array_equal(items[n1 + 1].image, fresh_frames[0])
     # and the face continues: the first frame after the boundary is closer to the last one before it
     last = items[n1 - 1].image.astype(float)
