@@ -7,7 +7,9 @@ Every problem with a user's file is a one-line ``FadaError`` that names the file
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -89,8 +91,27 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
 # ----------------------------------------------------------------------------------------------- video reading
 
 
-def _reader(path: Path):
+def _import_decord():
+    """``import decord`` without letting its bundled zlib 1.2.3 take over every library loaded after it.
+
+    decord loads libdecord.so with ``ctypes.RTLD_GLOBAL``, which puts its whole dependency tree into the
+    process's global symbol scope, decord.libs/libz-*.so.1.2.3 included. Libraries loaded later that need
+    libz.so.1 (OpenCV and its libpng, PyAV's ffmpeg, Pillow) then bind their unversioned zlib calls (inflate,
+    inflateInit2_, ...) to that 1.2.3 copy but ``inflateReset2@ZLIB_1.2.3.4``, which 1.2.3 lacks, to the
+    system zlib: libpng mixes two zlibs on one stream and ``cv2.imdecode`` of any PNG fails ("libpng error:
+    bad parameters to zlib"). Putting the system zlib into the global scope first makes every later lookup,
+    decord's own ffmpeg's included (zlib 1.2.x is backward compatible), find that one.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libz.so.1", mode=ctypes.RTLD_GLOBAL)
     import decord
+
+    return decord
+
+
+def _reader(path: Path):
+    decord = _import_decord()
 
     _check_exists(path)
     decord.bridge.set_bridge("native")

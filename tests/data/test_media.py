@@ -1,5 +1,9 @@
 """Video/audio I/O: mp4 (H.264 + AAC) round trips, probing, streaming, atomic writes, and clear errors."""
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -86,6 +90,30 @@ def test_corrupt_file_is_a_fada_error_naming_it(tmp_path):
             fn(bad)
     with pytest.raises(FadaError, match="corrupt.mp4"):
         next(media.iter_video_chunks(bad))
+
+
+def test_opencv_reads_pngs_after_decord_was_loaded(tmp_path):
+    """decord loads its libraries RTLD_GLOBAL with a bundled zlib 1.2.3; OpenCV loaded after it used to bind
+    libpng's zlib calls half to that copy and fail every PNG ("libpng error: bad parameters to zlib").
+    A fresh interpreter, because import order is the point (cv2 may already be loaded in this one)."""
+    bad = tmp_path / "not-a-video.mp4"
+    bad.write_bytes(b"nothing here")
+    png = tmp_path / "p.png"
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from fada.data import media
+        from fada.errors import FadaError
+        try:
+            media.read_video({str(bad)!r})  # loads decord, then fails on the file
+        except FadaError:
+            pass
+        import cv2
+        from fada.data.portrait import read_portrait
+        assert cv2.imwrite({str(png)!r}, np.full((8, 8, 3), 200, np.uint8))
+        assert read_portrait({str(png)!r}).shape == (8, 8, 3)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_missing_file_and_no_audio_track(tmp_path):
