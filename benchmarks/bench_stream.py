@@ -119,7 +119,7 @@ def memory(model: Path, portrait: Path, minutes: float, seed: int) -> dict:
         for it in items:
             if isinstance(it, SessionFrame):
                 frames += 1
-                idle += not it.audio.any()
+                idle += it.idle
                 if frames - last_sample >= F:
                     samples.append((frames, _rss_mb()))
                     last_sample = frames
@@ -138,7 +138,7 @@ def memory(model: Path, portrait: Path, minutes: float, seed: int) -> dict:
             n = 0
             for it in s.idle_frames():  # nothing of the cleared speech may come out
                 if isinstance(it, SessionFrame):
-                    if not it.audio.any():
+                    if it.idle:
                         take([it])
                         break
                     n += 1
