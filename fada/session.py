@@ -131,6 +131,7 @@ class AvatarSession:
         self._closed = False
         self._resampler = None
         self._in_rate: Optional[int] = None
+        self._resampling = False  # input sits in the resampler that has not come out yet: speech is pending
 
     # -- input ---------------------------------------------------------------------------------------------------
     def push_audio(self, pcm, sample_rate: int, channels: int = 1) -> None:
@@ -155,13 +156,14 @@ class AvatarSession:
                                                           quality="HQ")
             if self._resampler is not None:
                 x = self._resampler.resample_chunk(x)
+                self._resampling = True
             self._segments[-1].append(np.ascontiguousarray(x, dtype=np.float32))
         self._wake.set()
 
     def _flush_resampler(self) -> None:
         if self._resampler is not None:
             self._segments[-1].append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
-        self._resampler, self._in_rate = None, None
+        self._resampler, self._in_rate, self._resampling = None, None, False
 
     def end_segment(self) -> None:
         """The utterance is over: its last partial clip is generated (padded with its last feature frame, output
@@ -182,7 +184,7 @@ class AvatarSession:
             self._epoch += 1
             self._segments = deque([_Segment()])
             self._out.clear()
-            self._resampler, self._in_rate = None, None
+            self._resampler, self._in_rate, self._resampling = None, None, False
         self._wake.set()
 
     def close(self) -> None:
@@ -204,7 +206,7 @@ class AvatarSession:
             return self._speech_pending()
 
     def _speech_pending(self) -> bool:
-        return len(self._segments) > 1 or self._segments[0].total > 0
+        return len(self._segments) > 1 or self._segments[0].total > 0 or self._resampling
 
     # -- output --------------------------------------------------------------------------------------------------
     def __iter__(self) -> "AvatarSession":

@@ -161,6 +161,14 @@ def test_bad_input_is_one_line_and_the_session_goes_on(pipe, image):
         AvatarSession(pipe, image, lookahead_ms=-1)
 
 
+def test_audio_inside_the_resampler_is_pending_speech(pipe, image):
+    """20 ms at 48 kHz can sit wholly inside the resampler: it is still speech, so no idle clip is made for it."""
+    s = pipe.session(image, idle=True)
+    s.push_audio((np.ones(960) * 1000).astype(np.int16).tobytes(), 48000)
+    assert s.speech_pending
+    assert _drain(s) == [] and s.clips_generated == 0
+
+
 def test_int16_stereo_44k_is_mixed_and_resampled(pipe, image):
     import librosa
 
