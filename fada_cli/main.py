@@ -320,7 +320,8 @@ def app_cmd(
                                  help="torch.compile each model's denoiser and decoder when it loads (CUDA graphs on "
                                       "a GPU; minutes of compiling once, faster requests after)."),
 ):
-    """A local web page: portrait + speech in, talking-portrait video out (Gradio; also an API)."""
+    """A local web page: portrait + speech in, talking-portrait video out (Gradio; also an API); its Live tab opens
+    a page where the microphone drives the portrait as the frames are made."""
     with guard():
         from fada.app import launch
 

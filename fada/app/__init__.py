@@ -2,7 +2,8 @@
 
 ``launch`` finds the model folders (``--model``, ``$FADA_MODEL``, the last ``fada demo``), loads each once, and
 serves the page on loopback unless told otherwise; requests wait in one queue (one generation at a time), and the
-uploads and videos live in a temporary folder the app owns and removes when it stops.
+uploads and videos live in a temporary folder the app owns and removes when it stops. The same server serves the
+live page (``/live``, ``fada.app.live``): the microphone drives a portrait over a WebSocket.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def start(models: list, host: str = "127.0.0.1", port: Optional[int] = 7860, sha
                 registry.get(label)
             except FadaError as e:
                 print(f"warning: {e}", flush=True)
+        from .live import live_routes
         from .page import build_page
 
         page = build_page(registry, workspace, max_audio_seconds)
@@ -71,7 +73,9 @@ def start(models: list, host: str = "127.0.0.1", port: Optional[int] = 7860, sha
                   "models and upload files to it", flush=True)
         _, url, _ = page.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True,
                                 allowed_paths=[str(workspace.videos)], quiet=quiet, show_error=False,
-                                footer_links=["api"])
+                                footer_links=["api"],
+                                # the live page and its socket, ahead of Gradio's own routes on the same server
+                                app_kwargs={"routes": live_routes(registry)})
     except BaseException:
         workspace.remove()
         _set_env("GRADIO_TEMP_DIR", old)

@@ -1,5 +1,6 @@
 """The Gradio page of `fada app`: a Generate tab (portrait, speech, model, mode, guidance, steps, seed -> video) and
-a Compare tab (the same inputs in teacher, Balanced and Fast mode side by side, with their times).
+a Compare tab (the same inputs in teacher, Balanced and Fast mode side by side, with their times), and a Live tab
+that links to the live page (``fada.app.live``: the microphone drives the portrait as the frames are made).
 
 The work is `fada.app.service`; a ``FadaError`` becomes a ``gr.Error`` with its one-line message (shown in the
 page, and raised by ``gradio_client``), and the page stays usable. The Generate button is also the API endpoint
@@ -141,6 +142,14 @@ def build_page(registry: ModelRegistry, workspace: Workspace, max_audio_seconds:
             with gr.Row():
                 outs = [gr.Video(label=m, elem_id=f"compare-video-{m}") for m in MODES]
             table = gr.Markdown(elem_id="compare-table")
+        with gr.Tab("Live"):
+            # a page of its own: the microphone and the frames stream over a WebSocket, which Gradio's request/
+            # response events do not carry
+            gr.HTML('<p>Speak into the microphone and the portrait moves as the frames are made: pick a model and '
+                    'a portrait there, press <b>Start</b>.</p><p><a id="live-link" href="live" target="_blank">'
+                    '<b>Open the live page</b></a></p><p><small>The browser lends the microphone only to a secure '
+                    'page: http://127.0.0.1 and http://localhost qualify; from another machine, serve the app '
+                    'over https.</small></p>', elem_id="live-tab")
 
         model.change(on_model, [model], [mode, cfg_audio, cfg_ref, model_note])
         mode.change(defaults, [model, mode], [cfg_audio, cfg_ref])

@@ -69,8 +69,8 @@ def check_video(path: Path, seconds: float = SECONDS):
 
 # ---- browser --------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def browser():
+def chrome(*extra: str):
+    """Debian's headless Chromium through its chromedriver (skips the test when they are not installed)."""
     if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
         pytest.skip("Debian chromium / chromium-driver not installed (.ci/run installs them)")
     from selenium import webdriver
@@ -78,9 +78,14 @@ def browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1700"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1700", *extra):
         opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+@pytest.fixture
+def browser():
+    driver = chrome()
     yield driver
     driver.quit()
 
