@@ -107,7 +107,7 @@ class AvatarSession:
         self._q = self.fps // math.gcd(self.sample_rate, self.fps)
         ctx = self.window + 1 if isinstance(fe, MelFrontEnd) else max(self.window + 1, 2 * self.fps)
         self._ctx = -(-ctx // self._q) * self._q
-        reach = int(getattr(fe, "receptive_field", getattr(fe, "N_FFT", 0)))  # samples a frame's feature reads past it
+        reach = int(getattr(fe, "receptive_field", 0))  # samples a frame's feature reads past its end
         if lookahead_ms is None:
             self.lookahead_samples = -(-self.window * self.sample_rate // self.fps) + reach
         else:

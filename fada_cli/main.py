@@ -243,12 +243,18 @@ def stream_cmd(
     lookahead_ms: Optional[float] = typer.Option(None, "--lookahead-ms",
                                                  help="Audio past a clip's end needed before it is generated (default: "
                                                       "exact features; less: lower latency)."),
+    buffer_ms: float = typer.Option(0.0, "--buffer-ms",
+                                    help="Playout delay: the player starts this long after the first frame is ready "
+                                         "(a jitter buffer); lateness is counted against it."),
+    compile: bool = typer.Option(False, "--compile",
+                                 help="torch.compile the denoiser and decoder and warm them up before the clock "
+                                      "starts (on a CPU the demo's Fast model needs it to keep up with real time)."),
 ):
     """Stream audio through a live session into an mp4 written as frames come; report latency and lateness."""
     with guard():
         run_stage("stream", portrait=portrait, audio=audio, model=model, out=out, mode=mode, seed=seed,
                   no_crop=no_crop, sample_rate=sample_rate, channels=channels, pace=not no_pace,
-                  lookahead_ms=lookahead_ms)
+                  lookahead_ms=lookahead_ms, buffer_ms=buffer_ms, compile=compile)
 
 
 @app.command("eval")

@@ -66,6 +66,34 @@ def test_streamed_frames_equal_generate_frames(pipe, image, chunk):
     assert _drain(s) == []
 
 
+def test_default_lookahead_covers_the_front_ends_reach(pipe, image, monkeypatch):
+    """The rows a session gives the denoiser equal the offline rows at the default lookahead (the window's frames plus
+    half an STFT) and 4 ms below it, and differ 6 ms below it: at 25 fps a frame's last STFT column is centred 64
+    samples before the frame's end, so its window reaches 192 samples past it; the default (256) covers any fps."""
+    rows, real = [], pipe.denoise_clip
+
+    def recording(plan, bank, feats, *a, **k):
+        rows.append(feats.clone())
+        return real(plan, bank, feats, *a, **k)
+
+    monkeypatch.setattr(pipe, "denoise_clip", recording)
+    audio = speech(1.5)
+    list(pipe.generate_frames(image, audio, seed=0, overlap=False))
+    offline = torch.cat(rows)
+    streamed = []
+    for short in (0, 64, 96):
+        rows.clear()
+        s = pipe.session(image, seed=0)
+        if short:
+            s = pipe.session(image, seed=0, lookahead_ms=(s.lookahead_samples - short) * 1000 / SR)
+        _push_in_chunks(s, audio, 160)
+        s.end_segment()
+        _drain(s)
+        streamed.append(torch.cat(rows))
+    assert torch.equal(streamed[0], offline) and torch.equal(streamed[1], offline)
+    assert streamed[2].shape == offline.shape and not torch.equal(streamed[2], offline)
+
+
 def test_short_lookahead_features_do_not_depend_on_chunking(pipe, image, monkeypatch):
     """Below the default lookahead a clip's features see exactly ``lookahead_ms`` past its end (zeros beyond), not
     whatever audio happened to be pushed when it was generated: the same audio in 10 ms chunks or in one block
@@ -238,7 +266,7 @@ def test_lookahead_and_refusals(pipe, image, monkeypatch):
     eager.push_audio(clip, SR)
     assert len(_drain(eager)) == F  # no lookahead: due at once
     patient = pipe.session(image)
-    assert patient.lookahead_samples == 2 * SR // patient.fps + 512  # the window's frames + one STFT
+    assert patient.lookahead_samples == 2 * SR // patient.fps + 256  # the window's frames + half an STFT
     patient.push_audio(clip, SR)
     assert _drain(patient) == []
     patient.push_audio(np.zeros(patient.lookahead_samples, np.float32), SR)

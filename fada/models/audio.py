@@ -183,6 +183,9 @@ class MelFrontEnd(AudioFrontEnd):
 
     N_FFT = 512
     FLOOR_DB = -100.0
+    # samples a frame's feature reads past the frame's end: its last STFT column is centred inside the frame and a
+    # centred window reaches N_FFT/2 past its centre (a streaming session's lookahead covers this)
+    receptive_field = N_FFT // 2
 
     def __init__(self, sample_rate: int = 16000, n_mels: int = 80, window: int = 2):
         self.sample_rate = int(sample_rate)

@@ -7,8 +7,9 @@ main thread pulls frames as they are ready and writes each one with its audio sl
 while it is written). Timings, all from the wall clock (``time.perf_counter``), with t0 = the first audio push:
 
 - first-frame latency L = ready_0 - t0 (ready_j: when frame j came out of the session);
-- lateness_j = ready_j - (t0 + L + timestamp_j): playback starts when the first frame is ready and then runs at the
-  model's fps, so frame j is due at t0 + L + timestamp_j; a frame with lateness > 0 would stall the player;
+- lateness_j = ready_j - (t0 + L + B + timestamp_j): playback starts B (``buffer_ms``, a jitter buffer; 0 by
+  default) after the first frame is ready and then runs at the model's fps, so frame j is due at
+  t0 + L + B + timestamp_j; a frame with lateness > 0 would stall the player;
 - real-time factor = (ready_last - t0) / audio seconds (paced runs cannot go below about 1).
 """
 
@@ -34,6 +35,7 @@ class StreamResult:
     fps: int
     audio_seconds: float
     first_frame_latency: float  # seconds from the first audio push to the first frame ready
+    playout_delay: float        # seconds from the first audio push to the first frame shown: latency + buffer
     max_lateness: float         # seconds, max over frames of lateness_j (see the module docstring); <= 0: never late
     late_frames: int            # frames with lateness_j > 0
     realtime_factor: float      # generation wall time / audio seconds
@@ -112,7 +114,7 @@ class _Feeder(threading.Thread):
 
 def run(portrait, audio, model=None, out=None, mode: Optional[str] = None, seed: int = 0, no_crop: bool = False,
         sample_rate: int = 16000, channels: int = 1, pace: bool = True, lookahead_ms: Optional[float] = None,
-        chunk_ms: float = 20, device=None) -> StreamResult:
+        chunk_ms: float = 20, device=None, buffer_ms: float = 0.0, compile: bool = False) -> StreamResult:
     """Stream ``audio`` (a file, or ``-``: s16le PCM on stdin at ``sample_rate``/``channels``) through a session on
     ``portrait`` into the fragmented mp4 ``out`` (default ``<portrait>_stream.mp4``); print and return the timings."""
     for name, v in (("--sample-rate", sample_rate), ("--channels", channels)):
@@ -122,6 +124,8 @@ def run(portrait, audio, model=None, out=None, mode: Optional[str] = None, seed:
         raise FadaError(f"--channels {channels}: at most 8 channels")
     if not (chunk_ms > 0):
         raise FadaError(f"chunk_ms {chunk_ms!r}: must be positive")
+    if not (isinstance(buffer_ms, (int, float)) and 0 <= buffer_ms < 60_000):
+        raise FadaError(f"--buffer-ms {buffer_ms!r}: must be between 0 and 60000")
     p = _check_file(portrait, "portrait image")
     from_stdin = str(audio) == "-"
     a = None if from_stdin else _check_file(audio, "audio file")
@@ -139,6 +143,10 @@ def run(portrait, audio, model=None, out=None, mode: Optional[str] = None, seed:
     spec = pipe.spec
     print(f"model: {model_dir} (from {why}): {spec.kind} model, {spec.model.resolution}px, {spec.model.fps} fps, "
           f"{spec.model.num_frames} frames per clip, on {pipe.device}")
+    if compile:  # before the session and the clock: the graphs are built on one clip of silence
+        pipe.compile()
+        secs = pipe.warm_up(p, mode=mode, crop=not no_crop)
+        print(f"compiled ({pipe.compiled}) and warmed up in {secs:.1f} s, before the clock starts")
     session = pipe.session(p, mode=mode, seed=seed, crop=not no_crop, lookahead_ms=lookahead_ms)
     if from_stdin:
         source, rate, ch = _stdin_bytes(), int(sample_rate), int(channels)
@@ -182,12 +190,13 @@ def run(portrait, audio, model=None, out=None, mode: Optional[str] = None, seed:
         raise FadaError("no frames were generated (the audio is shorter than one frame)")
     t0 = feeder.t0
     latency = ready[0] - t0
-    late = np.asarray(ready) - (ready[0] + np.asarray(stamps))  # = ready_j - (t0 + L + timestamp_j)
+    buffer = float(buffer_ms) / 1000.0
+    late = np.asarray(ready) - (ready[0] + buffer + np.asarray(stamps))  # = ready_j - (t0 + L + B + timestamp_j)
     audio_seconds = feeder.samples / rate
     res = StreamResult(path=out, frames=len(ready), fps=session.fps, audio_seconds=audio_seconds,
-                       first_frame_latency=latency, max_lateness=float(late.max()), late_frames=int((late > 0).sum()),
+                       first_frame_latency=latency, playout_delay=latency + buffer, max_lateness=float(late.max()), late_frames=int((late > 0).sum()),
                        realtime_factor=(ready[-1] - t0) / audio_seconds, idle_frames=0, seconds=t_end - t0)
     print(f"wrote {out}: {res.frames} frames at {res.fps} fps (audio {audio_seconds:.2f} s); first-frame latency "
-          f"{latency * 1000:.0f} ms, late frames {res.late_frames} (max {max(res.max_lateness, 0) * 1000:.0f} ms), "
+          f"{latency * 1000:.0f} ms{f' (shown at {(latency + buffer) * 1000:.0f} ms)' if buffer else ''}, late frames {res.late_frames} (max {max(res.max_lateness, 0) * 1000:.0f} ms), "
           f"real-time factor {res.realtime_factor:.2f}, idle frames {res.idle_frames}")
     return res
