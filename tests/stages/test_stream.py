@@ -53,8 +53,10 @@ def test_paced_run_takes_real_time(models, inputs, tmp_path):
     from fada.stages import stream
 
     t = time.perf_counter()
-    res = stream.run(inputs["portrait"], inputs["short"], model=models["fast"], out=tmp_path / "p.mp4")
+    res = stream.run(inputs["portrait"], inputs["short"], model=models["fast"], out=tmp_path / "p.mp4",
+                     buffer_ms=300)
     assert time.perf_counter() - t >= 0.4 and res.seconds >= 0.4
+    assert res.playout_delay == res.first_frame_latency + 0.3  # the player starts after the jitter buffer
     assert res.frames == frames_for_duration(int(0.5 * SR), SR, 25) and res.idle_frames == 0
     assert res.first_frame_latency > 0 and res.realtime_factor > 0.8
 
@@ -63,7 +65,8 @@ def test_bad_inputs_are_one_line_errors(models, inputs, tmp_path):
     cases = [([inputs["portrait"], tmp_path / "nope.wav"], None, "nope.wav"),
              ([inputs["portrait"], "-", "--channels", 0], b"\0\0", "--channels 0"),
              ([inputs["portrait"], "-"], b"", "stdin: no audio"),
-             ([inputs["portrait"], "-", "--channels", 2], b"\0\0\0\0\0\0", "trailing byte")]
+             ([inputs["portrait"], "-", "--channels", 2], b"\0\0\0\0\0\0", "trailing byte"),
+             ([inputs["portrait"], inputs["short"], "--buffer-ms", -5], None, "--buffer-ms -5")]
     for args, data, msg in cases:
         out = tmp_path / "x.mp4"
         r = _run([*args, "-m", models["fast"], "-o", out, "--no-pace"], input=data)
