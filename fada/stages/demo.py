@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from fada.errors import FadaError
+from fada.evaluation.regions import roughness
 
 
 @dataclass(frozen=True)
@@ -119,23 +120,18 @@ def frame_features(frames: np.ndarray) -> np.ndarray:
     return np.stack(feats)
 
 
-def roughness(frames: np.ndarray) -> float:
-    """The noise measure: mean absolute difference of horizontally adjacent pixels (0-255 scale). Noisy samples
-    score far above the truth, over-smoothed ones below it."""
-    f = np.asarray(frames, dtype=np.float64)
-    return float(np.abs(np.diff(f, axis=-2)).mean())
-
-
 def evaluate(videos: list[np.ndarray], clips: list[dict], sr: int = 16000, fps: int = 25) -> dict:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from fada.evaluation.faces import mouth_box
+    from fada.evaluation.regions import region_scores
     from fada.metrics.av_sync import WeightFreeSync
     from fada.metrics.frechet import frechet_from_features
 
     sync = WeightFreeSync(max_offset=15, mouth_box=mouth_box())  # curate's measure: the mouth of a curate crop
-    own, shuffled, psnr, ssim = [], [], [], []
+    own, shuffled, psnr, ssim, regions = [], [], [], [], []
     for i, (v, c) in enumerate(zip(videos, clips)):
+        regions.append(region_scores(c["truth"], v, mouth_box()))
         own.append(sync.score(v, c["audio"], sr, fps)["av_corr_conf"])
         shuffled.append(sync.score(v, clips[(i + 1) % len(clips)]["audio"], sr, fps)["av_corr_conf"])
         n = min(len(v), len(c["truth"]))
@@ -147,7 +143,8 @@ def evaluate(videos: list[np.ndarray], clips: list[dict], sr: int = 16000, fps: 
     fd = frechet_from_features(frame_features(np.concatenate(videos)),
                                frame_features(np.concatenate([c["truth"] for c in clips])))
     return {"sync": float(np.mean(own)), "shuffled_sync": float(np.mean(shuffled)), "psnr": float(np.mean(psnr)),
-            "ssim": float(np.mean(ssim)), "fd": float(fd), "roughness": roughness(np.concatenate(videos))}
+            "ssim": float(np.mean(ssim)), "fd": float(fd), "roughness": roughness(np.concatenate(videos)),
+            **{k: float(np.mean([r[k] for r in regions])) for k in regions[0]}}
 
 
 def still_reference(clip: dict) -> np.ndarray:
@@ -382,15 +379,21 @@ def render_markdown(report: dict) -> str:
         lines += ["**Smoke run (`--quick`)**: every stage runs end to end on a few steps; its pictures are not meant "
                   "to be faces and its figures say nothing about quality. Run `fada demo` for those.", ""]
     lines += [f"Machine: {report['machine']}; total {report['seconds'] / 60:.1f} min.", "",
-              "| model | NFE | s per video s | sync ↑ | PSNR ↑ | SSIM ↑ | FD ↓ | noise |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| model | NFE | s per video s | sync ↑ | PSNR ↑ | PSNR mouth ↑ | PSNR elsewhere ↑ | mouth corr. ↑ | "
+              "SSIM ↑ | FD ↓ | noise | noise / truth |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    nan = float("nan")
     for r in report["rows"]:
         lines.append(f"| {r['model']} | {r['nfe']} | {r['seconds_per_video_second']:.2f} | {r['sync']:.3f} | "
-                     f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['fd']:.3f} | {r.get('roughness', float('nan')):.1f} |")
+                     f"{r['psnr']:.2f} | {r.get('psnr_mouth', nan):.2f} | {r.get('psnr_elsewhere', nan):.2f} | "
+                     f"{r.get('mouth_corr', nan):.2f} | {r['ssim']:.3f} | {r['fd']:.3f} | "
+                     f"{r.get('roughness', nan):.1f} | {r.get('noise_ratio', nan):.2f} |")
     c = report["curation"]
     truth = report.get("truth")
     lines += ["", "`reference`: the still reference frame repeated for the clip's length (no motion: the sync floor; "
-                  "a perfect copy of the face: the PSNR a model that only copies would reach). `noise`: mean "
+                  "a perfect copy of the face: the PSNR a model that only copies would reach). PSNR mouth / elsewhere: "
+                  "inside and outside the mouth box that curate uses; mouth corr.: Pearson correlation over frames "
+                  "of the mouth box's change from the first frame against the truth's. `noise`: mean "
                   "absolute difference of horizontally adjacent pixels" +
               (f" (the truth: {truth['roughness']:.1f}; its sync {truth['sync']:.3f})." if truth else "."),
               "", f"Shuffled-audio sync (the same measure against other clips' audio, mean over the models): "

@@ -71,6 +71,10 @@ def test_still_reference_row_is_finite_and_scores_no_motion():
     noise = rng.integers(0, 256, still[0].shape, dtype=np.uint8)
     assert roughness(noise) > 5 * roughness(clips[0]["truth"])
     assert abs(m["roughness"] - roughness(np.concatenate([s for s in still]))) < 1e-9
+    assert m["mouth_corr"] == 0.0  # a still copy does not move its mouth
+    t = evaluate([c["truth"] for c in clips], clips)
+    assert t["mouth_corr"] == pytest.approx(1.0) and t["psnr_elsewhere"] == t["psnr_mouth"] == 100.0
+    assert t["noise_ratio"] == 1.0 and m["psnr_elsewhere"] > m["psnr_mouth"]  # the head sways less than the mouth moves
 
 
 def test_contact_sheet_rows_per_identity_columns_per_model(tmp_path):
