@@ -66,10 +66,8 @@ def test_streamed_frames_equal_generate_frames(pipe, image, chunk):
     assert _drain(s) == []
 
 
-def test_default_lookahead_covers_the_front_ends_reach(pipe, image, monkeypatch):
-    """The rows a session gives the denoiser equal the offline rows at the default lookahead (the window's frames plus
-    half an STFT) and 4 ms below it, and differ 6 ms below it: at 25 fps a frame's last STFT column is centred 64
-    samples before the frame's end, so its window reaches 192 samples past it; the default (256) covers any fps."""
+def _record_rows(pipe, monkeypatch) -> list:
+    """The audio rows of every clip the pipeline denoises, appended to the returned list."""
     rows, real = [], pipe.denoise_clip
 
     def recording(plan, bank, feats, *a, **k):
@@ -77,6 +75,14 @@ def test_default_lookahead_covers_the_front_ends_reach(pipe, image, monkeypatch)
         return real(plan, bank, feats, *a, **k)
 
     monkeypatch.setattr(pipe, "denoise_clip", recording)
+    return rows
+
+
+def test_default_lookahead_covers_the_front_ends_reach(pipe, image, monkeypatch):
+    """The rows a session gives the denoiser equal the offline rows at the default lookahead (the window's frames plus
+    half an STFT) and 4 ms below it, and differ 6 ms below it: at 25 fps a frame's last STFT column is centred 64
+    samples before the frame's end, so its window reaches 192 samples past it; the default (256) covers any fps."""
+    rows = _record_rows(pipe, monkeypatch)
     audio = speech(1.5)
     list(pipe.generate_frames(image, audio, seed=0, overlap=False))
     offline = torch.cat(rows)
@@ -98,13 +104,7 @@ def test_short_lookahead_features_do_not_depend_on_chunking(pipe, image, monkeyp
     """Below the default lookahead a clip's features see exactly ``lookahead_ms`` past its end (zeros beyond), not
     whatever audio happened to be pushed when it was generated: the same audio in 10 ms chunks or in one block
     gives the same rows."""
-    rows, real = [], pipe.denoise_clip
-
-    def recording(plan, bank, feats, *a, **k):
-        rows.append(feats.clone())
-        return real(plan, bank, feats, *a, **k)
-
-    monkeypatch.setattr(pipe, "denoise_clip", recording)
+    rows = _record_rows(pipe, monkeypatch)
     audio = speech(1.5)
     got = []
     for chunk in (160, len(audio)):
