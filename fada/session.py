@@ -100,7 +100,7 @@ class AvatarSession:
         self.plan = pipe.plan(mode, steps, cfg_audio, cfg_ref)
         cfg = pipe.model_cfg
         self.fps, self.sample_rate = int(cfg.fps), int(fe.sample_rate)
-        self.num_frames, self.motion_frames, self.window = int(cfg.num_frames), int(cfg.motion_frames), int(fe.window)
+        self.num_frames, self.window = int(cfg.num_frames), int(fe.window)
         # feature slices start at frames that are whole samples (multiples of q). Left context: a log-mel frame
         # reads less than one frame of audio before it, so w+1 frames make the rows exact and each clip's features
         # cost about a clip of audio; other front ends (wav2vec2's attention sees everything) get AudioFeatures' 2 s

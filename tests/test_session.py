@@ -9,24 +9,22 @@ import asyncio
 import numpy as np
 import pytest
 import torch
-from skimage import data
 
 from fada.errors import FadaError
 from fada.models.audio import frames_for_duration
-from fada.pipeline import FadaPipeline
 from fada.session import AvatarSession, SegmentEnd, SessionFrame
 
-from .stages.generate_helpers import SR, _isolated_cache, models, speech  # noqa: F401
+from .stages.generate_helpers import SR, _isolated_cache, astronaut, fast_pipe, models, speech  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def pipe(models):
-    return FadaPipeline.from_pretrained(models["fast"])
+def pipe(fast_pipe):
+    return fast_pipe
 
 
 @pytest.fixture(scope="module")
-def image():
-    return data.astronaut()
+def image(astronaut):
+    return astronaut
 
 
 def _drain(session):

@@ -11,7 +11,6 @@ import threading
 
 import numpy as np
 import pytest
-from skimage import data
 
 pytest.importorskip("livekit.agents")
 
@@ -21,21 +20,20 @@ from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarRunner, QueueAudi
 from fada.errors import FadaError  # noqa: E402
 from fada.integrations.livekit import FadaVideoGenerator, avatar_options  # noqa: E402
 from fada.models.audio import frames_for_duration  # noqa: E402
-from fada.pipeline import FadaPipeline  # noqa: E402
 
-from ..stages.generate_helpers import SR, _isolated_cache, models  # noqa: E402,F401
+from ..stages.generate_helpers import SR, _isolated_cache, astronaut, fast_pipe, models  # noqa: E402,F401
 
 RATE = 48000
 
 
 @pytest.fixture(scope="module")
-def pipe(models):
-    return FadaPipeline.from_pretrained(models["fast"])
+def pipe(fast_pipe):
+    return fast_pipe
 
 
 @pytest.fixture(scope="module")
-def image():
-    return data.astronaut()
+def image(astronaut):
+    return astronaut
 
 
 def tone(seconds: float) -> np.ndarray:

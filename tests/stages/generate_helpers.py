@@ -108,6 +108,21 @@ def models(tmp_path_factory) -> dict:
             "teacher": export_model(tmp, "teacher")}
 
 
+@pytest.fixture(scope="module")
+def fast_pipe(models):
+    """The exported tiny Fast model, loaded (the streaming tests' pipeline)."""
+    from fada.pipeline import FadaPipeline
+
+    return FadaPipeline.from_pretrained(models["fast"])
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage import data
+
+    return data.astronaut()
+
+
 @pytest.fixture(scope="session")
 def inputs(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("inputs")
