@@ -345,9 +345,12 @@ async def serve(ws, registry: ModelRegistry, gate: asyncio.Lock) -> None:
             sender.cancel()
         if stream is not None:
             stream.abandon()
-        if worker is not None:
-            await asyncio.shield(worker)  # the clip being made finishes before the next session may start
-        if held:
+        if held and worker is not None and not worker.done():
+            # the clip being made finishes before the next session may start; the release rides on the worker, not
+            # on this coroutine, which its server may cancel while it waits (a test client does on closing)
+            worker.add_done_callback(lambda _: gate.release())
+            await asyncio.shield(worker)
+        elif held:
             gate.release()
 
 

@@ -162,6 +162,32 @@ def test_one_live_session_at_a_time(client, monkeypatch):
         assert json.loads(msg["text"])["type"] == "end"
 
 
+def test_a_closed_socket_frees_the_app_for_the_next_session(client, monkeypatch):
+    """The server may cancel a connection's handler while it waits for the worker's last clip (this test client
+    does on closing); the next session must still get in once that clip is done."""
+    from fada.app.live import LiveStream
+
+    work = LiveStream.work
+
+    def slow_work(self):
+        work(self)
+        time.sleep(1.0)  # a long last clip, still running when the client has gone
+
+    monkeypatch.setattr(LiveStream, "work", slow_work)
+    with client.websocket_connect("/live/ws") as ws:
+        ws.send_json({"type": "start", "model": FAST, "sample_rate": 16000})
+        assert ws.receive_json()["type"] == "ready"
+    monkeypatch.setattr(LiveStream, "work", work)
+    monkeypatch.setattr("fada.app.live.GATE_WAIT_SECONDS", 5.0)
+    with client.websocket_connect("/live/ws") as ws:
+        ws.send_json({"type": "start", "model": FAST, "sample_rate": 16000})
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_json({"type": "stop"})
+        while (msg := ws.receive()).get("bytes") is not None:
+            pass
+        assert json.loads(msg["text"])["type"] == "end"
+
+
 def test_a_page_from_another_site_cannot_open_the_socket(client):
     from starlette.websockets import WebSocketDisconnect
 
