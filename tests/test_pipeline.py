@@ -24,10 +24,10 @@ def pipes(models):
 def test_plans_and_nfe(pipes):
     t, b, f = pipes["teacher"].plan(), pipes["balanced"].plan(), pipes["fast"].plan()
     assert (t.mode, t.sampler, t.steps, t.passes, t.nfe_per_clip, t.cfg_audio, t.cfg_ref) == \
-        ("teacher", "ddim", 25, 3, 75, 6.5, 2.5)
+        ("teacher", "ddim", 25, 3, 75, 3.0, 2.5)  # tiny-teacher's model.cfg.guidance
     assert (b.mode, b.sampler, b.steps, b.num_windows, b.nfe_per_clip, b.cfg_ref) == \
         ("balanced", "perflow", 6, 4, 18, 1.0)  # tiny-balanced's model.cfg.guidance
-    assert (f.mode, f.nfe_per_clip, f.told_scales, f.cfg_audio, f.cfg_ref) == ("fast", 6, True, 6.5, 1.0)
+    assert (f.mode, f.nfe_per_clip, f.told_scales, f.cfg_audio, f.cfg_ref) == ("fast", 6, True, 3.0, 1.0)
     assert pipes["teacher"].plan(cfg_audio=1.0, cfg_ref=1.0).nfe_per_clip == 25  # Eq. 9 collapses to one pass
     assert pipes["balanced"].plan(steps=8).nfe_per_clip == 24
     with pytest.raises(FadaError, match="choose one of teacher, balanced, fast"):

@@ -75,6 +75,18 @@ class TrainConfig:
 
 
 @dataclass
+class MotionAugmentConfig:
+    """Corrupted motion frames in training (fada.training.motion_augment), against the drift of a model that
+    conditions each clip on its own last frames. Off by default (the paper's recipes)."""
+
+    noise: float = _f(0.0, ge=0.0)
+    """Largest standard deviation (latent units) of the Gaussian noise added to a sample's motion frames; each
+    sample's is drawn uniformly from [0, noise]. 0: off."""
+    to_ref: float = _f(0.0, ge=0.0, le=1.0)
+    """P(a sample's motion frames are replaced by its reference frame, as a video's first clip sees them)."""
+
+
+@dataclass
 class TeacherConfig:
     stage: Literal[1, 2, "joint"] = 2
     """1: single frames, ReferenceNet + spatial layers trainable; 2: clips, audio + temporal layers trainable
@@ -100,6 +112,8 @@ class TeacherConfig:
     mouth_box: list[float] = _f([0.34, 0.57, 0.66, 0.77], ge=0.0, le=1.0)
     """(x0, y0, x1, y1) of the mouth as fractions of a training frame. Default: where a `fada curate` crop at the
     default face_margin 0.4 puts the mouth (fada.curation.scores.mouth_box_in_crop)."""
+    motion_augment: MotionAugmentConfig = field(default_factory=MotionAugmentConfig)
+    """Motion-frame corruption during training (off by default; the CPU recipes use it)."""
 
     def check(self) -> list[str]:
         b = self.mouth_box
@@ -161,6 +175,9 @@ class DistillConfig:
     ref_drop: float = _f(0.05, ge=0.0, le=1.0)
     """Balanced and rflow: P(audio and reference dropped)."""
     mixed: MixedSupervisionConfig = field(default_factory=MixedSupervisionConfig)
+    motion_augment: MotionAugmentConfig = field(default_factory=MotionAugmentConfig)
+    """Motion-frame corruption for the teacher's targets and the student alike (off by default; the CPU recipes
+    use the teacher's)."""
     trainable: list[str] = _f(["all"])
     """Which student parameters distillation trains: 'all' (the paper), or a list of groups from reference_net,
     spatial, audio, temporal, cfg, and 'lora' (low-rank adapters of rank lora_rank on the denoising net, base

@@ -82,3 +82,14 @@ class FaceCropper:
             y0, x0 = (h - s) // 2, (w - s) // 2
             frames = frames[:, y0:y0 + s, x0:x0 + s]
         return np.ascontiguousarray(frames), "whole-frame"
+
+
+def portrait_crops(frames: np.ndarray, size: int, detector=None) -> np.ndarray:
+    """Every frame of a reference video cropped as generation crops its portrait: the face found in the first
+    frame (``fada.data.portrait.find_face``), curation's margin, ``size`` px square; so a video generated from that
+    first frame lines up with it pixel for pixel. No face in the first frame: FadaError."""
+    from fada.data.face import crop_square
+    from fada.data.portrait import face_margin, find_face
+
+    box = find_face(frames[0], detector)
+    return np.stack([crop_square(f, box, face_margin(), size) for f in frames])

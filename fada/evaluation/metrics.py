@@ -13,7 +13,11 @@ sync_wf    the weight-free sync only
 efid       ``efid`` from expression-coefficient files (``--coeffs DIR`` holding ``generated/<name>.npy`` and
            ``reference/<name>.npy``, or ``.safetensors``); without --coeffs the OpenCV substitute ``efid_sub``
 iqa        every registered no-reference IQA score (``iqa_sharpness``, ``iqa_colorfulness``); or name one
-all        fid, fvd, fvd_i, sync, efid, iqa
+regions    per paired video generated from the reference video's first frame and audio (the default face crop):
+           ``psnr_mouth`` / ``psnr_elsewhere`` inside / outside the mouth box, ``mouth_corr``, ``noise_ratio``
+           (``fada.evaluation.regions``), against the reference cropped as generation crops a portrait; with the
+           still copy's (the first cropped frame held) ``still_psnr_mouth`` / ``still_psnr_elsewhere``
+all        fid, fvd, fvd_i, sync, efid, iqa, regions
 =========  =========================================================================================================
 
 Sync and IQA are per generated video (paired or not; the sync audio is the video's own track); aggregates are
@@ -34,8 +38,10 @@ from fada.evaluation.pairing import Pair, Pairing
 from fada.evaluation.stats import RunningGaussian, frechet_running
 from fada.metrics.fvd import COVARIANCE_DDOF, PROTOCOLS
 
-GROUPS = ("fid", "fvd", "fvd_i", "sync", "sync_wf", "efid", "iqa")
-ALL = ("fid", "fvd", "fvd_i", "sync", "efid", "iqa")
+GROUPS = ("fid", "fvd", "fvd_i", "sync", "sync_wf", "efid", "iqa", "regions")
+ALL = ("fid", "fvd", "fvd_i", "sync", "efid", "iqa", "regions")
+REGION_KEYS = ("psnr_mouth", "psnr_elsewhere", "mouth_corr", "noise_ratio", "still_psnr_mouth",
+               "still_psnr_elsewhere")
 SYNC_SR = 16000
 WF_MAX_OFFSET = 15
 
@@ -45,6 +51,7 @@ DIRECTION = {
     "sync_c": "higher", "sync_d": "lower", "sync_offset": None,
     "sync_wf_conf": "higher", "sync_wf_corr": "higher", "sync_wf_offset": None,
     "nfe_d": "lower", "wall_s_per_video_s": "lower",
+    "psnr_mouth": "higher", "psnr_elsewhere": "higher", "mouth_corr": "higher",
 }
 #: per-video values that are bookkeeping, not quality (not plotted in sweeps)
 COST_KEYS = ("nfe_d", "gen_seconds", "video_seconds", "wall_s_per_video_s")
@@ -70,7 +77,7 @@ class MetricPlan:
 
     @property
     def needs_reference(self) -> bool:
-        return any(m in self.run for m in ("fid", "fvd", "fvd_i", "efid_sub"))
+        return any(m in self.run for m in ("fid", "fvd", "fvd_i", "efid_sub", "regions"))
 
     def to_dict(self) -> dict:
         return {"requested": self.requested, "run": self.run + self.iqa}
@@ -122,6 +129,8 @@ def plan_metrics(metrics, weights_dir=None, coeffs=None) -> MetricPlan:
                                        f"(not SyncNet Sync-C/Sync-D)"
                 if "sync_wf" not in plan.run:
                     plan.run.append("sync_wf")
+        elif m == "regions":
+            plan.run.append("regions")
         elif m == "sync_wf":
             if "sync_wf" not in plan.run:
                 plan.run.append("sync_wf")
@@ -229,6 +238,27 @@ class Evaluator:
             except FadaError as e:
                 row["errors"]["sync_wf"] = _first_line(e)
 
+    def _regions(self, frames: np.ndarray, fps: float, ref: np.ndarray, ref_fps: float, row: dict) -> None:
+        """Mouth / elsewhere scores of a generated video against its reference, cropped as the portrait was."""
+        from fada.evaluation.faces import portrait_crops
+        from fada.evaluation.regions import region_scores
+
+        try:
+            if abs(float(fps) - float(ref_fps)) > 0.01:
+                raise FadaError(f"regions: the generated video is {fps:g} fps and its reference {ref_fps:g}; "
+                                "frames must pair one to one (generate with --fps of the reference)")
+            if frames.shape[1] != frames.shape[2]:
+                raise FadaError(f"regions: the generated frames are {frames.shape[2]}x{frames.shape[1]}, not a "
+                                "square portrait crop")
+            truth = portrait_crops(ref, int(frames.shape[1]))
+            got = region_scores(truth, frames)
+            still = region_scores(truth, np.repeat(truth[:1], len(truth), axis=0))
+        except FadaError as e:
+            row["errors"]["regions"] = _first_line(e)
+            return
+        row.update({k: got[k] for k in REGION_KEYS[:4]})
+        row.update(still_psnr_mouth=still["psnr_mouth"], still_psnr_elsewhere=still["psnr_elsewhere"])
+
     def _set_features(self, frames: np.ndarray) -> dict:
         """Features of one video for the set metrics: {metric: frame rows (N, D) or one video vector}."""
         out = {}
@@ -282,12 +312,16 @@ class Evaluator:
                 continue
             if "efid" in self.plan.run:
                 coeff_pairs.append((self._coeff_file("generated", pair.name), self._coeff_file("reference", pair.name)))
-            if not set_metrics:
+            if not set_metrics and "regions" not in self.plan.run:
                 continue
             try:
-                ref, _ = read_video(pair.reference)
+                ref, ref_fps = read_video(pair.reference)
             except FadaError as e:
                 row["errors"]["reference"] = _first_line(e)
+                continue
+            if "regions" in self.plan.run:
+                self._regions(frames, fps, ref, ref_fps, row)
+            if not set_metrics:
                 continue
             try:
                 g, r = self._set_features(frames), self._set_features(ref)
@@ -339,14 +373,19 @@ class Evaluator:
             per_keys += ["sync_c", "sync_d", "sync_offset"]
         if "sync_wf" in self.plan.run:
             per_keys += ["sync_wf_conf", "sync_wf_corr", "sync_wf_offset"]
+        if "regions" in self.plan.run:
+            per_keys += list(REGION_KEYS)
         for k in per_keys:
             vals = [r[k] for r in rows if r.get(k) is not None]
             if vals:
                 agg[k] = float(np.mean(vals))
             else:
-                group = "sync_wf" if k.startswith("sync_wf") else "sync" if k.startswith("sync_") else k
+                group = "sync_wf" if k.startswith("sync_wf") else "sync" if k.startswith("sync_") else \
+                    "regions" if k in REGION_KEYS else k
                 errs = [r["errors"].get(group) for r in rows if r["errors"].get(group)]
                 errs += [r["errors"]["video"] for r in rows if "video" in r["errors"]]
+                if group == "regions" and n_pairs == 0:
+                    errs = [no_pairs]
                 skipped.setdefault(group, errs[0] if errs else "no readable generated video")
         # generation cost (``--model``)
         if any("nfe_d" in r for r in rows):

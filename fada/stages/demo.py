@@ -77,12 +77,9 @@ def truth_clip(frames: np.ndarray, audio: np.ndarray, resolution: int, detector=
     """A rendered clip as the pipeline sees it: {"portrait": its first frame, "audio", "truth": every frame cropped
     exactly as the pipeline crops the portrait (the face found in the first frame by ``find_face``, with curate's
     margin)}, so generated and true frames line up pixel for pixel. No face: FadaError."""
-    from fada.data.face import crop_square
-    from fada.data.portrait import face_margin, find_face
+    from fada.evaluation.faces import portrait_crops
 
-    box = find_face(frames[0], detector)
-    truth = np.stack([crop_square(f, box, face_margin(), resolution) for f in frames])
-    return {"portrait": frames[0], "audio": audio, "truth": truth}
+    return {"portrait": frames[0], "audio": audio, "truth": portrait_crops(frames, resolution, detector)}
 
 
 def test_clips(n: int, seconds: float, resolution: int, seed: int = 777):

@@ -16,20 +16,22 @@ from fada.training.loop import ClipTask, process_state
 class TeacherTask(ClipTask):
     """What the shared loop needs: model, trainable parameters, data, and the Eq. 1 loss."""
 
-    def __init__(self, net, dataset, stage, dropout, use_audio: bool, timesteps=None, pixel_weight=None):
+    def __init__(self, net, dataset, stage, dropout, use_audio: bool, timesteps=None, pixel_weight=None,
+                 motion_augment=None):
         from fada.training.teacher import TimestepSampling, teacher_trainable
 
         super().__init__(net, dataset, teacher_trainable(net, stage))
         self.stage, self.dropout, self.use_audio = stage, dropout, use_audio
         self.timesteps = timesteps or TimestepSampling()
         self.pixel_weight = pixel_weight
+        self.motion_augment = motion_augment
         self.schedule = net.schedule  # the parametrisation the net is trained in (model.schedule)
 
     def loss(self, model, batch, generator):
         from fada.training.teacher import teacher_loss
 
         return teacher_loss(model, batch, generator, self.schedule, self.dropout, self.use_audio,
-                            self.timesteps, self.pixel_weight)
+                            self.timesteps, self.pixel_weight, self.motion_augment)
 
 
 def build_data(recipe, frontend, vae, progress: bool = True):
@@ -132,7 +134,7 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
         h, w = dataset.store.latent_shape[-2:]
         pixel_weight = region_weight_map(h, w, tcfg.mouth_box, tcfg.mouth_weight)
     task = TeacherTask(net, dataset, tcfg.stage, dropout, use_audio=tcfg.stage != 1, timesteps=timesteps,
-                       pixel_weight=pixel_weight)
+                       pixel_weight=pixel_weight, motion_augment=tcfg.motion_augment)
     validate = None
     if recipe.train.validate_every and tcfg.stage != 1:  # stage 1 trains single frames without audio
         from fada.training.validation import TeacherValidation

@@ -23,6 +23,7 @@ from fada.diffusion import (DISTILLED_GUIDANCE, Guidance, conditional, ddim_solv
                             mixed_loss, per_sample_mse, perflow_target, perflow_window, sample_t, velocity_weight,
                             step_times)
 from fada.data.face_conditions import batch_portrait
+from fada.training.motion_augment import augment_motion
 from fada.training.teacher import ConditionDropout
 
 
@@ -41,6 +42,8 @@ class DistillSettings:
     inference_steps: int = 6          # the sampler's steps (their times, for timesteps 'inference')
     extra_steps: str = "early"        # which windows get the extra steps (DistillConfig.extra_steps)
     tcd_original_steps: int = 50      # TCD: points of the teacher's skipping-step grid
+    motion_noise: float = 0.0         # motion-frame corruption (DistillConfig.motion_augment)
+    motion_to_ref: float = 0.0
 
     @classmethod
     def from_config(cls, d, cfg_mode: str) -> "DistillSettings":
@@ -51,7 +54,8 @@ class DistillSettings:
                    dropout=ConditionDropout(d.audio_drop, d.ref_drop),
                    mixed_mode=m.mode, mixed_kwargs=dict(s=m.s, w0=m.w0, r_peak=m.r_peak, r_dead=m.r_dead, fixed=m.fixed),
                    student_cfg_mode=cfg_mode, timesteps=d.timesteps, inference_steps=d.inference_steps,
-                   extra_steps=d.extra_steps, tcd_original_steps=d.tcd_original_steps)
+                   extra_steps=d.extra_steps, tcd_original_steps=d.tcd_original_steps,
+                   motion_noise=d.motion_augment.noise, motion_to_ref=d.motion_augment.to_ref)
 
     @property
     def guided_teacher(self) -> bool:
@@ -141,7 +145,11 @@ def tcd_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Genera
 def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Generator, schedule,
                  s: DistillSettings) -> tuple[Tensor, dict]:
     """One distillation step's loss (the module docstring) in the teacher's parametrisation ``schedule`` (a
-    ``NoiseSchedule``): targets and predictions are ε or v alike."""
+    ``NoiseSchedule``): targets and predictions are ε or v alike. Corrupted motion frames (``motion_augment``)
+    are drawn first, and teacher and student both see them."""
+    if s.motion_noise > 0 or s.motion_to_ref > 0:
+        batch = dict(batch, motion=augment_motion(batch["motion"], batch["ref"], generator, s.motion_noise,
+                                                  s.motion_to_ref))
     if s.variant == "tcd":
         return tcd_loss(student, teacher, batch, generator, schedule, s)
     x0 = batch["x0"]

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from fada.data.face_conditions import batch_portrait
 from fada.diffusion import add_noise, per_sample_mse, sample_train_timesteps
+from fada.training.motion_augment import augment_motion
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ class ConditionDropout:
 
 def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, schedule,
                  dropout: ConditionDropout, use_audio: bool = True,
-                 timesteps: TimestepSampling = TimestepSampling(), pixel_weight: Tensor | None = None
-                 ) -> tuple[Tensor, dict]:
+                 timesteps: TimestepSampling = TimestepSampling(), pixel_weight: Tensor | None = None,
+                 motion_augment=None) -> tuple[Tensor, dict]:
     """Eq. 1: L = ‖ε − ε_tea(z_t, t, c)‖² with z_t = √ᾱ_t x0 + √(1−ᾱ_t) ε and t uniform on the train steps of the
     ``schedule`` (a ``NoiseSchedule``; for a v-prediction net the target is v = √ᾱ_t ε − √(1−ᾱ_t) x0, the same
     loss in its parametrisation). A preconditioned net (``unet.precond_data_var``) weights each sample's error by its
@@ -64,6 +65,7 @@ def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, sche
     ``batch``: x0 (B, C, F, h, w), ref (B, C, h, w), motion (B, M, C, h, w), audio (B, F, 2w+1, L, D).
     ``use_audio`` False (stage 1) drops the audio of every sample. ``pixel_weight`` (h, w), mean 1, weights the
     squared error per latent position (``region_weight_map``: the mouth, ``teacher.mouth_weight``).
+    ``motion_augment`` (a ``MotionAugmentConfig``) corrupts the motion frames (fada.training.motion_augment).
     """
     x0 = batch["x0"]
     B, device = x0.shape[0], x0.device
@@ -77,6 +79,8 @@ def teacher_loss(net, batch: dict[str, Tensor], generator: torch.Generator, sche
     # motion frames are never zeroed: the first clip of a video has the reference as its past, in the dataset
     # (a clip start) and at generation alike, so a zero-motion condition would be one the model never meets
     motion = batch["motion"]
+    if motion_augment is not None:  # corrupted motion frames, against the drift of autoregressive generation
+        motion = augment_motion(motion, batch["ref"], generator, motion_augment.noise, motion_augment.to_ref)
     pred = net(z_t, t.float(), batch["audio"], None, keep_audio=keep_audio, keep_ref=keep_ref,
                ref_latents=batch["ref"], motion_latents=motion if motion.shape[1] > 0 else None,
                portrait=batch_portrait(batch))

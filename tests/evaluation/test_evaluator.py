@@ -189,3 +189,34 @@ def test_fvd_i_leaves_out_videos_under_16_frames(weights, tmp_path):
     assert "fvd_i needs at least 2 paired videos" in rep["skipped"]["fvd_i"]
     assert all("16 frames" in row["errors"]["fvd_i"] for row in rep["videos"])
     assert rep["counts"]["failed"] == []
+
+
+def test_regions_against_the_reference_cropped_as_the_portrait(tmp_path):
+    """A video that is the reference's own portrait crop beats the still copy inside the mouth and follows its
+    mouth; a still copy scores as the still row says; a video at another fps is a per-video error."""
+    from fada.evaluation.faces import portrait_crops
+
+    frames, audio = talking_clip(5, 2.0, size=128)
+    ref = write_clip(tmp_path / "ref" / "a.mp4", frames, audio)
+    for name in ("b", "c"):
+        (tmp_path / "ref" / f"{name}.mp4").write_bytes(ref.read_bytes())
+    decoded, _ = read_video(ref)
+    crops = portrait_crops(decoded, 64)
+    write_clip(tmp_path / "gen" / "a.mp4", crops, audio)  # the model that draws the truth
+    write_clip(tmp_path / "gen" / "b.mp4", np.repeat(crops[:1], len(crops), axis=0), audio)  # the still copy
+    write_video(tmp_path / "gen" / "c.mp4", crops[::2], 12.5, audio=audio, sample_rate=16000)
+    plan = plan_metrics("regions")
+    assert plan.run == ["regions"] and plan.needs_reference
+    rep = Evaluator(plan, device="cpu").evaluate(pair_folders(tmp_path / "gen", tmp_path / "ref"))
+    rows = {r["name"]: r for r in rep["videos"]}
+    a, b = rows["a"], rows["b"]
+    assert a["still_psnr_mouth"] == pytest.approx(b["still_psnr_mouth"])
+    assert a["psnr_mouth"] > a["still_psnr_mouth"] + 5 and a["psnr_elsewhere"] > a["still_psnr_elsewhere"]
+    assert a["mouth_corr"] > 0.9 and 0.8 < a["noise_ratio"] < 1.2
+    assert b["psnr_mouth"] == pytest.approx(b["still_psnr_mouth"], abs=1.0)
+    assert b["psnr_elsewhere"] == pytest.approx(b["still_psnr_elsewhere"], abs=1.0)
+    assert "12.5 fps" in rows["c"]["errors"]["regions"] and "psnr_mouth" not in rows["c"]
+    assert rep["metrics"]["psnr_mouth"] == pytest.approx((a["psnr_mouth"] + b["psnr_mouth"]) / 2)
+    # without references the metric is skipped with the reason
+    rep = Evaluator(plan, device="cpu").evaluate(pair_folders(tmp_path / "gen"))
+    assert "no reference videos" in rep["skipped"]["regions"]

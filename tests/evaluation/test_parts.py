@@ -96,7 +96,7 @@ def test_pairing_errors(tmp_path):
 # ------------------------------------------------------------------------------------------------ metric plans
 def test_parse_metrics():
     assert parse_metrics("fid, FVD,fid") == ["fid", "fvd"]
-    assert parse_metrics(["all"]) == ["fid", "fvd", "fvd_i", "sync", "efid", "iqa"]
+    assert parse_metrics(["all"]) == ["fid", "fvd", "fvd_i", "sync", "efid", "iqa", "regions"]
     assert parse_metrics(["iqa_sharpness", "sync-wf"]) == ["iqa_sharpness", "sync_wf"]
     with pytest.raises(FadaError, match="unknown metric 'lpips'"):
         parse_metrics("fid,lpips")

@@ -191,3 +191,33 @@ def test_tcd_loss_against_a_hand_computation():
     pred = jump(x_t, 0.5 * x_t, t, sj)
     assert teacher.rows == [6]  # one unguided pass
     torch.testing.assert_close(loss.double(), ((pred - target) ** 2).mean(), rtol=1e-4, atol=1e-7)
+
+
+def test_teacher_and_student_see_the_same_corrupted_motion_frames():
+    """motion_augment: the teacher's targets and the student's prediction are conditioned on one corrupted copy."""
+    from fada.diffusion import NoiseSchedule
+    from fada.training.distill import distill_loss
+
+    seen = []
+
+    class MotionTeacher(FakeTeacher):
+        def encode_portrait_bank(self, ref, motion, portrait, keep_ref=None):
+            seen.append(("teacher", motion))
+
+    class MotionStudent(FakeStudent):
+        def forward(self, z, t, audio, bank, motion_latents=None, **kw):
+            seen.append(("student", motion_latents))
+            return super().forward(z, t, audio, bank, **kw)
+
+    batch = _batch()
+    batch["motion"] = torch.zeros(3, 1, 4, 3, 3)
+    batch["ref"] = torch.ones(3, 4, 3, 3)
+    s = _settings(variant="balanced", mixed_mode="off", motion_noise=0.5, motion_to_ref=0.0)
+    distill_loss(MotionStudent(), MotionTeacher(), batch, torch.Generator().manual_seed(1), NoiseSchedule(), s)
+    (who_t, m_t), (who_s, m_s) = seen
+    assert (who_t, who_s) == ("teacher", "student")
+    assert torch.equal(m_t, m_s) and not torch.equal(m_t, batch["motion"]) and m_t.abs().max() < 0.5 * 6
+    seen.clear()
+    s = _settings(variant="balanced", mixed_mode="off")
+    distill_loss(MotionStudent(), MotionTeacher(), batch, torch.Generator().manual_seed(1), NoiseSchedule(), s)
+    assert all(torch.equal(m, batch["motion"]) for _, m in seen)
