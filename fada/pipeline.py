@@ -389,10 +389,12 @@ class FadaPipeline:
     def generate_frames(self, portrait, audio, mode: Optional[str] = None, steps: Optional[int] = None,
                         cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0,
                         crop: bool = True, fps: Optional[int] = None, progress: bool = False,
-                        on_step: Optional[Callable[[int, int], None]] = None, overlap: bool = True) -> FrameStream:
+                        on_step: Optional[Callable[[int, int], None]] = None,
+                        overlap: Optional[bool] = None) -> FrameStream:
         """Check the inputs now, then stream uint8 RGB chunks (n, H, W, 3) at ``fps`` (default: the model's),
         ``frames_for_duration(len(audio), sr, fps)`` frames in all. ``on_step(done, total)`` follows the sampler
-        steps over all clips. ``overlap``: decode on a worker while the next clip denoises (same frames)."""
+        steps over all clips. ``overlap``: decode on a worker while the next clip denoises (same frames; None: on an
+        accelerator only, ``FrameStream``)."""
         plan = self.plan(mode, steps, cfg_audio, cfg_ref)
         fps = int(fps or self.model_cfg.fps)
         if fps < 1:
@@ -404,7 +406,8 @@ class FadaPipeline:
     def __call__(self, portrait, audio, mode: Optional[str] = None, steps: Optional[int] = None,
                  cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0, out=None,
                  crop: bool = True, fps: Optional[int] = None, progress: bool = True,
-                 on_step: Optional[Callable[[int, int], None]] = None, overlap: bool = True) -> GenerationResult:
+                 on_step: Optional[Callable[[int, int], None]] = None,
+                 overlap: Optional[bool] = None) -> GenerationResult:
         """Generate and write an H.264 mp4 with the (resampled, mono) input audio muxed in; frames are streamed to
         the file (with ``overlap``, decoded, converted and muxed on a worker while the next clip denoises).
         ``out`` defaults to ``<portrait>_<audio>.mp4`` in the current folder."""

@@ -117,8 +117,15 @@ def test_overlapped_mp4_equals_sequential(pipes, tmp_path):
     assert (tmp_path / "seq.mp4").read_bytes() == (tmp_path / "ovl.mp4").read_bytes()
 
 
+def test_overlap_by_default_on_an_accelerator_only(pipes):
+    """On a CPU the denoiser's threads use every core: a decode worker beside them only competes (2x slower)."""
+    pipe, image, audio = pipes["fast"], data.astronaut(), speech(0.3)
+    assert pipe.generate_frames(image, audio).overlap is False
+    assert pipe.generate_frames(image, audio, overlap=True).overlap is True
+
+
 def test_a_stream_closed_early_stops_its_worker(pipes):
-    s = pipes["fast"].generate_frames(data.astronaut(), speech(1.5), seed=0)
+    s = pipes["fast"].generate_frames(data.astronaut(), speech(1.5), seed=0, overlap=True)
     next(iter(s))
     s.close()
     assert not [t for t in threading.enumerate() if t.name == "fada-decode" and t.is_alive()]
