@@ -431,7 +431,7 @@ def test_perflow_student_reads_window_lines_as_their_path_points(tmp_path):
     feats = torch.randn(3, m.num_frames, *teacher.audio_feature_shape)
     student = AvatarNet.from_teacher(teacher, "none", precond_windows=1).eval()
     assert student.precond_windows == 1
-    sched = NoiseSchedule()
+    sched = m.schedule.build()  # the recipe's (tiny-teacher ends on ᾱ = 1)
     scale, tau = window_line_remap(t, 1, sched)
     assert float(scale[1]) > 1.3 and 300 < float(tau[1]) < 400       # one window: far from the path mid-way
     with torch.no_grad():

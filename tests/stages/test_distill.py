@@ -98,8 +98,9 @@ def test_fast_teacher_endpoint_is_eq9_of_three_branches(teacher, tmp_path):
             e_b = net(z, t, batch["audio"], bank, keep_audio=~ones, keep_ref=~ones)
             ca, cr = scales[:, 0].view(2, 1, 1, 1, 1), scales[:, 1].view(2, 1, 1, 1, 1)
             eps = ca * (e_a - e_r) + cr * (e_r - e_b) + e_b  # Eq. 9, written out
-            ab = ac[idx[k].clamp(min=0)].view(2, 1, 1, 1, 1)
-            ab_next = ac[idx[k + 1].clamp(min=0)].view(2, 1, 1, 1, 1)
+            # ᾱ at a train index; −1 is the clean end (ᾱ = 1 with the recipe's set_alpha_to_one, else ᾱ[0])
+            ab, ab_next = (torch.where(i < 0, torch.tensor(sched.final_alpha_cumprod), ac[i.clamp(min=0)])
+                           .view(2, 1, 1, 1, 1) for i in (idx[k], idx[k + 1]))
             a, a_next = ab.sqrt(), ab_next.sqrt()  # DDIM written out: x̂0, then the jump to ᾱ_next
             z = a_next * (z - (1 - ab).sqrt() * eps) / a + (1 - ab_next).sqrt() * eps
     torch.testing.assert_close(got, z, rtol=1e-4, atol=1e-4)

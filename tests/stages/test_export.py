@@ -36,7 +36,7 @@ def test_export_fast_layout_and_weights(tmp_path, dtype):
     spec = json.loads((out / SPEC_NAME).read_text())
     assert spec["kind"] == "fast" and spec["cfg_mode"] == "tokens" and spec["dtype"] == dtype
     assert spec["sampler"] == {"name": "perflow", "steps": 6, "num_windows": 4, "extra_steps": "early"}  # tiny-fast
-    assert spec["guidance"] == {"cfg_audio": 6.5, "cfg_ref": 1.0}  # tiny-fast's model.cfg.guidance
+    assert spec["guidance"] == {"cfg_audio": 3.0, "cfg_ref": 1.0}  # tiny-fast's model.cfg.guidance
     assert spec["audio"]["kind"] == "mel" and spec["vae"] == {"kind": "pixel", "factor": 2}
     assert spec["source"]["weights"] == "raw"  # no EMA in this checkpoint: said, and the raw weights exported
     sched = json.loads((out / "scheduler/scheduler_config.json").read_text())
@@ -59,14 +59,14 @@ def test_export_kinds_from_recipe_and_run_folder(tmp_path):
     out = export.run(tmp_path / "t", tmp_path / "teacher", dtype="bf16")  # a run folder: its latest checkpoint
     s = read_spec(out)
     assert (s.kind, s.sampler, s.steps, s.num_windows) == ("teacher", "ddim", 25, 0)
-    assert (s.cfg_audio, s.cfg_ref, s.modes) == (6.5, 2.5, ("teacher",))
+    assert (s.cfg_audio, s.cfg_ref, s.modes) == (3.0, 2.5, ("teacher",))  # tiny-teacher's model.cfg.guidance
     assert s.source["step"] == 9
     assert json.loads((out / "scheduler/scheduler_config.json").read_text())["_class_name"] == "DDIMScheduler"
 
     s = read_spec(export.run(make_checkpoint(tmp_path / "b", "balanced"), tmp_path / "balanced"))
-    # tiny-balanced's model.cfg.guidance [3.0, 1.0] becomes the folder's default (the paper's 2.5 otherwise)
+    # tiny-balanced's model.cfg.guidance [1.5, 1.0] becomes the folder's default (the paper's 2.5 otherwise)
     assert (s.kind, s.sampler, s.steps, s.num_windows, s.cfg_audio, s.cfg_ref) == ("balanced", "perflow", 6, 4,
-                                                                                   3.0, 1.0)
+                                                                                   1.5, 1.0)
     s = read_spec(export.run(make_checkpoint(tmp_path / "r", "rflow"), tmp_path / "rflow"))
     assert (s.kind, s.variant, s.num_windows) == ("balanced", "rflow", 1)
 
