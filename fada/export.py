@@ -44,6 +44,7 @@ from fada.config.model import ModelConfig, ScheduleConfig
 from fada.config.validate import from_dict, to_dict
 from fada.diffusion import DISTILLED_GUIDANCE, EXTRA_STEPS, SD15, TEACHER_GUIDANCE, NoiseSchedule
 from fada.errors import ConfigError, FadaError, MissingFileError
+from fada.utils.io import publish_mode, publish_tree
 
 FORMAT = "fada-model"
 VERSION = 1
@@ -269,8 +270,10 @@ def write_model_folder(out, net, model_cfg: ModelConfig, *, kind: str, variant: 
             "source": source or {},
         }
         (tmp / SPEC_NAME).write_text(json.dumps(spec, indent=2) + "\n")
+        publish_tree(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            publish_mode(old, folder=True)  # a leftover (rmtree failed) is as readable as the folder it held
             os.replace(out, old / "x")
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)

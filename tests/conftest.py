@@ -17,3 +17,11 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def umask():
+    """The process umask set to 022 for a test (call the fixture's value to set another); restored after."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from fada.errors import FadaError
 from fada.training.state import optimizer_from_files, optimizer_to_files, rng_from_tensors, rng_to_tensors
+from fada.utils.io import publish_tree
 
 _STEP_RE = re.compile(r"^step-(\d{7,})$")
 
@@ -144,6 +145,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
         if recipe_yaml is not None:
             (tmp / "recipe.yaml").write_text(recipe_yaml)
+        publish_tree(tmp)
         if final.exists():  # re-saving the same step (e.g. final step == a periodic one)
             shutil.rmtree(final)
         os.replace(tmp, final)

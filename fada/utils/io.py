@@ -9,8 +9,46 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the kernel says it (Linux /proc), else by setting and
+    restoring it under a lock (briefly 0o077: a file another thread creates meanwhile is too private, never too
+    open)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
+
+
+def publish_mode(path: str | os.PathLike, folder: bool = False) -> None:
+    """Give a file or folder made by ``tempfile`` (0600 / 0700) the mode a plain open() or mkdir() would have under
+    the user's umask, before it is renamed into place as an output."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
+def publish_tree(root: str | os.PathLike) -> None:
+    """`publish_mode` for a folder assembled under a temporary name and everything in it: besides ``tempfile``'s
+    0700 folder, safetensors writes its files 0600 whatever the umask."""
+    mask = current_umask()
+    for folder, dirs, files in os.walk(root):
+        os.chmod(folder, 0o777 & ~mask)
+        for name in files:
+            p = os.path.join(folder, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o666 & ~mask)
 
 
 @contextlib.contextmanager
@@ -27,6 +65,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     tmp = Path(tmp)
     try:
         yield tmp
+        publish_mode(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

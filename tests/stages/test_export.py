@@ -267,3 +267,20 @@ def test_taesd_export_errors(tmp_path):
     out = export_sd_model(tmp_path / "plain", decoder="sd")  # sd: the VAE decodes, nothing copied
     assert "decoder" not in json.loads((out / SPEC_NAME).read_text()) and not (out / "taesd").exists()
     assert read_spec(out).decoder == {}
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_model_folder_modes_follow_the_umask(tmp_path, umask, mask):
+    """The folder is assembled under a temporary name (tempfile: 0700) and renamed: it must end as mkdir would
+    make it, on a first export and on one that replaces an older folder."""
+    import os
+    import stat
+
+    umask(mask)
+    ckpt = make_checkpoint(tmp_path / "run", "fast")
+    for _ in range(2):  # the second export swaps the first one out
+        out = export.run(ckpt, tmp_path / "model")
+        for p in [out, *out.rglob("*")]:
+            want = (0o777 if p.is_dir() else 0o666) & ~mask
+            assert stat.S_IMODE(os.stat(p).st_mode) == want, p
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
