@@ -317,6 +317,22 @@ def _need(data: dict, key: str, types, where: Path):
     return v
 
 
+def read_kind(root) -> tuple[str, str]:
+    """(kind, cfg_mode) from ``fada_model.json`` alone (no other file, no weights): enough to check a requested mode
+    before a model loads. A folder without the file gets `read_spec`'s error, which says what it is instead."""
+    from fada.models.loading import read_json
+
+    root = Path(root).expanduser()
+    spec_file = root / SPEC_NAME
+    if not spec_file.is_file():
+        read_spec(root)
+    data = read_json(spec_file, "model spec")
+    kind = _need(data, "kind", str, spec_file)
+    if kind not in KINDS:
+        raise FadaError(f"{spec_file}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    return kind, _need(data, "cfg_mode", str, spec_file)
+
+
 def read_spec(root) -> ModelSpec:
     """Read and cross-check ``fada_model.json``, ``scheduler/`` and ``net/avatar_config.json`` (no weights)."""
     from fada.models.loading import read_json

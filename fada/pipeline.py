@@ -40,10 +40,32 @@ from fada.data.portrait import find_face, prepare_portrait, read_portrait, to_ui
 from fada.diffusion import (TEACHER_GUIDANCE, Guidance, conditional, guided, sample_ddim, sample_perflow,
                             step_times)
 from fada.errors import FadaError
-from fada.export import DTYPES, ModelSpec, load_codec, load_frontend, load_net, read_spec
+from fada.export import DTYPES, ModelSpec, load_codec, load_frontend, load_net, read_spec, supported_modes
 from fada.models.attention import Bank
 
 MODES = ("teacher", "balanced", "fast")
+
+
+def check_mode(mode: Optional[str], kind: str, cfg_mode: str, root, scales_given: bool = False) -> str:
+    """The mode a request runs (default: the model's own) for a model folder of ``kind``; a one-line FadaError
+    when the folder cannot run it. Needs only what fada_model.json says, so that ``fada generate`` can check a
+    request before the weights load."""
+    if mode is not None and mode not in MODES:
+        raise FadaError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    modes = supported_modes(kind, cfg_mode)
+    mode = mode or ("fast" if "fast" in modes else kind)
+    if mode not in modes:
+        why = ""
+        if kind == "fast" and mode == "balanced":
+            why = (": it was distilled on the guided teacher's output, so multi-CFG passes on top would apply "
+                   "guidance twice")
+        elif kind == "teacher":
+            why = ": a teacher samples with DDIM; distill it (`fada distill`) for the 6-step modes"
+        raise FadaError(f"--mode {mode}: the {kind} model at {root} runs only {' or '.join(modes)}{why}")
+    if mode == "fast" and cfg_mode == "none" and scales_given:
+        raise FadaError("--cfg-audio/--cfg-ref: this Fast model was distilled without CFG conditioning "
+                        "(cfg mode 'none'); its guidance is fixed")
+    return mode
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -198,22 +220,8 @@ class FadaPipeline:
              cfg_ref: Optional[float] = None) -> GenerationPlan:
         """Sampler, steps, scales and NFE for a request, checked against what this model folder supports."""
         spec = self.spec
-        mode = mode or ("fast" if "fast" in spec.modes else spec.kind)
-        if mode not in MODES:
-            raise FadaError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
-        if mode not in spec.modes:
-            why = ""
-            if spec.kind == "fast" and mode == "balanced":
-                why = (": it was distilled on the guided teacher's output, so multi-CFG passes on top would apply "
-                       "guidance twice")
-            elif spec.kind == "teacher":
-                why = ": a teacher samples with DDIM; distill it (`fada distill`) for the 6-step modes"
-            raise FadaError(f"--mode {mode}: the {spec.kind} model at {spec.root} runs only "
-                            f"{' or '.join(spec.modes)}{why}")
+        mode = check_mode(mode, spec.kind, spec.cfg_mode, spec.root, cfg_audio is not None or cfg_ref is not None)
         told = mode == "fast" and spec.cfg_mode != "none"
-        if mode == "fast" and not told and (cfg_audio is not None or cfg_ref is not None):
-            raise FadaError("--cfg-audio/--cfg-ref: this Fast model was distilled without CFG conditioning "
-                            "(cfg mode 'none'); its guidance is fixed")
         if mode == spec.kind:
             da, dr = spec.cfg_audio, spec.cfg_ref
         else:

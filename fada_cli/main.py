@@ -197,16 +197,28 @@ def export_cmd(
 @app.command("generate")
 def generate_cmd(
     portrait: Optional[Path] = typer.Argument(None, help="Portrait image (png/jpg/webp)."),
-    audio: Optional[Path] = typer.Argument(None, help="Driving audio (wav/mp3/flac/ogg/m4a), any length."),
+    audio: Optional[Path] = typer.Argument(None, help="Driving audio (wav/mp3/flac/ogg/m4a), any length: mixed to "
+                                                      "mono and resampled to the model's audio rate (16 kHz for "
+                                                      "wav2vec2 and the demo's models); the video carries that "
+                                                      "audio."),
     model: Optional[Path] = typer.Option(None, "--model", "-m",
                                          help="Exported model folder (default: $FADA_MODEL, else the last demo's Fast model)."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="teacher (DDIM 25 steps, multi-CFG), balanced or fast."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: 25 teacher, 6 students)."),
-    cfg_audio: Optional[float] = typer.Option(None, "--cfg-audio", help="Audio guidance scale (default 6.5)."),
-    cfg_ref: Optional[float] = typer.Option(None, "--cfg-ref", help="Reference guidance scale (default 2.5; 2.0 CFG-distilled)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="teacher (DDIM, multi-CFG), balanced (PeRFlow, "
+                                                             "multi-CFG) or fast (PeRFlow, one pass); default: the "
+                                                             "model's own, the only one a model folder runs."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: the model's own)."),
+    cfg_audio: Optional[float] = typer.Option(None, "--cfg-audio", help="Audio guidance scale (default: the model's "
+                                                                        "own)."),
+    cfg_ref: Optional[float] = typer.Option(None, "--cfg-ref", help="Reference guidance scale (default: the model's "
+                                                                    "own)."),
     seed: int = typer.Option(0, "--seed", help="Noise seed."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output mp4 (default: <portrait>_<audio>.mp4)."),
-    no_crop: bool = typer.Option(False, "--no-crop", help="Use the portrait as is; no face detection and crop."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .mp4, square at the model's resolution "
+                                                                  "(default: <portrait>_<audio>.mp4); with --batch, "
+                                                                  "the folder for rows without 'out'."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files (else an existing "
+                                                              "one is an error)."),
+    no_crop: bool = typer.Option(False, "--no-crop", help="No face detection: take the centre square of the image, "
+                                                          "resized to the model's resolution."),
     fps: Optional[int] = typer.Option(None, "--fps", help="Output frame rate (default: the model's own, 25 for the "
                                                           "demo's models)."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="JSONL of {portrait, audio, out} pairs; the model loads once."),
@@ -224,7 +236,7 @@ def generate_cmd(
             raise FadaError("give PORTRAIT and AUDIO, or --batch LIST.jsonl")
         run_stage("generate", portrait=portrait, audio=audio, model=model, mode=mode, steps=steps,
                   cfg_audio=cfg_audio, cfg_ref=cfg_ref, seed=seed, out=out, no_crop=no_crop, fps=fps, batch=batch,
-                  decoder=decoder, compile=compile)
+                  decoder=decoder, compile=compile, overwrite=overwrite)
 
 
 @app.command("stream")
@@ -233,10 +245,15 @@ def stream_cmd(
     audio: str = typer.Argument(..., help="Driving audio file, or - for raw s16le PCM on stdin."),
     model: Optional[Path] = typer.Option(None, "--model", "-m",
                                          help="Exported model folder (default: $FADA_MODEL, else the last demo's Fast model)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output mp4, fragmented (default: <portrait>_stream.mp4)."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="teacher, balanced or fast."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .mp4, fragmented, square at the model's "
+                                                                  "resolution (default: <portrait>_stream.mp4)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file (else it is an "
+                                                              "error)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="teacher, balanced or fast (default: the model's own, "
+                                                             "the only one a model folder runs)."),
     seed: int = typer.Option(0, "--seed", help="Noise seed."),
-    no_crop: bool = typer.Option(False, "--no-crop", help="Use the portrait as is; no face detection and crop."),
+    no_crop: bool = typer.Option(False, "--no-crop", help="No face detection: take the centre square of the image, "
+                                                          "resized to the model's resolution."),
     sample_rate: int = typer.Option(16000, "--sample-rate", help="With -: the PCM's sample rate."),
     channels: int = typer.Option(1, "--channels", help="With -: the PCM's interleaved channels."),
     no_pace: bool = typer.Option(False, "--no-pace", help="Push the audio as fast as possible, not at real time."),
@@ -254,7 +271,7 @@ def stream_cmd(
     with guard():
         run_stage("stream", portrait=portrait, audio=audio, model=model, out=out, mode=mode, seed=seed,
                   no_crop=no_crop, sample_rate=sample_rate, channels=channels, pace=not no_pace,
-                  lookahead_ms=lookahead_ms, buffer_ms=buffer_ms, compile=compile)
+                  lookahead_ms=lookahead_ms, buffer_ms=buffer_ms, compile=compile, overwrite=overwrite)
 
 
 @app.command("eval")

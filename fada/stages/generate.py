@@ -8,6 +8,10 @@ Batch list (``--batch LIST.jsonl``): one JSON object per line with ``portrait`` 
 the list's folder) and optionally ``out``, ``seed``, ``mode``, ``steps``, ``cfg_audio``, ``cfg_ref``, ``no_crop``.
 Without ``out`` an item is written as ``<portrait>_<audio>.mp4`` into ``--out`` (a folder in batch mode) or beside
 the list. Every line is checked before the model loads; an item that fails is reported and the others still run.
+
+Outputs are MP4 files (another suffix is an error rather than an MP4 under a misleading name), and an existing one
+is replaced only with ``overwrite`` (``--overwrite``); both are checked before the model loads, as is the mode
+against the one the model folder runs (its ``fada_model.json``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,32 @@ def _check_file(path, what: str) -> Path:
     return p
 
 
+def check_output(path: Path, overwrite: bool = False) -> Path:
+    """An output video path that can be written: an .mp4 (the only container the writer makes), not a folder, and
+    not an existing file unless ``overwrite``."""
+    if path.suffix.lower() != ".mp4":
+        raise FadaError(f"{path}: fada writes MP4 video; give the output a .mp4 name")
+    if path.is_dir():
+        raise FadaError(f"{path}: is a folder, expected an .mp4 output file")
+    if path.exists() and not overwrite:
+        raise FadaError(f"{path}: already exists; pass --overwrite to replace it")
+    return path
+
+
+def check_modes(model_dir: Path, requests) -> None:
+    """Each (where, mode, scales given) request against the mode the model folder runs, from its fada_model.json
+    only: a wrong mode fails before the weights load."""
+    from fada.export import read_kind
+    from fada.pipeline import check_mode
+
+    kind, cfg_mode = read_kind(model_dir)
+    for where, mode, scales in requests:
+        try:
+            check_mode(mode, kind, cfg_mode, model_dir, scales)
+        except FadaError as e:
+            raise FadaError(f"{where}{e}") from None
+
+
 def _precheck_audio(path: Path) -> None:
     """An empty audio file is an error before any model loads (the full decode happens in the pipeline)."""
     try:
@@ -62,7 +92,7 @@ def _precheck_audio(path: Path) -> None:
         raise FadaError(f"audio file {path} is empty (no samples)")
 
 
-def read_batch(batch, out_dir: Optional[Path]) -> list[dict]:
+def read_batch(batch, out_dir: Optional[Path], overwrite: bool = False) -> list[dict]:
     """Parse and check a batch list; every problem names the list and line."""
     path = _check_file(batch, "batch list")
     base = path.parent
@@ -84,8 +114,12 @@ def read_batch(batch, out_dir: Optional[Path]) -> list[dict]:
         key = str(Path(item["out"]).resolve())
         if key in seen:
             raise FadaError(f"{where}: output {item['out']} is also written by line {seen[key]}; give an 'out'")
+        try:
+            check_output(item["out"], overwrite)
+        except FadaError as e:
+            raise FadaError(f"{where}: {e}") from None
         seen[key] = n
-        item["line"] = n
+        item["line"], item["where"] = n, where
         items.append(item)
     if not items:
         raise FadaError(f"{path}: no items")
@@ -101,11 +135,17 @@ def _report(res) -> None:
 def run(portrait=None, audio=None, model=None, mode: Optional[str] = None, steps: Optional[int] = None,
         cfg_audio: Optional[float] = None, cfg_ref: Optional[float] = None, seed: int = 0, out=None,
         no_crop: bool = False, fps: Optional[int] = None, batch=None, progress: bool = True, device=None, compile: bool = False,
-        decoder: Optional[str] = None):
+        decoder: Optional[str] = None, overwrite: bool = False):
     """Generate one video (returns its GenerationResult) or every item of ``batch`` (returns the list).
     ``decoder``: sd | taesd | taesd:PATH (default: the model folder's own; ``fada.models.taesd``). ``compile``:
     compile the denoiser and decoder (``FadaPipeline.compile``) and build the graphs on one warm-up clip first,
-    so that the compile time is reported apart from each video's."""
+    so that the compile time is reported apart from each video's. ``overwrite``: replace existing output files
+    (else each one is an error before the model loads)."""
+    if mode is not None:
+        from fada.pipeline import MODES
+
+        if mode not in MODES:
+            raise FadaError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
     if fps is not None and int(fps) < 1:
         raise FadaError(f"--fps {fps}: must be at least 1")
     if steps is not None and int(steps) < 1:
@@ -118,15 +158,18 @@ def run(portrait=None, audio=None, model=None, mode: Optional[str] = None, steps
         out_dir = Path(out).expanduser() if out is not None else None
         if out_dir is not None and out_dir.suffix.lower() == ".mp4":
             raise FadaError(f"--out {out}: with --batch, --out is a folder for the videos")
-        items = read_batch(batch, out_dir)
+        items = read_batch(batch, out_dir, overwrite)
     else:
         if portrait is None or audio is None:
             raise FadaError("give PORTRAIT and AUDIO, or --batch LIST.jsonl")
         p, a = _check_file(portrait, "portrait image"), _check_file(audio, "audio file")
-        items = [{"portrait": p, "audio": a,
-                  "out": Path(out).expanduser() if out is not None else Path(f"{p.stem}_{a.stem}.mp4")}]
+        o = check_output(Path(out).expanduser() if out is not None else Path(f"{p.stem}_{a.stem}.mp4"), overwrite)
+        items = [{"portrait": p, "audio": a, "out": o}]
 
     model_dir, why = resolve_model(model)
+    check_modes(model_dir, [(f"{item['where']}: " if "where" in item else "", item.get("mode", mode),
+                             item.get("cfg_audio", cfg_audio) is not None or item.get("cfg_ref", cfg_ref) is not None)
+                            for item in items])
     if batch is None:  # fail fast, before a model is loaded: a readable image with a face, audio with samples
         from fada.data.portrait import find_face, read_portrait
 

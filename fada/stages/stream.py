@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 from fada.errors import FadaError
-from fada.stages.generate import _check_file, resolve_model
+from fada.stages.generate import _check_file, check_modes, check_output, resolve_model
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,11 @@ class _Feeder(threading.Thread):
 
 def run(portrait, audio, model=None, out=None, mode: Optional[str] = None, seed: int = 0, no_crop: bool = False,
         sample_rate: int = 16000, channels: int = 1, pace: bool = True, lookahead_ms: Optional[float] = None,
-        chunk_ms: float = 20, device=None, buffer_ms: float = 0.0, compile: bool = False) -> StreamResult:
+        chunk_ms: float = 20, device=None, buffer_ms: float = 0.0, compile: bool = False,
+        overwrite: bool = False) -> StreamResult:
     """Stream ``audio`` (a file, or ``-``: s16le PCM on stdin at ``sample_rate``/``channels``) through a session on
-    ``portrait`` into the fragmented mp4 ``out`` (default ``<portrait>_stream.mp4``); print and return the timings."""
+    ``portrait`` into the fragmented mp4 ``out`` (default ``<portrait>_stream.mp4``; an existing file is an error
+    unless ``overwrite``); print and return the timings."""
     for name, v in (("--sample-rate", sample_rate), ("--channels", channels)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise FadaError(f"{name} {v!r}: must be a positive integer")
@@ -129,8 +131,9 @@ def run(portrait, audio, model=None, out=None, mode: Optional[str] = None, seed:
     p = _check_file(portrait, "portrait image")
     from_stdin = str(audio) == "-"
     a = None if from_stdin else _check_file(audio, "audio file")
-    out = Path(out).expanduser() if out is not None else Path(f"{p.stem}_stream.mp4")
+    out = check_output(Path(out).expanduser() if out is not None else Path(f"{p.stem}_stream.mp4"), overwrite)
     model_dir, why = resolve_model(model)
+    check_modes(model_dir, [("", mode, False)])
 
     from fada.data.portrait import find_face, read_portrait
 

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -6,6 +7,7 @@ from typer.testing import CliRunner
 
 import fada
 from fada_cli.main import app
+from tests.stages.generate_helpers import _isolated_cache, inputs, models  # noqa: F401
 
 runner = CliRunner()
 
@@ -85,3 +87,99 @@ def test_progress_bars_draw_rarely_into_logs():
     chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, env={**env, "TQDM_MININTERVAL": "0"})
     assert logged.returncode == 0 and chosen.returncode == 0
     assert logged.stderr.count(b"\r") <= 3 < 50 < chosen.stderr.count(b"\r")
+
+
+# -- `fada generate`: options that say what they do, checked before the model's weights load ------------------------
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Loading a model's weights fails the test: the checks below must come before it."""
+    def load_net(*a, **k):
+        raise AssertionError("the model's weights were loaded")
+
+    monkeypatch.setattr("fada.pipeline.load_net", load_net)
+
+
+def _help_text(cmd):
+    res = runner.invoke(app, [cmd, "--help"])
+    assert res.exit_code == 0
+    return " ".join(res.output.replace("│", " ").split())  # rich's panel borders and wrapping removed
+
+
+def _generate(inputs, model, *more):
+    return runner.invoke(app, ["generate", str(inputs["portrait"]), str(inputs["short"]), "--model", str(model),
+                               *map(str, more)])
+
+
+def test_generate_help_says_what_the_options_do():
+    text = _help_text("generate")
+    for opt in ("--mode", "--steps", "--cfg-audio", "--cfg-ref"):
+        assert f"{opt}" in text
+    assert text.count("default: the model's own") >= 4
+    assert "6.5" not in text and "2.5" not in text  # the demo models' scales are other numbers
+    assert "centre square" in text and "as is" not in text  # --no-crop does not use the picture as it is
+    assert "mono" in text and "model's audio rate" in text
+    assert "model's resolution" in text and "--overwrite" in text
+
+
+def test_generate_bad_mode_is_one_line_before_the_weights_load(models, inputs, tmp_path, no_weights):
+    res = _generate(inputs, models["fast"], "--mode", "turbo", "-o", tmp_path / "o.mp4")
+    assert res.exit_code == 2, res.output
+    assert res.output.strip() == "error: --mode 'turbo': choose one of teacher, balanced, fast"
+
+
+def test_generate_mode_the_folder_lacks_is_refused_from_its_config(models, inputs, tmp_path, no_weights):
+    res = _generate(inputs, models["teacher"], "--mode", "fast", "-o", tmp_path / "o.mp4")
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().count("\n") == 0
+    assert f"--mode fast: the teacher model at {models['teacher']} runs only teacher" in res.output
+    lst = tmp_path / "list.jsonl"
+    lst.write_text(json.dumps({"portrait": str(inputs["portrait"]), "audio": str(inputs["short"]),
+                               "out": str(tmp_path / "b.mp4"), "mode": "balanced"}) + "\n")
+    res = runner.invoke(app, ["generate", "--batch", str(lst), "--model", str(models["fast"])])
+    assert res.exit_code == 2, res.output
+    assert f"{lst}:1: --mode balanced: the fast model" in res.output and "runs only fast" in res.output
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "b.mp4").exists()
+
+
+def test_generate_writes_only_mp4(models, inputs, tmp_path, no_weights):
+    avi = tmp_path / "out.avi"
+    res = _generate(inputs, models["fast"], "-o", avi)
+    assert res.exit_code == 2, res.output
+    assert res.output.strip() == f"error: {avi}: fada writes MP4 video; give the output a .mp4 name"
+    lst = tmp_path / "list.jsonl"
+    lst.write_text(json.dumps({"portrait": str(inputs["portrait"]), "audio": str(inputs["short"]),
+                               "out": "clip.mkv"}) + "\n")
+    res = runner.invoke(app, ["generate", "--batch", str(lst), "--model", str(models["fast"])])
+    assert res.exit_code == 2 and f"{lst}:1: {tmp_path / 'clip.mkv'}: fada writes MP4 video" in res.output
+    assert not avi.exists() and not (tmp_path / "clip.mkv").exists()
+
+
+def test_generate_never_overwrites_silently(models, inputs, tmp_path, monkeypatch):
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"the user's file")
+    with monkeypatch.context() as m:
+        m.setattr("fada.pipeline.load_net", lambda *a, **k: pytest.fail("the model's weights were loaded"))
+        res = _generate(inputs, models["fast"], "-o", out)
+        assert res.exit_code == 2, res.output
+        assert res.output.strip() == f"error: {out}: already exists; pass --overwrite to replace it"
+        assert out.read_bytes() == b"the user's file"
+        # batch: a row without 'out' is named <portrait>_<audio>.mp4 beside the list; that one exists too
+        lst = tmp_path / "list.jsonl"
+        (tmp_path / "astronaut_short.mp4").write_bytes(b"mine too")
+        lst.write_text(json.dumps({"portrait": str(inputs["portrait"]), "audio": str(inputs["short"])}) + "\n")
+        res = runner.invoke(app, ["generate", "--batch", str(lst), "--model", str(models["fast"])])
+        assert res.exit_code == 2, res.output
+        assert f"{lst}:1: {tmp_path / 'astronaut_short.mp4'}: already exists; pass --overwrite" in res.output
+        assert (tmp_path / "astronaut_short.mp4").read_bytes() == b"mine too"
+        # two rows that resolve to one file
+        row = {"portrait": str(inputs["portrait"]), "audio": str(inputs["short"]), "out": "same.mp4"}
+        lst.write_text(json.dumps(row) + "\n" + json.dumps(dict(row, out=str(tmp_path / "same.mp4"))) + "\n")
+        res = runner.invoke(app, ["generate", "--batch", str(lst), "--model", str(models["fast"])])
+        assert res.exit_code == 2 and f"{lst}:2: output" in res.output and "also written by line 1" in res.output
+    res = _generate(inputs, models["fast"], "-o", out, "--overwrite")
+    assert res.exit_code == 0, res.output
+    from fada.data.media import video_info
+
+    assert video_info(out).frames > 0

@@ -112,7 +112,7 @@ def test_model_resolution_order(models, inputs, tmp_path, monkeypatch, capsys):
     generate.run(inputs["portrait"], inputs["short"], out=tmp_path / "o.mp4", progress=False)
     assert "the Fast model of the last `fada demo` run" in capsys.readouterr().out
     monkeypatch.setenv("FADA_MODEL", str(models["balanced"]))
-    res = generate.run(inputs["portrait"], inputs["short"], out=tmp_path / "o.mp4", progress=False)
+    res = generate.run(inputs["portrait"], inputs["short"], out=tmp_path / "o.mp4", progress=False, overwrite=True)
     assert res.plan.mode == "balanced" and "from $FADA_MODEL" in capsys.readouterr().out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from fada.data.media import read_audio_track, read_video, video_info
@@ -74,3 +75,17 @@ def test_bad_inputs_are_one_line_errors(models, inputs, tmp_path):
         lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
         assert len(lines) == 1 and msg in lines[0], r.output
         assert not out.exists()
+
+
+def test_output_must_be_a_new_mp4(models, inputs, tmp_path, monkeypatch):
+    """An existing output is replaced only with --overwrite, and the output is an .mp4: both before the model's
+    weights load."""
+    monkeypatch.setattr("fada.pipeline.load_net", lambda *a, **k: pytest.fail("the model's weights were loaded"))
+    out = tmp_path / "s.mp4"
+    out.write_bytes(b"the user's file")
+    for o, msg in ((out, f"error: {out}: already exists; pass --overwrite to replace it"),
+                   (tmp_path / "s.mov", f"error: {tmp_path / 's.mov'}: fada writes MP4 video")):
+        r = _run([inputs["portrait"], inputs["short"], "-m", models["fast"], "-o", o, "--no-pace"])
+        assert r.exit_code == 2, r.output
+        assert r.output.strip().count("\n") == 0 and r.output.startswith(msg)
+    assert out.read_bytes() == b"the user's file" and not (tmp_path / "s.mov").exists()
