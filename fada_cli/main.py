@@ -25,6 +25,14 @@ import typer  # noqa: E402
 import fada  # noqa: E402
 from fada.errors import ConfigError, FadaError  # noqa: E402
 
+
+def _value_type_unless_flag(self, ctx, _value_type=typer.core.TyperOption.display_type_rich):
+    # Typer's rich help asks every option for the type of its value, flags included, and shows `--quick <bool>` as
+    # if the flag took one; a flag (or a counter) takes no value, as Typer's plain help already says.
+    return None if self.is_flag or self.count else _value_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _value_type_unless_flag  # once, for every command's --help
 app = typer.Typer(
     name="fada",
     help="FADA: fast audio-driven talking-portrait diffusion. Curate data, train a teacher, distill a 6-step "
@@ -114,9 +122,9 @@ def main_callback(
 def recipes_cmd(
     show: Optional[str] = typer.Argument(None, help="A recipe to print fully resolved (defaults filled in)."),
 ):
-    """List the shipped recipes, or print one fully resolved."""
+    """List the shipped recipes (name, stage, what each is for), or print one fully resolved."""
     with guard():
-        from fada.config import recipe_to_yaml, shipped_recipes
+        from fada.config import recipe_to_yaml, shipped_recipe_summaries, shipped_recipes
         from fada.config.recipes import resolve_recipe
 
         if show:
@@ -128,8 +136,9 @@ def recipes_cmd(
             stage = (yaml.safe_load(text) or {}).get("stage")
             typer.echo(recipe_to_yaml(load_recipe(show, stage=stage)), nl=False)
             return
+        summaries = shipped_recipe_summaries()
         for name, stage in shipped_recipes().items():
-            typer.echo(f"{name:<16} {stage}")
+            typer.echo(f"{name:<16} {stage:<8} {summaries[name]}".rstrip())
 
 
 @app.command("curate")
@@ -174,7 +183,8 @@ def distill_cmd(
 
 @app.command("export")
 def export_cmd(
-    checkpoint: Path = typer.Argument(..., help="A training checkpoint (step-XXXXXXX/) or run folder."),
+    checkpoint: Path = typer.Argument(..., help="A training checkpoint (step-XXXXXXX/) or run folder (a run's "
+                                                 "train.output_dir, e.g. fada-demo/runs/fast)."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
     dtype: str = typer.Option("fp16", "--dtype", help="fp16, bf16 or fp32."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA weights (default) or the raw ones."),

@@ -71,8 +71,10 @@ def start(models: list, host: str = "127.0.0.1", port: Optional[int] = 7860, sha
         if share:
             print("warning: --share opens a public gradio.live link: anyone who has it can run this machine's "
                   "models and upload files to it", flush=True)
+        # quiet: Gradio's own banner tells users to "set `share=True` in `launch()`"; the app prints its URL and the
+        # CLI's --share itself (Gradio still prints the public URL, and any failure to open it, with share)
         _, url, _ = page.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True,
-                                allowed_paths=[str(workspace.videos)], quiet=quiet, show_error=False,
+                                allowed_paths=[str(workspace.videos)], quiet=True, show_error=False,
                                 footer_links=["api"],
                                 # the live page and its socket, ahead of Gradio's own routes on the same server
                                 app_kwargs={"routes": live_routes(registry)})
@@ -81,6 +83,10 @@ def start(models: list, host: str = "127.0.0.1", port: Optional[int] = 7860, sha
         _set_env("GRADIO_TEMP_DIR", old)
         raise
     running = RunningApp(page, url, workspace, old)
+    if not quiet:
+        print(f"* Running on local URL:  {url}", flush=True)
+        if not share:
+            print("* For a public link, run `fada app --share` (a temporary gradio.live address).", flush=True)
     if not block:
         return running
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,24 @@ def shipped_recipes() -> dict[str, str]:
             data = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
             out[entry.name[: -len(".yaml")]] = str(data.get("stage", "?"))
     return out
+
+
+def recipe_summary(text: str) -> str:
+    """The first sentence of a recipe's leading comment block (what the recipe is for), on one line; "" without one.
+    A comment rather than a key: the description stays beside the settings it explains and needs no schema."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    block = " ".join(part for part in lines if part)
+    return re.split(r"(?<=\.)\s+(?!\d)", block, maxsplit=1)[0]  # a sentence ends at ". ", not inside "Eq. 10"
+
+
+def shipped_recipe_summaries() -> dict[str, str]:
+    """Shipped recipe name → ``recipe_summary`` of its file."""
+    return {entry.name[: -len(".yaml")]: recipe_summary(entry.read_text(encoding="utf-8"))
+            for entry in sorted(_shipped_dir().iterdir(), key=lambda e: e.name) if entry.name.endswith(".yaml")}
 
 
 def resolve_recipe(name_or_path: str) -> tuple[str, str]:
@@ -123,6 +142,38 @@ def _blame_override(problem: str, overrides: list[str] | None) -> str:
         if okey == key or okey.startswith(key + "."):
             return f"{problem} (from override {item})"
     return problem
+
+
+# What a stage reads from an earlier stage, and what to give when it is not set; the examples are `fada demo`'s
+# layout (fada-demo/curated/{A,B}.jsonl from curate, runs/teacher from training, models/teacher from export).
+_INPUT_HINTS = {
+    ("teacher", "data.manifest"): "FILE (the A.jsonl, strict set A, that `fada curate` writes; "
+                                  "e.g. fada-demo/curated/A.jsonl)",
+    ("distill", "data.manifest"): "FILE (the B.jsonl, lenient set B, that `fada curate` writes; "
+                                  "e.g. fada-demo/curated/B.jsonl)",
+    ("distill", "distill.teacher"): "DIR (an exported model folder or a teacher run's output_dir, "
+                                    "e.g. fada-demo/models/teacher or fada-demo/runs/teacher)",
+}
+
+
+def missing_inputs(recipe, keys=None) -> list[str]:
+    """One problem per earlier stage's output that the recipe needs and does not name (only ``keys``, if given),
+    each saying which override to set."""
+    problems = []
+    for (stage, key), hint in _INPUT_HINTS.items():
+        if stage != getattr(recipe, "stage", None) or (keys is not None and key not in keys):
+            continue
+        section, name = key.split(".")
+        if not getattr(getattr(recipe, section), name):
+            problems.append(f"{key}: not set — give {key}={hint}")
+    return problems
+
+
+def require_inputs(recipe, keys=None) -> None:
+    """Raise a ConfigError listing every ``missing_inputs`` problem at once."""
+    problems = missing_inputs(recipe, keys)
+    if problems:
+        raise ConfigError(problems)
 
 
 def recipe_to_yaml(recipe) -> str:

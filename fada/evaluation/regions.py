@@ -46,6 +46,14 @@ def masked_psnr(truth, video, mask: np.ndarray) -> float:
     return MAX_PSNR if mse == 0 else min(MAX_PSNR, 10.0 * np.log10(255.0 ** 2 / mse))
 
 
+def psnr(truth, video) -> float:
+    """Whole-frame PSNR (dB, peak 255) from the mean squared error over every frame: skimage's
+    ``peak_signal_noise_ratio`` over the clip, except that an exact copy scores ``MAX_PSNR`` instead of +inf (and a
+    divide-by-zero warning), as does anything closer than that."""
+    t, v = _pair(truth, video)
+    return masked_psnr(t, v, np.ones(t.shape[1:3], bool))
+
+
 def region_psnr(truth, video, box: Sequence[float]) -> dict:
     """{"mouth": PSNR inside ``box``, "elsewhere": PSNR outside it}."""
     t = np.asarray(truth)

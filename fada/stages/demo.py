@@ -54,6 +54,25 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def variants(ablations: bool = False) -> list[tuple]:
+    """(name, recipe, overrides) of every student the run distils: Balanced and Fast, then the ablations."""
+    out = [("balanced", "tiny-balanced", []), ("fast", "tiny-fast", [])]
+    return out + list(ABLATIONS) if ablations else out
+
+
+def step_lines(size: DemoSize, students: list[tuple]) -> list[str]:
+    """The headline of every step, numbered ``[k/n]`` in the order the run prints them; each distillation is a step
+    of its own, so the count grows with ``--ablations``."""
+    lines = [f"synthesising {size.corpus} labelled talking-head videos (some with defects) ...",
+             "curating them into the strict set A (teacher) and the lenient set B (student) ...",
+             f"training the tiny teacher on A ({size.teacher_steps} steps) ...",
+             *(f"distilling {name} on B ({size.distill_steps} steps) ..." for name, _, _ in students),
+             "exporting self-contained model folders ...",
+             f"generating {size.test_clips} held-out identities with unseen audio ...",
+             "evaluating: sync against own vs shuffled audio, PSNR / SSIM / Fréchet distance to the truth ..."]
+    return [f"[{k}/{len(lines)}] {line}" for k, line in enumerate(lines, 1)]
+
+
 # -- curation against the answer key --------------------------------------------------------------------------------
 
 def curation_scores(labels: list[dict], manifest: Path) -> dict:
@@ -118,9 +137,10 @@ def frame_features(frames: np.ndarray) -> np.ndarray:
 
 
 def evaluate(videos: list[np.ndarray], clips: list[dict], sr: int = 16000, fps: int = 25) -> dict:
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from skimage.metrics import structural_similarity
 
     from fada.evaluation.faces import mouth_box
+    from fada.evaluation.regions import psnr as clip_psnr
     from fada.evaluation.regions import region_scores
     from fada.metrics.av_sync import WeightFreeSync
     from fada.metrics.frechet import frechet_from_features
@@ -133,8 +153,8 @@ def evaluate(videos: list[np.ndarray], clips: list[dict], sr: int = 16000, fps: 
         shuffled.append(sync.score(v, clips[(i + 1) % len(clips)]["audio"], sr, fps)["av_corr_conf"])
         n = min(len(v), len(c["truth"]))
         # per video, from the mean squared error over its frames (a per-frame mean is infinite as soon as one frame
-        # is exact, as the still reference's first frame is)
-        psnr.append(peak_signal_noise_ratio(c["truth"][:n], v[:n], data_range=255))
+        # is exact, as the still reference's first frame is); the truth scored against itself gets MAX_PSNR
+        psnr.append(clip_psnr(c["truth"][:n], v[:n]))
         ssim.append(np.mean([structural_similarity(c["truth"][k], v[k], channel_axis=2, data_range=255,
                                                    win_size=7) for k in range(n)]))
     fd = frechet_from_features(frame_features(np.concatenate(videos)),
@@ -208,6 +228,8 @@ def run(out, quick: bool = False, ablations: bool = False, progress: bool = True
     from fada.utils.io import write_json, write_text
 
     size = QUICK if quick else FULL
+    students = variants(ablations)
+    headline = iter(step_lines(size, students))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -220,13 +242,13 @@ def run(out, quick: bool = False, ablations: bool = False, progress: bool = True
         timings[name] = round(time.perf_counter() - timings[name], 1)
 
     stage("corpus")
-    say(f"[1/7] synthesising {size.corpus} labelled talking-head videos (some with defects) ...")
+    say(next(headline))
     labels = generate_corpus(out / "corpus", count=size.corpus, size=128, seed=0, seconds=size.seconds,
                              progress=progress)
     done("corpus")
 
     stage("curate")
-    say("[2/7] curating them into the strict set A (teacher) and the lenient set B (student) ...")
+    say(next(headline))
     cur = out / "curated"
     curate_stage.run(out / "corpus" / "videos", cur, _recipe("tiny-curate", [], "curate"), progress=progress)
     curation = curation_scores(labels, cur / "manifest.jsonl")
@@ -236,7 +258,7 @@ def run(out, quick: bool = False, ablations: bool = False, progress: bool = True
 
     common = [f"data.cache_dir={out / 'cache'}"]
     stage("teacher")
-    say(f"[3/7] training the tiny teacher on A ({size.teacher_steps} steps) ...")
+    say(next(headline))
     teacher_run = out / "runs" / "teacher"
     teacher_stage.run(_recipe("tiny-teacher", common + [
         f"data.manifest={cur / 'A.jsonl'}", f"train.output_dir={teacher_run}",
@@ -244,13 +266,10 @@ def run(out, quick: bool = False, ablations: bool = False, progress: bool = True
         progress=progress)
     done("teacher")
 
-    variants = [("balanced", "tiny-balanced", []), ("fast", "tiny-fast", [])]
-    if ablations:
-        variants += list(ABLATIONS)
     stage("distill")
     runs = {}
-    for name, recipe_name, extra in variants:
-        say(f"[4/7] distilling {name} on B ({size.distill_steps} steps) ...")
+    for name, recipe_name, extra in students:
+        say(next(headline))
         slug = name.replace(" / ", "-").replace(" ", "-")
         runs[name] = out / "runs" / slug
         distill_stage.run(_recipe(recipe_name, common + extra + [
@@ -260,16 +279,16 @@ def run(out, quick: bool = False, ablations: bool = False, progress: bool = True
     done("distill")
 
     stage("export")
-    say("[5/7] exporting self-contained model folders ...")
+    say(next(headline))
     models = {"teacher": export_stage.run(teacher_run, out / "models" / "teacher", dtype="fp32")}
-    for name, _, _ in variants:
+    for name, _, _ in students:
         slug = name.replace(" / ", "-").replace(" ", "-")
         models[name] = export_stage.run(runs[name], out / "models" / slug, dtype="fp32")
     record_demo_model(models["fast"])
     done("export")
 
     stage("generate")
-    say(f"[6/7] generating {size.test_clips} held-out identities with unseen audio ...")
+    say(next(headline))
     pipes = {name: FadaPipeline.from_pretrained(path) for name, path in models.items()}
     clips = test_clips(size.test_clips, size.test_seconds, pipes["teacher"].resolution)
     # (row, model, generation options): Table 4's first row is the mixed-supervised student without CFG
@@ -297,7 +316,7 @@ def run(out, quick: bool = False, ablations: bool = False, progress: bool = True
     done("generate")
 
     stage("evaluate")
-    say("[7/7] evaluating: sync against own vs shuffled audio, PSNR / SSIM / Fréchet distance to the truth ...")
+    say(next(headline))
     shuffled = []
     for row in rows:
         m = evaluate(videos[row["model"]], clips)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from fada.config import recipe_to_yaml, save_resolved
+from fada.config import recipe_to_yaml, require_inputs, save_resolved
 from fada.config.schema import DistillRecipe
 from fada.errors import FadaError
 from fada.training import TrainResult, train
@@ -38,8 +38,7 @@ def load_teacher(recipe: DistillRecipe, latent_channels: int, audio_feature_shap
     from fada.models.avatar import build_avatar_net
     from fada.stages.train_teacher import load_avatar, load_init
 
-    if not recipe.distill.teacher:
-        raise FadaError("distill.teacher: not set; point it at the teacher's run folder, checkpoint or export")
+    require_inputs(recipe, ["distill.teacher"])
     teacher = load_avatar(recipe.distill.teacher)
     if teacher is None:  # a checkpoint without net_config.json: rebuild from the recipe's model section
         teacher_cfg = dataclasses.replace(recipe.model, cfg=dataclasses.replace(recipe.model.cfg, mode="none"))
@@ -66,8 +65,7 @@ def with_teacher_models(recipe: DistillRecipe) -> DistillRecipe:
     from fada.export import SPEC_NAME, read_spec
     from fada.stages.export import read_checkpoint_meta, resolve_checkpoint
 
-    if not recipe.distill.teacher:
-        raise FadaError("distill.teacher: not set; point it at the teacher's run folder, checkpoint or export")
+    require_inputs(recipe, ["distill.teacher"])
     root = Path(recipe.distill.teacher)
     if (root / SPEC_NAME).is_file():
         spec = read_spec(root)
@@ -97,6 +95,7 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     from fada.training.loop import weight_dtype
     from fada.training.trainable import add_lora
 
+    require_inputs(recipe)  # every missing input at once, before any model is built
     d = recipe.distill
     torch.manual_seed(recipe.train.seed)
     device = process_state().device  # this process's own GPU under torchrun / accelerate launch

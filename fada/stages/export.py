@@ -20,13 +20,18 @@ from fada.errors import ConfigError, FadaError, MissingFileError
 KNOWN_KINDS = ("teacher", "balanced", "fast", "rflow", "tcd")
 
 
+# what a checkpoint argument should be, with `fada demo`'s run folders as the example
+CHECKPOINT_HINT = ("give the train.output_dir of a `fada train-teacher` / `fada distill` run or one of its "
+                   "step-XXXXXXX/ folders, e.g. fada-demo/runs/teacher or fada-demo/runs/fast")
+
+
 def resolve_checkpoint(path) -> Path:
     """A ``step-XXXXXXX/`` folder, or a run folder (its latest checkpoint)."""
     from fada.training.checkpoint import latest_checkpoint
 
     p = Path(path).expanduser()
     if not p.exists():
-        raise MissingFileError(p, "checkpoint")
+        raise MissingFileError(p, "checkpoint", CHECKPOINT_HINT)
     if not p.is_dir():
         raise FadaError(f"{p}: expected a checkpoint folder (step-XXXXXXX/) or a run folder")
     if (p / "state.json").is_file():
@@ -35,7 +40,8 @@ def resolve_checkpoint(path) -> Path:
     if latest is None:
         if (p / "fada_model.json").is_file():
             raise FadaError(f"{p} is already an exported model folder; pass it to `fada generate --model`")
-        raise FadaError(f"{p}: neither a checkpoint (no state.json) nor a run folder with step-XXXXXXX/ checkpoints")
+        raise FadaError(f"{p}: neither a checkpoint (no state.json) nor a run folder with step-XXXXXXX/ checkpoints; "
+                        f"{CHECKPOINT_HINT}")
     return latest
 
 

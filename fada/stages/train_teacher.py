@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from fada.config import recipe_to_yaml, save_resolved
+from fada.config import recipe_to_yaml, require_inputs, save_resolved
 from fada.config.schema import TeacherRecipe
 from fada.errors import FadaError
 from fada.training import TrainResult, train
@@ -38,9 +38,7 @@ def build_data(recipe, frontend, vae, progress: bool = True):
     """Curated clips of ``data.manifest`` → a resumable window dataset (shared with distillation)."""
     from fada.data.dataset import ClipStore, ClipWindowDataset, read_manifest
 
-    if not recipe.data.manifest:
-        raise FadaError("data.manifest: not set; point it at the manifest written by `fada curate` "
-                        "(A.jsonl for the teacher, B.jsonl for distillation)")
+    require_inputs(recipe, ["data.manifest"])
     m = recipe.model
     rows = read_manifest(recipe.data.manifest)
     cache = recipe.data.cache_dir or str(Path(recipe.train.output_dir) / "cache")
@@ -110,6 +108,7 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     from fada.models.vae import build_vae
     from fada.training.teacher import ConditionDropout, TimestepSampling, region_weight_map
 
+    require_inputs(recipe)  # before any model is built
     m, tcfg = recipe.model, recipe.teacher
     if tcfg.stage == 1 and m.num_frames != 1:
         raise FadaError("model.num_frames: stage 1 trains on single frames; set model.num_frames=1")

@@ -230,3 +230,47 @@ def test_no_model_is_one_line(tmp_path, monkeypatch):
     monkeypatch.delenv("FADA_MODEL", raising=False)
     with pytest.raises(FadaError, match="no model: pass --model DIR"):
         start([], block=False)
+
+
+class _FakePage:
+    """Stands in for the Gradio Blocks: records launch()'s arguments and prints Gradio's banner unless quiet."""
+
+    def __init__(self):
+        self.launched = None
+
+    def queue(self, **kwargs):
+        return self
+
+    def launch(self, **kwargs):
+        self.launched = kwargs
+        if not kwargs.get("quiet"):
+            print("* Running on local URL:  http://127.0.0.1:1")
+            print("* To create a public link, set `share=True` in `launch()`.")
+        return None, "http://127.0.0.1:1/", None
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_the_share_hint_names_the_cli_flag(share, monkeypatch, capsys):
+    """Gradio's own hint speaks to its Python API; `fada app` users are told about --share instead."""
+    import fada.app
+    from fada.app import start
+
+    class Registry:
+        labels = []
+
+        def __init__(self, entries, device=None, compile=False):
+            pass
+
+    page = _FakePage()
+    monkeypatch.setattr(fada.app, "find_models", lambda models: ["model"])
+    monkeypatch.setattr(fada.app, "ModelRegistry", Registry)
+    monkeypatch.setattr("fada.app.page.build_page", lambda *args: page)
+    monkeypatch.setattr("fada.app.live.live_routes", lambda registry: [])
+    start(["model"], share=share, block=False).close()
+    out = capsys.readouterr().out
+    assert page.launched["quiet"] is True and page.launched["share"] is share
+    assert "share=True" not in out and "launch()" not in out and out.count("http://127.0.0.1:1/") == 1
+    assert ("`fada app --share`" in out) is not share

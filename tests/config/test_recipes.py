@@ -18,6 +18,34 @@ def test_shipped_recipes_listed():
     assert names["fast"] == "distill" and names["teacher"] == "teacher" and names["curate"] == "curate"
 
 
+def test_missing_inputs_say_which_override_to_set(tmp_path):
+    from fada.config import missing_inputs, require_inputs
+
+    student = load_recipe("tiny-fast")
+    assert [p.split(":")[0] for p in missing_inputs(student)] == ["data.manifest", "distill.teacher"]
+    assert "data.manifest=FILE" in missing_inputs(student)[0] and "B.jsonl" in missing_inputs(student)[0]
+    only = missing_inputs(student, ["distill.teacher"])
+    assert len(only) == 1 and only[0].startswith("distill.teacher: not set — give distill.teacher=")
+    assert "A.jsonl" in missing_inputs(load_recipe("tiny-teacher"))[0]
+    with pytest.raises(ConfigError) as e:
+        require_inputs(student)
+    assert len(e.value.problems) == 2
+    (tmp_path / "B.jsonl").write_text("")
+    (tmp_path / "teacher").mkdir()
+    done = load_recipe("tiny-fast", [f"data.manifest={tmp_path / 'B.jsonl'}",
+                                     f"distill.teacher={tmp_path / 'teacher'}"])
+    assert missing_inputs(done) == [] and missing_inputs(load_recipe("tiny-curate")) == []
+
+
+def test_recipe_summary_is_the_first_sentence_of_the_leading_comment():
+    from fada.config import recipe_summary
+
+    text = "# Fast (Eq. 10), one pass\n# per step. More detail.\nstage: distill\n# not this\n"
+    assert recipe_summary(text) == "Fast (Eq. 10), one pass per step."
+    assert recipe_summary("#\n# Only line\nstage: curate\n") == "Only line"
+    assert recipe_summary("stage: curate\n# late comment\n") == ""
+
+
 @pytest.mark.parametrize("name", ["tiny-teacher", "tiny-balanced", "tiny-fast", "tiny-curate"])
 def test_tiny_recipes_validate(name):
     r = load_recipe(name)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fada.errors import FadaError
-from fada.evaluation.regions import (MAX_PSNR, box_mask, mouth_change, mouth_correlation, region_psnr,
+from fada.evaluation.regions import (MAX_PSNR, box_mask, mouth_change, mouth_correlation, psnr, region_psnr,
                                      region_scores, roughness)
 
 BOX = (0.2, 0.3, 0.6, 0.8)  # on 10x10 frames: columns 2-5, rows 3-7
@@ -30,6 +30,20 @@ def test_region_psnr_inside_and_outside():
     mse = 3 * 3 ** 2 / (3 * outside * 3)  # three channels off by 3, over 3 frames x 80 pixels x 3 channels
     assert got["elsewhere"] == pytest.approx(10 * np.log10(255 ** 2 / mse))
     assert region_psnr(truth, truth, BOX) == {"mouth": MAX_PSNR, "elsewhere": MAX_PSNR}
+
+
+def test_psnr_is_skimages_over_the_clip_and_finite_for_a_copy():
+    import warnings
+
+    from skimage.metrics import peak_signal_noise_ratio
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (4, 12, 10, 3), dtype=np.uint8)
+    video = np.clip(truth.astype(int) + rng.integers(-20, 21, truth.shape), 0, 255).astype(np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # skimage warns (divide by zero) and returns inf for an exact copy
+        assert psnr(truth, video) == pytest.approx(peak_signal_noise_ratio(truth, video, data_range=255), abs=1e-12)
+        assert psnr(truth, truth) == MAX_PSNR
 
 
 def test_mouth_correlation_follows_the_truths_mouth():

@@ -77,6 +77,25 @@ def test_still_reference_row_is_finite_and_scores_no_motion():
     assert t["noise_ratio"] == 1.0 and m["psnr_elsewhere"] > m["psnr_mouth"]  # the head sways less than the mouth moves
 
 
+def test_evaluate_warns_about_nothing():
+    """`fada demo` scores the truth against itself and the still reference (one exact frame): no warning, finite
+    numbers, the truth's whole-frame PSNR at the regions' cap."""
+    import warnings
+
+    from fada.data.synthetic import render_clip, sample_identity, synth_speech
+    from fada.evaluation.regions import MAX_PSNR
+    from fada.stages.demo import still_reference
+
+    rng = np.random.default_rng(2)
+    audio = synth_speech(1.0, rng)
+    clips = [{"audio": audio, "truth": render_clip(sample_identity(rng), audio, size=64, seed=0)}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        truth = evaluate([c["truth"] for c in clips], clips)
+        still = evaluate([still_reference(c) for c in clips], clips)
+    assert truth["psnr"] == MAX_PSNR and np.isfinite(still["psnr"]) and still["psnr"] < MAX_PSNR
+
+
 def test_contact_sheet_rows_per_identity_columns_per_model(tmp_path):
     import cv2
 
@@ -120,3 +139,19 @@ def test_paper_tables_take_the_ablation_rows():
     text = "\n".join(paper_tables(rows))
     assert text.count("**Table") == 3 and "| TCD | 18 |" in text and "| CFG tokens |" in text
     assert paper_tables(rows[:1]) == []  # without --ablations: no tables
+
+
+@pytest.mark.parametrize("ablations", [False, True])
+def test_every_step_has_its_own_number(ablations):
+    """Each distillation is a step of its own: the numbers run 1..n once each and n counts every step."""
+    import re
+
+    from fada.stages.demo import ABLATIONS, QUICK, step_lines, variants
+
+    students = variants(ablations)
+    lines = step_lines(QUICK, students)
+    numbers = [re.match(r"\[(\d+)/(\d+)\] ", line).groups() for line in lines]
+    n = 6 + 2 + (len(ABLATIONS) if ablations else 0)
+    assert [int(k) for k, _ in numbers] == list(range(1, n + 1)) and {int(t) for _, t in numbers} == {n}
+    assert sum("distilling" in line for line in lines) == len(students)
+    assert lines[3].startswith("[4/") and "distilling balanced" in lines[3] and "distilling fast" in lines[4]
