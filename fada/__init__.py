@@ -1,3 +1,3 @@
 """fada: fast audio-driven talking-portrait diffusion (FADA: mixed-supervised multi-CFG distillation)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
