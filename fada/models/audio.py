@@ -1,6 +1,7 @@
 """Per-frame audio features and their projection to audio tokens (docs/architecture.md).
 
-- `load_audio`: any file librosa reads (wav/flac/ogg/mp3/m4a…), resampled, mono float32.
+- `load_audio`: wav/flac/ogg/mp3 through librosa, other containers (m4a, aac, mp4…) through PyAV; resampled, mono
+  float32.
 - `frames_for_duration`: THE number of video frames for an audio (floor: every frame is fully covered by audio).
   Every stage uses it so that a generated video has exactly the audio's length at the chosen fps.
   (`hallo_frame_count` is Hallo's own count, rounded up; only its wav2vec2 mode uses it, internally.)
@@ -53,6 +54,16 @@ __all__ = [
 # audio files and lengths
 
 
+def _libsndfile_reads(path: Path) -> bool:
+    import soundfile as sf
+
+    try:
+        sf.info(str(path))
+    except Exception:
+        return False
+    return True
+
+
 def load_audio(path, sample_rate: int = 16000) -> np.ndarray:
     """Read an audio file, mix to mono, resample to ``sample_rate``: float32 array (S,).
 
@@ -64,9 +75,14 @@ def load_audio(path, sample_rate: int = 16000) -> np.ndarray:
     import librosa
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # librosa's audioread fallback warnings
-            y, _ = librosa.load(str(p), sr=sample_rate, mono=True)
+        if _libsndfile_reads(p):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # librosa's audioread fallback warnings
+                y, _ = librosa.load(str(p), sr=sample_rate, mono=True)
+        else:  # m4a/aac/mp4...: librosa would need an ffmpeg program (audioread); PyAV brings its own FFmpeg
+            from fada.data.media import read_audio_track
+
+            y = read_audio_track(p, sample_rate)
     except Exception as e:
         msg = " ".join(str(e).split())[:200] or type(e).__name__
         raise FadaError(f"cannot read audio file {p}: {msg}") from e

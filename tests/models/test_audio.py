@@ -215,6 +215,32 @@ def test_load_audio_wav_resamples_and_mixes(tmp_path):
     assert load_audio(tmp_path / "b.flac", 8000).shape == (8000,)
 
 
+def test_load_audio_reads_m4a_without_an_ffmpeg_program(tmp_path, monkeypatch):
+    """m4a (AAC in mp4) is what phones record: libsndfile cannot read it and librosa's fallback needs an ffmpeg
+    program this machine lacks, so it is decoded with PyAV's own FFmpeg."""
+    import av
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg program, whatever the machine has
+    rate, secs = 44100, 1.0
+    t = np.arange(int(rate * secs)) / rate
+    tone = (0.4 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    path = tmp_path / "speech.m4a"
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=rate, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    y = load_audio(path, 16000)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert abs(len(y) - 16000) <= 1024  # AAC's priming and last frame
+    spectrum = np.abs(np.fft.rfft(y))
+    assert abs(np.argmax(spectrum) * 16000 / len(y) - 440) < 5
+    assert 0.25 < np.abs(y[2000:-2000]).max() < 0.55
+
+
 def test_load_audio_errors(tmp_path):
     with pytest.raises(MissingFileError):
         load_audio(tmp_path / "missing.wav")
