@@ -41,7 +41,8 @@ try:
     from livekit import rtc
     from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions, VideoGenerator
 except ImportError as e:  # one line, as every FadaError: the CLI prints it without a traceback
-    raise FadaError(f'fada.integrations.livekit needs LiveKit Agents ({e}): pip install "fada[livekit]"') from None
+    raise FadaError(f'fada.integrations.livekit needs LiveKit Agents ({e}): pip install -e ".[livekit]" from the '
+                    'repository') from None
 
 __all__ = ["FadaVideoGenerator", "avatar_options"]
 

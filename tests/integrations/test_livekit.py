@@ -272,4 +272,4 @@ def test_missing_livekit_names_the_extra(monkeypatch):
     with pytest.raises(FadaError) as e:
         importlib.import_module("fada.integrations.livekit")
     msg = str(e.value)
-    assert 'pip install "fada[livekit]"' in msg and "\n" not in msg
+    assert 'pip install -e ".[livekit]"' in msg and "\n" not in msg
