@@ -96,13 +96,15 @@ def pipes(models):
 def test_overlapped_frames_equal_sequential(pipes, mode, fps):
     pipe = pipes[mode]
     image, audio = data.astronaut(), speech(0.7)
+    steps = 5 if mode == "teacher" else None  # the teacher's 25 x 3 passes add nothing to what overlap changes
     runs = {}
     for overlap in (False, True):
         got = []
-        s = pipe.generate_frames(image, audio, mode=mode, seed=3, fps=fps, overlap=overlap)
+        s = pipe.generate_frames(image, audio, mode=mode, steps=steps, seed=3, fps=fps, overlap=overlap)
         s.write_to(got.append)
         runs[overlap] = (np.concatenate(got), s.frames_done, s.total_frames)
-        it = np.concatenate(list(pipe.generate_frames(image, audio, mode=mode, seed=3, fps=fps, overlap=overlap)))
+        it = np.concatenate(list(pipe.generate_frames(image, audio, mode=mode, steps=steps, seed=3, fps=fps,
+                                                      overlap=overlap)))
         assert np.array_equal(it, runs[overlap][0])
     assert runs[False][1] == runs[False][2] == len(runs[False][0])
     assert np.array_equal(runs[False][0], runs[True][0])  # bit-equal

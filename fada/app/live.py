@@ -193,8 +193,10 @@ class LiveStream:
 
     # -- the worker thread --
     def _put(self, item) -> None:
+        """A frame displaces the oldest frame when MAX_QUEUED_FRAMES wait; the outcome displaces nothing (it would
+        cost the utterance its last frame), so at most MAX_QUEUED_FRAMES frames and the outcome wait."""
         with self.lock:
-            if len(self.queue) >= MAX_QUEUED_FRAMES and isinstance(self.queue[0], bytes):
+            if isinstance(item, bytes) and len(self.queue) >= MAX_QUEUED_FRAMES:
                 self.queue.popleft()
                 self.dropped += 1
             self.queue.append(item)

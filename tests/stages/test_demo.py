@@ -155,3 +155,18 @@ def test_every_step_has_its_own_number(ablations):
     assert [int(k) for k, _ in numbers] == list(range(1, n + 1)) and {int(t) for _, t in numbers} == {n}
     assert sum("distilling" in line for line in lines) == len(students)
     assert lines[3].startswith("[4/") and "distilling balanced" in lines[3] and "distilling fast" in lines[4]
+
+
+def test_the_smoke_run_samples_its_teacher_in_fewer_steps(tmp_path):
+    """`--quick` samples the teacher in 10 DDIM steps (30 NFE per clip, not 75); the full demo uses the model's own
+    25, and the students always run their own plans."""
+    from fada.pipeline import FadaPipeline
+    from fada.stages.demo import FULL, QUICK, generation_runs
+    from tests.stages.generate_helpers import export_model
+
+    teacher = FadaPipeline.from_pretrained(export_model(tmp_path, "teacher"))
+    for size, nfe in ((QUICK, 30), (FULL, 75)):
+        runs = {row: opts for row, _, opts in generation_runs(["teacher", "balanced", "fast"], size, False)}
+        assert teacher.plan("teacher", **runs["teacher"]).nfe_per_clip == nfe
+        assert runs["balanced"] == runs["fast"] == {}
+    assert generation_runs(["teacher", "balanced", "fast"], QUICK, True)[-1][2] == {"cfg_audio": 1.0, "cfg_ref": 1.0}

@@ -204,7 +204,10 @@ def test_fsdp_on_two_processes_saves_full_tensors_and_resumes(teacher, tmp_path)
     """Fast distillation of the whole student under accelerate's FSDP2 on 2 CPU processes (gloo; FADA_FSDP_CPU,
     since accelerate enables FSDP only on GPUs): parameters are sharded, yet checkpoints hold full tensors in the
     usual layout; a run stopped at step 2 and resumed under FSDP equals an uninterrupted one, and the FSDP
-    checkpoint resumes in a single process and exports."""
+    checkpoint resumes in a single process and exports. (The stopped run is the uninterrupted run's folder with
+    its last checkpoint removed: two launches instead of three.)"""
+    import shutil
+
     from safetensors.torch import load_file
 
     from fada.stages.export import run as export
@@ -219,7 +222,9 @@ def test_fsdp_on_two_processes_saves_full_tensors_and_resumes(teacher, tmp_path)
 
     out = torchrun(args(tmp_path / "a", 4), env)
     assert "FSDP2: parameters sharded over 2 processes" in out.stdout + out.stderr
-    torchrun(args(tmp_path / "b", 2), env)
+    assert [c.name for c in sorted((tmp_path / "a").glob("step-*"))] == ["step-0000002", "step-0000004"]
+    (tmp_path / "b").mkdir()
+    shutil.copytree(tmp_path / "a" / "step-0000002", tmp_path / "b" / "step-0000002")
     torchrun(args(tmp_path / "b", 4), env)  # resume=auto from step 2, under FSDP
     ca, cb = latest_checkpoint(tmp_path / "a"), latest_checkpoint(tmp_path / "b")
     a, b = load_file(str(ca / "model.safetensors")), load_file(str(cb / "model.safetensors"))
@@ -237,8 +242,6 @@ def test_fsdp_on_two_processes_saves_full_tensors_and_resumes(teacher, tmp_path)
     state, groups = optimizer_state_from_files(ca)
     assert len(groups[0]["params"]) == len(state) and all("exp_avg" in s for s in state.values())
     # portable: the FSDP checkpoint resumes in one process (no sharding) and exports
-    import shutil
-
     shutil.copytree(tmp_path / "a", tmp_path / "c")
     r = load_recipe("tiny-fast", TINY_TEST_MODEL + [
         f"data.manifest={manifest}", f"distill.teacher={tdir}", f"train.output_dir={tmp_path / 'c'}",
