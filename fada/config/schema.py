@@ -23,6 +23,17 @@ class DataConfig:
     """DataLoader worker processes."""
     cache_dir: Optional[str] = None
     """Where latents and audio features are cached once (safetensors); None: next to the run's outputs."""
+    reference_gap: Optional[list[int]] = _f(None, ge=1)
+    """[lo, hi]: draw each window's reference frame lo..hi frames before its first frame or after its last (where
+    the clip has one; anywhere outside the window otherwise). None: anywhere in the clip outside the window, as
+    Hallo trains. A nearby reference shares the window's head pose, so a net learns to keep the pose it is given
+    instead of drawing a random sway it cannot know (the CPU recipes; fada.data.dataset.reference_index)."""
+
+    def check(self) -> list[str]:
+        g = self.reference_gap
+        if g is not None and (len(g) != 2 or g[0] > g[1]):
+            return [f"reference_gap: needs [lo, hi] with 1 <= lo <= hi, got {g}"]
+        return []
 
 
 @dataclass

@@ -3,8 +3,8 @@
 Each clip is turned once into latents (through the recipe's VAE) and per-frame audio features (through the recipe's
 audio front end) and cached on disk as safetensors, read lazily in slices, so epochs cost no decoding and memory
 does not grow with the corpus. An item is a window of F frames with its M motion frames (the frames before it, or
-the reference repeated at a clip start), a reference frame from elsewhere in the same clip, and the F per-frame
-audio windows. For nets that read per-portrait conditions (``model.conditions``, Hallo's), each clip's conditions
+the reference repeated at a clip start), a reference frame from elsewhere in the same clip (anywhere outside the
+window, or a few frames from it: ``data.reference_gap``), and the F per-frame audio windows. For nets that read per-portrait conditions (``model.conditions``, Hallo's), each clip's conditions
 are computed once from its first frame (a curated clip keeps its face in place) and cached with it; items then carry
 them (``face_conditions.batch_portrait``). Items are indexed by ``(index, epoch)`` (see fada.training.sampler) and
 draw their randomness from those numbers, so data order and content resume exactly.
@@ -191,12 +191,29 @@ class ClipStore:
         return part[idx]
 
 
-class ClipWindowDataset(torch.utils.data.Dataset):
-    """Items of F frames + M motion frames + one reference frame + F audio windows from a ClipStore."""
+def reference_index(rng: np.random.Generator, T: int, start: int, F: int, gap=None) -> int:
+    """The reference frame of the window [start, start + F) in a clip of T frames. gap None: any frame outside the
+    window (as a portrait would be), or any frame when the window fills the clip. gap (lo, hi): d ~ U{lo..hi} frames
+    before the window's first frame or after its last, whichever side exists (one at random when both do); any
+    frame outside the window when neither does."""
+    if gap is not None:
+        d = int(rng.integers(gap[0], gap[1] + 1))
+        sides = [i for i in (start - d, start + F - 1 + d) if 0 <= i < T]
+        if sides:
+            return sides[int(rng.integers(0, len(sides)))]
+    outside = np.r_[0:start, start + F:T]
+    return int(rng.choice(outside)) if len(outside) else int(rng.integers(0, T))
 
-    def __init__(self, store: ClipStore, num_frames: int, motion_frames: int, seed: int, motion_scale=None):
+
+class ClipWindowDataset(torch.utils.data.Dataset):
+    """Items of F frames + M motion frames + one reference frame + F audio windows from a ClipStore.
+    ``reference_gap``: data.reference_gap (``reference_index``)."""
+
+    def __init__(self, store: ClipStore, num_frames: int, motion_frames: int, seed: int, motion_scale=None,
+                 reference_gap=None):
         self.store, self.F, self.M, self.seed = store, num_frames, motion_frames, seed
         self.motion_scale = None if motion_scale is None else torch.tensor([float(x) for x in motion_scale])
+        self.reference_gap = None if reference_gap is None else (int(reference_gap[0]), int(reference_gap[1]))
 
     def __len__(self) -> int:
         return len(self.store)
@@ -206,9 +223,7 @@ class ClipWindowDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         T, F, M = self.store.num_frames(index), self.F, self.M
         start = int(rng.integers(0, T - F + 1))
-        # the reference comes from outside the window when the clip allows it (as a portrait would)
-        outside = np.r_[0:start, start + F:T]
-        ref_i = int(rng.choice(outside)) if len(outside) else int(rng.integers(0, T))
+        ref_i = reference_index(rng, T, start, F, self.reference_gap)
         ref = self.store.latents(index, ref_i, ref_i + 1)[0]
         if start >= M:
             motion = self.store.latents(index, start - M, start)

@@ -449,15 +449,17 @@ def _smooth_noise(rng: np.random.Generator, n: int, fps: float, freqs=(0.15, 0.3
 
 def render_clip(identity: dict | None, audio: np.ndarray, fps: float = FPS, size: int = SIZE, seed: int = 0,
                 sample_rate: int = SAMPLE_RATE, *, static: bool = False, shaky: float = 0.0,
-                opening: np.ndarray | None = None, n_frames: int | None = None, head_motion: bool = True
-                ) -> np.ndarray:
+                opening: np.ndarray | None = None, n_frames: int | None = None, head_motion: bool = True,
+                hold_pose: bool = False) -> np.ndarray:
     """Render frames (T, size, size, 3) uint8 RGB of ``identity`` speaking ``audio``.
 
     T = floor(len(audio) / sample_rate * fps) unless ``n_frames``. The mouth follows ``mouth_opening(audio)``
     (or ``opening`` when given; all zeros with ``static``). ``seed`` drives head motion and blinks. ``shaky`` > 0
     jitters the whole camera by about that fraction of the frame. ``identity=None`` draws no face (a background
     with an object), as in ``no_face`` clips. ``head_motion`` False keeps the head still and the eyes open, so the
-    audio-driven mouth is the clip's only motion (what a model can be asked to reproduce exactly).
+    audio-driven mouth is the clip's only motion (what a model can be asked to reproduce exactly). ``hold_pose``
+    keeps the head at the clip's first pose and draws everything else (mouth, blinks) as without it: the same seed's
+    clip as a model that held what no input tells it would draw it at best.
     """
     import cv2
 
@@ -482,6 +484,8 @@ def render_clip(identity: dict | None, audio: np.ndarray, fps: float = FPS, size
     sc = 1.0 + 0.02 * _smooth_noise(rng, n_frames, fps)
     if not head_motion:
         dx, dy, ang, sc = dx * 0, dy * 0, ang * 0, sc * 0 + 1.0
+    elif hold_pose:
+        dx, dy, ang, sc = (np.full_like(v, v[0]) for v in (dx, dy, ang, sc))
     blink = np.zeros(n_frames)
     t_next = rng.uniform(1.0, 3.5) if head_motion else float("inf")
     while t_next * fps < n_frames:

@@ -5,7 +5,10 @@ B → export → generate held-out identities with unseen audio (teacher 75 NFE,
 Writes DIR/report.md, DIR/report.json, DIR/videos/*.mp4 (truth | teacher | balanced | fast), DIR/contact_sheet.png
 (per held-out identity: frames of the truth, teacher, balanced and fast, upscaled) and DIR/models/{teacher,balanced,fast}.
 The report's ``reference`` row scores the still reference frame repeated for the clip's length: the floor a model
-must beat on motion (sync) and the ceiling of a model that only copies the face it is given (PSNR / SSIM / FD).
+must beat on motion (sync) and the ceiling of a model that only copies the face it is given (PSNR / SSIM / FD). Its
+``held pose`` row scores the generator's own rendering of each clip with the head held at its first pose (the mouth
+and blinks as in the truth): the ceiling of a model that draws the mouth exactly and holds the head sway that no
+input tells it.
 """
 
 from __future__ import annotations
@@ -121,7 +124,8 @@ def truth_clip(frames: np.ndarray, audio: np.ndarray, resolution: int, detector=
 
 def test_clips(n: int, seconds: float, resolution: int, seed: int = 777):
     """New identities speaking unseen audio, rendered by the generator (the ground truth), cropped the way the
-    pipeline crops the portrait (``truth_clip``)."""
+    pipeline crops the portrait (``truth_clip``); ``held``: the same clip rendered with the head held at its first
+    pose (the report's ``held pose`` row), cropped the same way."""
     from fada.data.face import FaceDetector
     from fada.data.synthetic import render_clip, sample_identity, synth_speech
 
@@ -133,9 +137,12 @@ def test_clips(n: int, seconds: float, resolution: int, seed: int = 777):
         audio = synth_speech(seconds, rng)
         frames = render_clip(ident, audio, size=128, seed=seed + i)
         try:
-            clips.append(truth_clip(frames, audio, resolution, det))
+            clip = truth_clip(frames, audio, resolution, det)
         except FadaError:
             raise FadaError("demo: the held-out portrait has no detectable face (generator changed?)") from None
+        held = render_clip(ident, audio, size=128, seed=seed + i, hold_pose=True)  # its first frame is the truth's,
+        clip["held"] = truth_clip(held, audio, resolution, det)["truth"]           # so it is cropped the same way
+        clips.append(clip)
     return clips
 
 
@@ -339,6 +346,8 @@ def run(out, quick: bool = False, ablations: bool = False, progress: bool = True
     # the trivial baseline, scored like the models: what copying the given face, without motion, achieves
     still = evaluate([still_reference(c) for c in clips], clips)
     rows.append({"model": "reference", "nfe": 0, "seconds_per_video_second": 0.0, **still})
+    held = evaluate([c["held"] for c in clips], clips)
+    rows.append({"model": "held pose", "nfe": 0, "seconds_per_video_second": 0.0, **held})
     truth = evaluate([c["truth"] for c in clips], clips)
     (out / "videos").mkdir(exist_ok=True)
     for i, c in enumerate(clips):
@@ -420,7 +429,11 @@ def render_markdown(report: dict) -> str:
     c = report["curation"]
     truth = report.get("truth")
     lines += ["", "`reference`: the still reference frame repeated for the clip's length (no motion: the sync floor; "
-                  "a perfect copy of the face: the PSNR a model that only copies would reach). PSNR mouth / elsewhere: "
+                  "a perfect copy of the face: the PSNR a model that only copies would reach). `held pose`: the "
+                  "generator's rendering of each clip with the head held at its first pose, mouth and blinks as in "
+                  "the truth (what a model that draws the mouth exactly and holds the unforeseeable head sway still "
+                  "would score; its mouth corr. is the ceiling for such a model, since the truth's mouth box also "
+                  "moves with the sway). PSNR mouth / elsewhere: "
                   "inside and outside the mouth box that curate uses; mouth corr.: Pearson correlation over frames "
                   "of the mouth box's change from the first frame against the truth's. `noise`: mean "
                   "absolute difference of horizontally adjacent pixels" +

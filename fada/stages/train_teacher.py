@@ -53,7 +53,8 @@ def build_data(recipe, frontend, vae, progress: bool = True):
         raise FadaError(f"{recipe.data.manifest}: {len(store)} usable clip(s), fewer than data.batch_size "
                         f"{recipe.data.batch_size}")
     return ClipWindowDataset(store, m.num_frames, m.motion_frames, recipe.train.seed,
-                             motion_scale=m.conditions.motion_scale if store.has_conditions else None)
+                             motion_scale=m.conditions.motion_scale if store.has_conditions else None,
+                             reference_gap=recipe.data.reference_gap)
 
 
 def load_avatar(path):

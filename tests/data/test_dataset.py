@@ -44,6 +44,54 @@ def test_slices_equal_the_whole_clip(rows, tmp_path):
     assert item["x0"].shape == (12, 4, 16, 16) and item["audio"].shape == (4, 5, 1, 8)
 
 
+def test_reference_index_anywhere_or_near_the_window():
+    """gap None: any frame outside the window, every one of them in time, and the same draws as before the option
+    existed; gap (3, 8): 3..8 frames before the window's first frame or after its last, both sides used."""
+    from fada.data.dataset import reference_index
+
+    T, F = 40, 4
+    seen_far, seen_near = set(), set()
+    for k in range(3000):
+        start = k % (T - F + 1)
+        rng, old = np.random.default_rng([0, k]), np.random.default_rng([0, k])
+        i = reference_index(rng, T, start, F)
+        assert i == int(old.choice(np.r_[0:start, start + F:T]))  # the earlier sampling, draw for draw
+        assert not start <= i < start + F
+        seen_far.add(i)
+        j = reference_index(np.random.default_rng([1, k]), T, start, F, (3, 8))
+        gap = start - j if j < start else j - (start + F - 1)
+        assert 3 <= gap <= 8, (start, j)
+        seen_near.add((start, j < start))
+    assert seen_far == set(range(T))
+    assert (10, True) in seen_near and (10, False) in seen_near  # both sides where both exist
+    # neither side exists: anywhere outside the window; a window filling the clip: any frame
+    assert all(not 2 <= reference_index(np.random.default_rng(k), 8, 2, 4, (5, 9)) < 6 for k in range(50))
+    assert {reference_index(np.random.default_rng(k), 4, 0, 4, (1, 2)) for k in range(50)} <= set(range(4))
+
+
+def test_items_take_the_reference_the_gap_allows(rows, tmp_path):
+    """The item's reference is the latent of a frame within the gap of its window (found by matching latents)."""
+    s = store(rows, tmp_path)
+    data = ClipWindowDataset(s, 4, 1, seed=0, reference_gap=(2, 3))
+    for epoch in range(6):
+        for index in range(len(s)):
+            item, lat = data[(index, epoch)], s.latents(index)
+            start = next(t for t in range(lat.shape[0] - 3) if torch.equal(lat[t:t + 4].permute(1, 0, 2, 3),
+                                                                               item["x0"]))
+            matches = [t for t in range(lat.shape[0]) if torch.equal(lat[t], item["ref"])]
+            assert any(2 <= start - t <= 3 or 2 <= t - (start + 3) <= 3 for t in matches), (start, matches)
+
+
+def test_reference_gap_is_checked():
+    from fada.config import load_recipe
+    from fada.errors import ConfigError
+
+    assert load_recipe("tiny-teacher", ["data.reference_gap=[2,5]"]).data.reference_gap == [2, 5]
+    for bad in ("[5,2]", "[0,3]", "[3]"):
+        with pytest.raises(ConfigError, match="data.reference_gap"):
+            load_recipe("tiny-teacher", [f"data.reference_gap={bad}"])
+
+
 def test_changing_the_codec_or_audio_model_reencodes(rows, tmp_path):
     a = store(rows, tmp_path)
     assert store(rows, tmp_path).cache_dir == a.cache_dir  # same models: the same files

@@ -148,6 +148,24 @@ def test_renderer_api_for_ground_truth():
     assert open_.shape == (30,) and 0 <= open_.min() and open_.max() <= 1 and open_.max() > 0.5
 
 
+def test_hold_pose_keeps_the_head_and_draws_the_mouth():
+    """``hold_pose``: the same first frame as the clip; afterwards the head stays where it was (the top rows, hair
+    and background, do not change) while the truth's sway moves them, and the mouth still follows the audio."""
+    rng = np.random.default_rng(5)
+    ident = S.sample_identity(rng)
+    audio = S.synth_speech(3.0, rng, pitch=ident["pitch"])
+    truth = S.render_clip(ident, audio, fps=FPS, size=64, seed=9).astype(np.float64)
+    held = S.render_clip(ident, audio, fps=FPS, size=64, seed=9, hold_pose=True).astype(np.float64)
+    assert np.array_equal(held[0], truth[0])
+    top = slice(0, 20)  # hair and background above the eyes
+    assert np.abs(held[:, top] - held[:1, top]).max() == 0
+    assert np.abs(truth[:, top] - truth[:1, top]).mean() > 0.5
+    mouth = (slice(38, 52), slice(22, 42))
+    change = np.abs(held[:, mouth[0], mouth[1]] - held[:1, mouth[0], mouth[1]]).mean(axis=(1, 2, 3))
+    opening = S.mouth_opening(audio, FPS, SR)[:len(change)]
+    assert np.corrcoef(change, np.abs(opening - opening[0]))[0, 1] > 0.8
+
+
 def test_speech_has_pitch_and_pauses():
     rng = np.random.default_rng(0)
     audio = S.synth_speech(4.0, rng, pitch=120.0)

@@ -170,3 +170,17 @@ def test_the_smoke_run_samples_its_teacher_in_fewer_steps(tmp_path):
         assert teacher.plan("teacher", **runs["teacher"]).nfe_per_clip == nfe
         assert runs["balanced"] == runs["fast"] == {}
     assert generation_runs(["teacher", "balanced", "fast"], QUICK, True)[-1][2] == {"cfg_audio": 1.0, "cfg_ref": 1.0}
+
+
+def test_held_pose_row_is_the_truth_without_its_sway():
+    """The `held pose` row's clip: the truth's first frame and crop, the head held (the frame's top quarter, hair
+    and background, never changes) where the truth's sways; scored, it beats the still copy in the mouth box."""
+    from fada.stages.demo import evaluate, still_reference, test_clips
+
+    clips = test_clips(2, 2.0, 32)
+    for c in clips:
+        held, truth = c["held"].astype(np.float64), c["truth"].astype(np.float64)
+        assert held.shape == truth.shape and np.array_equal(held[0], truth[0])
+        assert np.abs(held[:, :8] - held[:1, :8]).max() == 0 < np.abs(truth[:, :8] - truth[:1, :8]).max()
+    held, still = evaluate([c["held"] for c in clips], clips), evaluate([still_reference(c) for c in clips], clips)
+    assert held["psnr_mouth"] > still["psnr_mouth"] + 1.0 and held["mouth_corr"] > 0.5
