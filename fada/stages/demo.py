@@ -40,7 +40,7 @@ class DemoSize:
 
 # 240 short videos rather than 60 longer ones: the models must draw faces they never saw, and more identities teach
 # them to copy the portrait (same training steps; held-out mouth correlation 0.77-0.80 -> 0.79-0.81; outside the
-# mouth box Balanced +0.2 dB, Fast +1.0, the teacher -0.3; the whole demo 13.9 min alone on 2 cores; docs/demo.md)
+# mouth box Balanced +0.2 dB, Fast +1.0, the teacher -0.3; the whole demo 10.6-11.8 min alone on 2 cores; docs/demo.md)
 FULL = DemoSize(corpus=240, seconds=(2.5, 3.5), teacher_steps=600, distill_steps=100, test_clips=4, test_seconds=3.0)
 # the smoke run samples its teacher in 10 steps, not 25: its pictures say nothing either way, and the teacher's
 # 75-NFE generation was a quarter of the smoke run's time
