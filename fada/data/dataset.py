@@ -4,9 +4,10 @@ Each clip is turned once into latents (through the recipe's VAE) and per-frame a
 audio front end) and cached on disk as safetensors, read lazily in slices, so epochs cost no decoding and memory
 does not grow with the corpus. An item is a window of F frames with its M motion frames (the frames before it, or
 the reference repeated at a clip start), a reference frame from elsewhere in the same clip (anywhere outside the
-window, or a few frames from it: ``data.reference_gap``), and the F per-frame audio windows. For nets that read per-portrait conditions (``model.conditions``, Hallo's), each clip's conditions
-are computed once from its first frame (a curated clip keeps its face in place) and cached with it; items then carry
-them (``face_conditions.batch_portrait``). Items are indexed by ``(index, epoch)`` (see fada.training.sampler) and
+window, or a few frames from it: ``data.reference_gap``), and the F per-frame audio windows. For nets that read
+per-portrait conditions (``model.conditions``, Hallo's), each clip's conditions are computed once from its first
+frame (a curated clip keeps its face in place) and cached with it; items then carry them
+(``face_conditions.batch_portrait``). Items are indexed by ``(index, epoch)`` (see fada.training.sampler) and
 draw their randomness from those numbers, so data order and content resume exactly.
 """
 

@@ -7,8 +7,8 @@ Writes DIR/report.md, DIR/report.json, DIR/videos/*.mp4 (truth | teacher | balan
 The report's ``reference`` row scores the still reference frame repeated for the clip's length: the floor a model
 must beat on motion (sync) and the ceiling of a model that only copies the face it is given (PSNR / SSIM / FD). Its
 ``held pose`` row scores the generator's own rendering of each clip with the head held at its first pose (the mouth
-and blinks as in the truth): the ceiling of a model that draws the mouth exactly and holds the head sway that no
-input tells it.
+and blinks as in the truth): the ceiling of a model that draws the mouth exactly and holds still the head sway
+that no input tells it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class DemoSize:
 
 # 240 short videos rather than 60 longer ones: the models must draw faces they never saw, and more identities teach
 # them to copy the portrait (same training steps; held-out mouth correlation 0.77-0.80 -> 0.79-0.81; outside the
-# mouth box Balanced +0.2 dB, Fast +1.0, the teacher -0.3; the whole demo 10.6-11.8 min alone on 2 cores; docs/demo.md)
+# mouth box Balanced +0.2 dB, Fast +1.0, the teacher -0.3; the whole demo 10.6-11.8 min alone on 2 cores;
+# docs/demo.md)
 FULL = DemoSize(corpus=240, seconds=(2.5, 3.5), teacher_steps=600, distill_steps=100, test_clips=4, test_seconds=3.0)
 # the smoke run samples its teacher in 10 steps, not 25: its pictures say nothing either way, and the teacher's
 # 75-NFE generation was a quarter of the smoke run's time
