@@ -278,6 +278,10 @@ class CurateConfig:
     """Seconds between face detections that end a face track (and so a clip)."""
     sync_search: int = _f(15, ge=1)
     """Audio-video offsets searched, in frames either way."""
+    crf: int = _f(18, ge=0, le=51)
+    """x264 quality of the curated clips (lower: better and larger). 0 is lossless: the clips decode to exactly the
+    crops, run after run (at other values x264 gave different bytes for a few percent of identical clips between
+    runs, so training data and models differed)."""
     metadata: Optional[str] = _f(None, path="file")
     """Optional JSON/JSONL with per-video data-source tags."""
     syncnet_weights: Optional[str] = _f(None, path="file")

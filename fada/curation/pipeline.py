@@ -32,7 +32,7 @@ DETECT_MAX_SIDE = 480
 """Frames are reduced so that their shorter side is at most this before face detection (boxes scaled back)."""
 CACHE_VERSION = 1
 PROCESS_KEYS = ("resolution", "fps", "sample_rate", "min_clip_seconds", "max_clip_seconds", "face_margin",
-                "detect_every", "max_face_gap", "sync_search", "syncnet_weights")
+                "detect_every", "max_face_gap", "sync_search", "syncnet_weights", "crf")
 """CurateConfig fields that change what a video's clips and scores are (thresholds only change the selection)."""
 
 
@@ -228,7 +228,7 @@ def _process(job: dict) -> dict:
             if k < c0:
                 continue
             if state is None:
-                state = _ClipState(out, f"{prefix}-{ci:03d}", c0, c1, fps, R, sr, audio)
+                state = _ClipState(out, f"{prefix}-{ci:03d}", c0, c1, fps, R, sr, audio, int(p.get("crf", 18)))
             state.add(frame, boxes[k - c0], margin, ana)
             if k == c1 - 1:
                 st, state = state, None
@@ -257,7 +257,8 @@ def _candidates(detector, frame: np.ndarray) -> list[list[float]]:
 class _ClipState:
     """One clip being written (streamed) and measured."""
 
-    def __init__(self, out: Path, cid: str, c0: int, c1: int, fps: int, R: int, sr: int, audio: np.ndarray):
+    def __init__(self, out: Path, cid: str, c0: int, c1: int, fps: int, R: int, sr: int, audio: np.ndarray,
+                 crf: int = 18):
         from fada.data.media import VideoWriter
 
         self.out, self.cid, self.c0, self.c1, self.fps, self.R, self.sr = out, cid, c0, c1, fps, R, sr
@@ -268,7 +269,7 @@ class _ClipState:
         self.audio = clip_audio.astype(np.float32)
         self.video_rel = f"clips/{cid}.mp4"
         self.wav_rel = f"clips/{cid}.wav"
-        self.writer = VideoWriter(out / self.video_rel, fps, (R, R), audio=self.audio, sample_rate=sr, crf=18,
+        self.writer = VideoWriter(out / self.video_rel, fps, (R, R), audio=self.audio, sample_rate=sr, crf=crf,
                                   preset="veryfast", threads=1)
         self.writer.open()
         self.crops: list[np.ndarray] = []

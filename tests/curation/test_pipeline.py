@@ -66,6 +66,46 @@ def test_streaming_path_matches_in_memory_path(gap_video, tmp_path, monkeypatch)
     assert json.dumps(a["clips"]) == json.dumps(b["clips"])
 
 
+def test_lossless_clips_decode_to_the_crops_and_crf_is_checked(gap_video, tmp_path, monkeypatch):
+    """curate.crf 0 (the tiny recipe's): every curated frame is exactly its crop, so two curations of one corpus
+    give the same training data; the key is range-checked by name."""
+    import av
+
+    from fada.data.face import crop_square
+    from fada.errors import ConfigError
+
+    assert load_recipe("tiny-curate", [], stage="curate").curate.crf == 0
+    assert load_recipe("curate", [], stage="curate").curate.crf == 18
+    for bad in ("-1", "52"):
+        with pytest.raises(ConfigError, match="curate.crf"):
+            load_recipe("tiny-curate", [f"curate.crf={bad}"], stage="curate")
+    crops = []
+    real_add = pipeline._ClipState.add
+
+    def add(self, frame, box, margin, ana):
+        crops.append(crop_square(frame, box, margin, self.R))
+        real_add(self, frame, box, margin, ana)
+
+    monkeypatch.setattr(pipeline._ClipState, "add", add)
+    res = pipeline.process_video(job(gap_video, tmp_path))
+    lossy = pipeline.process_video(job(gap_video, tmp_path / "lossy", crf=18))
+    assert res["status"] == lossy["status"] == "ok" and len(crops) == 2 * sum(c["frames"] for c in res["clips"])
+
+    def planes(path):  # the clip's decoded YUV 4:2:0 planes, before any conversion back to RGB
+        with av.open(str(path)) as c:
+            return np.stack([f.to_ndarray() for f in c.decode(video=0)])
+
+    def as_yuv(frames):  # what the writer hands x264: the crops in YUV 4:2:0
+        return np.stack([av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+                         .reformat(format="yuv420p").to_ndarray() for f in frames])
+
+    want = as_yuv(crops[:sum(c["frames"] for c in res["clips"])])
+    got = np.concatenate([planes(tmp_path / c["video"]) for c in res["clips"]])
+    assert got.shape == want.shape and np.array_equal(got, want)
+    lossy_got = np.concatenate([planes(tmp_path / "lossy" / c["video"]) for c in lossy["clips"]])
+    assert lossy_got.shape == want.shape and not np.array_equal(lossy_got, want)  # crf 18 is not exact
+
+
 def test_bad_files_come_back_as_skips(tmp_path):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x01garbage" * 500)
