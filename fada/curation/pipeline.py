@@ -228,7 +228,7 @@ def _process(job: dict) -> dict:
             if k < c0:
                 continue
             if state is None:
-                state = _ClipState(out, f"{prefix}-{ci:03d}", c0, c1, fps, R, sr, audio, int(p.get("crf", 18)))
+                state = _ClipState(out, f"{prefix}-{ci:03d}", c0, c1, fps, R, sr, audio, int(p["crf"]))
             state.add(frame, boxes[k - c0], margin, ana)
             if k == c1 - 1:
                 st, state = state, None
@@ -258,7 +258,7 @@ class _ClipState:
     """One clip being written (streamed) and measured."""
 
     def __init__(self, out: Path, cid: str, c0: int, c1: int, fps: int, R: int, sr: int, audio: np.ndarray,
-                 crf: int = 18):
+                 crf: int):
         from fada.data.media import VideoWriter
 
         self.out, self.cid, self.c0, self.c1, self.fps, self.R, self.sr = out, cid, c0, c1, fps, R, sr
