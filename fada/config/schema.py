@@ -97,6 +97,17 @@ class MotionAugmentConfig:
     """P(a sample's motion frames are replaced by its reference frame, as a video's first clip sees them)."""
 
 
+# (x0, y0, x1, y1): where a `fada curate` crop at the default face_margin 0.4 puts the mouth
+DEFAULT_MOUTH_BOX = (0.34, 0.57, 0.66, 0.77)
+
+
+def check_box(key: str, b) -> list[str]:
+    """Problems with a (x0, y0, x1, y1) box of frame fractions (ConfigError lines)."""
+    if len(b) != 4 or b[0] >= b[2] or b[1] >= b[3]:
+        return [f"{key}: needs [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {b}"]
+    return []
+
+
 @dataclass
 class TeacherConfig:
     stage: Literal[1, 2, "joint"] = 2
@@ -120,17 +131,14 @@ class TeacherConfig:
     """Extra loss weight on the mouth region: weight 1 + mouth_weight inside ``mouth_box``, 1 elsewhere, the map
     normalised to mean 1. The mouth is a few percent of a frame yet the only place the audio decides, so a
     from-scratch net otherwise learns the face long before the audio. 0 = Eq. 1 as written."""
-    mouth_box: list[float] = _f([0.34, 0.57, 0.66, 0.77], ge=0.0, le=1.0)
+    mouth_box: list[float] = _f(list(DEFAULT_MOUTH_BOX), ge=0.0, le=1.0)
     """(x0, y0, x1, y1) of the mouth as fractions of a training frame. Default: where a `fada curate` crop at the
     default face_margin 0.4 puts the mouth (fada.curation.scores.mouth_box_in_crop)."""
     motion_augment: MotionAugmentConfig = field(default_factory=MotionAugmentConfig)
     """Motion-frame corruption during training (off by default; the CPU recipes use it)."""
 
     def check(self) -> list[str]:
-        b = self.mouth_box
-        if len(b) != 4 or b[0] >= b[2] or b[1] >= b[3]:
-            return [f"mouth_box: needs [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {b}"]
-        return []
+        return check_box("mouth_box", self.mouth_box)
 
 
 @dataclass
@@ -198,6 +206,12 @@ class DistillConfig:
     """Rank of the LoRA adapters when trainable lists 'lora' (LCM-LoRA: 64)."""
     lora_alpha: Optional[float] = _f(None, gt=0.0)
     """LoRA scale numerator (update = alpha/rank · B·A); None: alpha = rank."""
+    mouth_weight: float = _f(0.0, ge=0.0)
+    """Extra weight of the mouth region in both loss terms (Eq. 5 and the ground-truth term of Eq. 7), as
+    ``teacher.mouth_weight``: 1 + mouth_weight inside ``mouth_box``, the map normalised to mean 1, so R of Eq. 8
+    compares like with like. 0 = the paper's losses as written."""
+    mouth_box: list[float] = _f(list(DEFAULT_MOUTH_BOX), ge=0.0, le=1.0)
+    """(x0, y0, x1, y1) of the mouth as fractions of a training frame (as ``teacher.mouth_box``)."""
     timesteps: Literal["uniform", "inference"] = "uniform"
     """Where in its window a sample's t is drawn. uniform: t uniform on the 1000-step grid (PeRFlow, the paper).
     inference: only the inference_steps times the sampler queries (e.g. 1, .875, .75, .625, .5, .25): the target
@@ -207,7 +221,7 @@ class DistillConfig:
     def check(self) -> list[str]:
         from fada.training.trainable import check_choice
 
-        out = check_choice(list(self.trainable))
+        out = check_choice(list(self.trainable)) + check_box("mouth_box", self.mouth_box)
         for name in ("cfg_audio_range", "cfg_ref_range"):
             r = getattr(self, name)
             if len(r) != 2 or r[0] > r[1]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -33,8 +34,6 @@ class DistillTask(ClipTask):
 def load_teacher(recipe: DistillRecipe, latent_channels: int, audio_feature_shape):
     """The teacher named by ``distill.teacher`` (exported model, checkpoint or run folder), frozen, in eval mode.
     Built from its own configs when it has them (no SD1.5 folder read, each net loaded once)."""
-    import dataclasses
-
     from fada.models.avatar import build_avatar_net
     from fada.stages.train_teacher import load_avatar, load_init
 
@@ -60,8 +59,6 @@ def with_teacher_models(recipe: DistillRecipe) -> DistillRecipe:
     exported folder's spec, or a checkpoint's recipe.yaml): the data must be cached with those, and the student
     copies the teacher's audio projection. When the teacher carries its net configs (exports, and checkpoints
     with net_config.json) model.unet.pretrained is not read: no SD1.5 folder is needed."""
-    import dataclasses
-
     from fada.export import SPEC_NAME, read_spec
     from fada.stages.export import read_checkpoint_meta, resolve_checkpoint
 
@@ -107,6 +104,11 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     dataset = build_data(recipe, frontend, vae, progress)
     del vae, frontend  # the clips are cached: neither is needed while training
     settings = DistillSettings.from_config(d, m.cfg.mode)
+    if d.mouth_weight > 0:
+        from fada.training.teacher import region_weight_map
+
+        h, w = dataset.store.latent_shape[-2:]
+        settings = dataclasses.replace(settings, pixel_weight=region_weight_map(h, w, d.mouth_box, d.mouth_weight))
     student = AvatarNet.from_teacher(teacher, m.cfg.mode, n_tokens=m.cfg.n_tokens, cfg_norm=m.cfg.normalize,
                                      precond_windows=0 if d.variant == "tcd" else settings.num_windows)
     teacher.to(dtype=weight_dtype(recipe.train))  # frozen: the training dtype (train.frozen_dtype)

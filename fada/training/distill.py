@@ -8,6 +8,7 @@ One training step, per sample:
         Fast:     multi-CFG (Eq. 9) at scales drawn per sample; the student is told the scales (Eq. 10)
   z_t, ε̂ = perflow_target(ẑ_e);  z*_t, ε* = perflow_target(z_e)                   (Eq. 3–4, Eq. 6)
   L = mean(L_distill + W(R)·L_GT), R = L_GT / L_distill                            (Eq. 5, 7, 8)
+  (``distill.mouth_weight`` weights both per-sample errors by the same mean-1 map: R compares like with like)
   (a preconditioned CPU-scale student weights both per-sample errors by 1/κ(t)², which leaves R unchanged)
 The two student passes run as one batch of 2B (one forward: cheaper, and what DDP needs).
 """
@@ -44,6 +45,7 @@ class DistillSettings:
     tcd_original_steps: int = 50      # TCD: points of the teacher's skipping-step grid
     motion_noise: float = 0.0         # motion-frame corruption (DistillConfig.motion_augment)
     motion_to_ref: float = 0.0
+    pixel_weight: Tensor | None = None  # (h, w) mean-1 latent weights of both loss terms (DistillConfig.mouth_weight)
 
     @classmethod
     def from_config(cls, d, cfg_mode: str) -> "DistillSettings":
@@ -184,7 +186,7 @@ def distill_loss(student, teacher, batch: dict[str, Tensor], generator: torch.Ge
     pred = student(z_in, tile(w.timestep), tile(batch["audio"]), None, keep_audio=tile(keep_audio),
                    keep_ref=tile(keep_ref), cfg_scales=student_scales, ref_latents=tile(batch["ref"]),
                    motion_latents=tile(motion), portrait=None if portrait is None else portrait.tile(rep))
-    per = per_sample_mse(pred, target)
+    per = per_sample_mse(pred, target, s.pixel_weight)
     weight = getattr(student, "module", student).eps_loss_weight(tile(w.timestep), tile(keep_ref))  # precond nets
     if weight is not None:  # the same per-sample factor on both terms: R = L_GT / L_distill is unchanged
         per = per * weight.to(per.dtype)

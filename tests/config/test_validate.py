@@ -87,15 +87,18 @@ def test_yaml_booleans_map_back_to_string_choices():
         from_dict(M, {"mode": True})
 
 
-def test_teacher_mouth_box_must_be_a_box():
-    from fada.config.schema import TeacherConfig
+@pytest.mark.parametrize("section", ["TeacherConfig", "DistillConfig"])
+def test_mouth_box_must_be_a_box(section):
+    from fada.config import schema
 
+    cls = getattr(schema, section)
     with pytest.raises(ConfigError) as e:
-        from_dict(TeacherConfig, {"mouth_box": [0.6, 0.5, 0.4, 0.9], "mouth_weight": -1})
+        from_dict(cls, {"mouth_box": [0.6, 0.5, 0.4, 0.9], "mouth_weight": -1})
     text = "\n".join(e.value.problems)
     assert "mouth_box: needs [x0, y0, x1, y1] with x0 < x1 and y0 < y1" in text
     assert "mouth_weight: -1.0 is out of range" in text
-    assert from_dict(TeacherConfig, {"mouth_box": [0.1, 0.5, 0.4, 0.9]}).mouth_box == [0.1, 0.5, 0.4, 0.9]
+    assert from_dict(cls, {"mouth_box": [0.1, 0.5, 0.4, 0.9]}).mouth_box == [0.1, 0.5, 0.4, 0.9]
+    assert cls().mouth_weight == 0.0  # the paper's losses unless a recipe asks
 
 
 def test_exponent_floats_without_a_dot_are_numbers():

@@ -153,6 +153,29 @@ def test_distill_loss_pairs_inputs_targets_and_scales(variant):
     torch.testing.assert_close(loss, (l_d + 0.5 * l_gt).mean().float(), rtol=1e-4, atol=1e-6)  # Eq. 7, W = 0.5
 
 
+def test_mouth_weight_weights_both_terms_by_one_map():
+    """distill.mouth_weight: every squared error of L_distill and L_GT times the same (h, w) map, so that R and W(R)
+    see the weighted errors (checked against the hand computation, with mode 'adaptive')."""
+    from fada.diffusion import NoiseSchedule, mixed_weight
+    from fada.training.distill import distill_loss
+    from fada.training.teacher import region_weight_map
+
+    pw = region_weight_map(3, 3, (0.34, 0.57, 0.66, 0.77), 20.0)
+    kw = dict(s=0.25, w0=0.2, r_peak=30.0, r_dead=100.0, fixed=0.2)
+    s = _settings(variant="balanced", mixed_mode="adaptive", mixed_kwargs=kw, pixel_weight=pw)
+    batch, student = _batch(), FakeStudent()
+    loss, _ = distill_loss(student, FakeTeacher(), batch, torch.Generator().manual_seed(11), NoiseSchedule(), s)
+    z_t, eps_hat, z_gt, eps_gt, _ = _expected("balanced", batch, 11, s)
+    l_d = ((0.5 * z_t - eps_hat) ** 2 * pw).flatten(1).mean(1)
+    l_gt = ((0.5 * z_gt - eps_gt) ** 2 * pw).flatten(1).mean(1)
+    w = mixed_weight(l_gt / l_d, "adaptive", **kw)
+    torch.testing.assert_close(loss, (l_d + w * l_gt).mean().float(), rtol=1e-4, atol=1e-6)
+    unweighted, _ = distill_loss(FakeStudent(), FakeTeacher(), batch, torch.Generator().manual_seed(11),
+                                 NoiseSchedule(), _settings(variant="balanced", mixed_mode="adaptive",
+                                                            mixed_kwargs=kw))
+    assert abs(float(unweighted) - float(loss)) > 1e-4  # the map changed the loss
+
+
 def test_rflow_distils_the_unguided_teacher():
     assert not _settings(variant="rflow").guided_teacher and not _settings(variant="balanced").guided_teacher
     assert _settings(variant="fast").guided_teacher
