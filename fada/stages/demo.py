@@ -395,7 +395,7 @@ PAPER_TABLES = [
     ("Table 3: mixed supervision (Fast students)",
      [("off", "fast / mixed off"), ("fixed W = 0.2", "fast / mixed fixed-0.2"),
       ("adaptive, no peak / dead", "fast / mixed adaptive unlimited"),
-      ("adaptive (Eq. 8)", "fast / mixed adaptive (Eq. 8)"), ("fixed W = 3 (the demo's Fast)", "fast")]),
+      ("adaptive (Eq. 8)", "fast / mixed adaptive (Eq. 8)"), ("fixed W = 4 (the demo's Fast)", "fast")]),
     ("Table 4: CFG distillation",
      [("w/o CFG distillation (conditional branch only, 6 NFE)", "balanced / conditional only (w/o CFG distillation)"),
       ("fixed-scale guided targets, no CFG conditioning", "fast / fixed-scale guided, no CFG conditioning"),
