@@ -89,6 +89,7 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     from fada.models.vae import build_vae
     from fada.stages.train_teacher import build_data
     from fada.training.distill import DistillSettings
+    from fada.training.teacher import mouth_weight_map
     from fada.training.loop import weight_dtype
     from fada.training.trainable import add_lora
 
@@ -104,11 +105,7 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     dataset = build_data(recipe, frontend, vae, progress)
     del vae, frontend  # the clips are cached: neither is needed while training
     settings = DistillSettings.from_config(d, m.cfg.mode)
-    if d.mouth_weight > 0:
-        from fada.training.teacher import region_weight_map
-
-        h, w = dataset.store.latent_shape[-2:]
-        settings = dataclasses.replace(settings, pixel_weight=region_weight_map(h, w, d.mouth_box, d.mouth_weight))
+    settings.pixel_weight = mouth_weight_map(dataset.store.latent_shape, d.mouth_box, d.mouth_weight)
     student = AvatarNet.from_teacher(teacher, m.cfg.mode, n_tokens=m.cfg.n_tokens, cfg_norm=m.cfg.normalize,
                                      precond_windows=0 if d.variant == "tcd" else settings.num_windows)
     teacher.to(dtype=weight_dtype(recipe.train))  # frozen: the training dtype (train.frozen_dtype)

@@ -107,7 +107,7 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     from fada.models.audio import build_audio_frontend
     from fada.models.avatar import build_avatar_net
     from fada.models.vae import build_vae
-    from fada.training.teacher import ConditionDropout, TimestepSampling, region_weight_map
+    from fada.training.teacher import ConditionDropout, TimestepSampling, mouth_weight_map
 
     require_inputs(recipe)  # before any model is built
     m, tcfg = recipe.model, recipe.teacher
@@ -129,10 +129,7 @@ def run(recipe: TeacherRecipe, progress: bool = True, stop_after: int | None = N
     save_resolved(recipe, out)
     dropout = ConditionDropout(tcfg.audio_drop, tcfg.ref_drop)
     timesteps = TimestepSampling(tcfg.timesteps, tcfg.lognormal_mean, tcfg.lognormal_std)
-    pixel_weight = None
-    if tcfg.mouth_weight > 0:
-        h, w = dataset.store.latent_shape[-2:]
-        pixel_weight = region_weight_map(h, w, tcfg.mouth_box, tcfg.mouth_weight)
+    pixel_weight = mouth_weight_map(dataset.store.latent_shape, tcfg.mouth_box, tcfg.mouth_weight)
     task = TeacherTask(net, dataset, tcfg.stage, dropout, use_audio=tcfg.stage != 1, timesteps=timesteps,
                        pixel_weight=pixel_weight, motion_augment=tcfg.motion_augment)
     validate = None

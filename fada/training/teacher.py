@@ -36,6 +36,15 @@ def region_weight_map(height: int, width: int, box, extra: float) -> Tensor:
     return (w / w.mean()).float()
 
 
+def mouth_weight_map(latent_shape, box, extra: float) -> Tensor | None:
+    """``region_weight_map`` over the last two dims of ``latent_shape`` for ``teacher.mouth_weight`` /
+    ``distill.mouth_weight``; None when ``extra`` is 0 (the paper's unweighted losses)."""
+    if extra <= 0:
+        return None
+    h, w = latent_shape[-2:]
+    return region_weight_map(h, w, box, extra)
+
+
 @dataclass
 class ConditionDropout:
     audio_drop: float
