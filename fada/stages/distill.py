@@ -89,8 +89,8 @@ def run(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = N
     from fada.models.vae import build_vae
     from fada.stages.train_teacher import build_data
     from fada.training.distill import DistillSettings
-    from fada.training.teacher import mouth_weight_map
     from fada.training.loop import weight_dtype
+    from fada.training.teacher import mouth_weight_map
     from fada.training.trainable import add_lora
 
     require_inputs(recipe)  # every missing input at once, before any model is built
